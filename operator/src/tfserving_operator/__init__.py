@@ -1,0 +1,3 @@
+"""tfserving-operator: serve TensorFlow SavedModels on Kubernetes from one ServedModel object."""
+
+__version__ = "0.1.0"

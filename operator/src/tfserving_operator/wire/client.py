@@ -1,0 +1,502 @@
+"""Asyncio client for TensorFlow Serving's ModelService, without TensorFlow.
+
+The operator asks each model server for the state of every model version
+(``GetModelStatus``) and may swap its model config in place
+(``HandleReloadConfigRequest``). The published Python bindings for those
+messages, tensorflow-serving-api, import all of TensorFlow (about 600 MB of
+memory and two seconds at start), which the operator process must never load.
+So the messages come from our own ``tfserving_wire.proto``: same field numbers
+and wire types as TF Serving's, a different proto package. Protobuf's wire
+format carries neither package nor message names, so the server cannot tell.
+
+What a gRPC call does carry is the method path, and that is the contract here,
+written out by hand because no service is generated from our .proto:
+
+- ``/tensorflow.serving.ModelService/GetModelStatus``
+  (GetModelStatusRequest -> GetModelStatusResponse)
+- ``/tensorflow.serving.ModelService/HandleReloadConfigRequest``
+  (ReloadConfigRequest -> ReloadConfigResponse)
+
+Every call has a deadline, and a slightly longer asyncio timeout guards it in
+case the deadline is not honoured. Failures come out as `ProbeError` subclasses
+whose ``reason`` is ready for a Kubernetes condition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import ClassVar
+
+import grpc
+import grpc.aio
+from google.protobuf.message import DecodeError
+
+from tfserving_operator.wire import tfserving_wire_pb2 as pb
+
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "DEFAULT_TIMEOUT",
+    "GET_MODEL_STATUS_METHOD",
+    "HANDLE_RELOAD_CONFIG_METHOD",
+    "ChannelPool",
+    "ModelNotFound",
+    "ModelState",
+    "ProbeError",
+    "ProbeFailed",
+    "ProbeTimeout",
+    "ReloadRejected",
+    "ServerUnreachable",
+    "VersionStatus",
+    "get_model_status",
+    "handle_reload_config",
+]
+
+log = logging.getLogger(__name__)
+
+GET_MODEL_STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"
+HANDLE_RELOAD_CONFIG_METHOD = "/tensorflow.serving.ModelService/HandleReloadConfigRequest"
+
+DEFAULT_TIMEOUT = 2.0
+# A reload returns only once the server has acted on the new config, which can
+# include loading models: much slower than a status probe.
+DEFAULT_RELOAD_TIMEOUT = 30.0
+
+# Extra time the asyncio guard grants beyond the gRPC deadline, so that the
+# deadline (which reports DEADLINE_EXCEEDED cleanly) normally fires first.
+_GUARD_SLACK = 1.0
+
+# Longest server-provided text copied into an exception's message; the full
+# text stays in ``details``. Condition messages should stay readable.
+_MAX_DETAILS_IN_MESSAGE = 1024
+
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    # gRPC backs off reconnecting for up to 120 s by default, and while it waits
+    # every call fails at once with UNAVAILABLE. A restarted model server pod
+    # would then look unreachable for minutes after it is back; cap the wait.
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+    # Model servers are addressed by in-cluster names or pod IPs. An operator
+    # pod given HTTP(S)_PROXY for outside access must not send these via it.
+    ("grpc.enable_http_proxy", 0),
+)
+
+# TF Serving's StatusProto.error_code is a tensorflow.error.Code, whose numbers
+# are the canonical gRPC status codes: name them from grpc's own table.
+_CODE_NAMES: dict[int, str] = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+class ModelState(enum.IntEnum):
+    """A model version's state, as TF Serving's ModelVersionStatus.State."""
+
+    UNKNOWN = 0
+    START = 10
+    LOADING = 20
+    AVAILABLE = 30
+    UNLOADING = 40
+    END = 50  # unloaded, or failed to load: see VersionStatus.error_code
+
+    @classmethod
+    def from_wire(cls, value: int) -> ModelState:
+        """Map a state number to a member; numbers added by newer servers map to UNKNOWN.
+
+        UNKNOWN is the safe reading for a state we cannot interpret: it is not
+        AVAILABLE, so nothing gets routed to that version on its account.
+        """
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStatus:
+    """One model version's status as reported by the server."""
+
+    version: int
+    state: ModelState
+    # A tensorflow.error.Code (the gRPC canonical codes); 0 is OK.
+    error_code: int
+    error_message: str
+
+    @property
+    def available(self) -> bool:
+        """True when the server can answer requests with this version."""
+        return self.state is ModelState.AVAILABLE
+
+    @property
+    def failed(self) -> bool:
+        """True when the version ended with an error (typically a failed load)."""
+        return self.state is ModelState.END and self.error_code != 0
+
+    @property
+    def error_code_name(self) -> str:
+        """The error code's canonical name, e.g. ``"NOT_FOUND"``; ``"OK"`` for none."""
+        return _CODE_NAMES.get(self.error_code, f"CODE_{self.error_code}")
+
+
+class ProbeError(Exception):
+    """A call to a model server produced no usable answer.
+
+    ``reason`` is a CamelCase word fit for a Kubernetes condition's reason,
+    ``message`` a human sentence fit for its message. ``details`` holds the
+    server's (or gRPC's) own text, untruncated; ``code`` the gRPC status code
+    if there was one.
+    """
+
+    reason: ClassVar[str] = "ProbeFailed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str = "",
+        details: str = "",
+        code: grpc.StatusCode | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.target = target
+        self.details = details
+        self.code = code
+
+
+class ServerUnreachable(ProbeError):
+    """No connection to the server (UNAVAILABLE: refused, unresolvable, reset)."""
+
+    reason: ClassVar[str] = "ServerUnreachable"
+
+
+class ProbeTimeout(ProbeError):
+    """The server did not answer within the timeout (DEADLINE_EXCEEDED)."""
+
+    reason: ClassVar[str] = "ProbeTimeout"
+
+
+class ModelNotFound(ProbeError):
+    """The server answered that it does not know the model, version or label (NOT_FOUND)."""
+
+    reason: ClassVar[str] = "ModelNotFound"
+
+
+class ProbeFailed(ProbeError):
+    """Any other failure: another status code, or a response that does not parse."""
+
+    reason: ClassVar[str] = "ProbeFailed"
+
+
+class ReloadRejected(ProbeError):
+    """The server received a config reload and refused or failed to apply it."""
+
+    reason: ClassVar[str] = "ReloadRejected"
+
+
+def _clip(text: str) -> str:
+    if len(text) <= _MAX_DETAILS_IN_MESSAGE:
+        return text
+    return text[:_MAX_DETAILS_IN_MESSAGE] + "..."
+
+
+def _map_rpc_error(err: grpc.aio.AioRpcError, target: str, what: str) -> ProbeError:
+    """Translate a gRPC failure of ``what`` (e.g. "GetModelStatus") into a ProbeError."""
+    code = err.code()
+    details = str(err.details() or "")
+    cls: type[ProbeError]
+    if code == grpc.StatusCode.UNAVAILABLE:
+        cls, message = ServerUnreachable, f"model server {target} unreachable: {_clip(details)}"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        cls, message = ProbeTimeout, f"model server {target} did not answer {what} in time"
+    elif code == grpc.StatusCode.NOT_FOUND:
+        cls, message = ModelNotFound, f"model server {target}: {_clip(details)}"
+    else:
+        name = getattr(code, "name", str(code))
+        cls = ProbeFailed
+        message = f"{what} on model server {target} failed: {name}: {_clip(details)}"
+    return cls(message, target=target, details=details, code=code)
+
+
+def _model_spec(model_name: str, version: int | None, label: str | None) -> pb.ModelSpec:
+    if not model_name:
+        raise ValueError("model_name must not be empty")
+    if version is not None and label is not None:
+        # ModelSpec holds one or the other (a oneof): setting both would
+        # silently keep only the last.
+        raise ValueError("pass a version or a label, not both")
+    spec = pb.ModelSpec(name=model_name)
+    if version is not None:
+        # Assigning the wrapper marks the field present even for version 0,
+        # which is not the same request as "no version".
+        spec.version.value = version
+    elif label is not None:
+        spec.version_label = label
+    return spec
+
+
+def _check_timeout(timeout: float) -> None:
+    # Every call must be bounded: refuse "no timeout" rather than hang a probe.
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+
+
+async def _call(
+    channel: grpc.aio.Channel,
+    method: str,
+    request: bytes,
+    target: str,
+    what: str,
+    timeout: float,
+) -> bytes:
+    """One unary call carrying raw bytes, with gRPC errors mapped to ProbeErrors.
+
+    Requests and responses cross as bytes, and responses are parsed by the
+    callers: a response that does not parse then raises DecodeError in our code,
+    where it is named ProbeFailed, rather than inside grpc's deserializer.
+    """
+    stub = channel.unary_unary(method)
+    try:
+        # The guard catches a deadline that is somehow not enforced, so a probe
+        # can never outlive its timeout by more than the slack.
+        async with asyncio.timeout(timeout + _GUARD_SLACK):
+            response = await stub(request, timeout=timeout)
+    except grpc.aio.AioRpcError as err:
+        raise _map_rpc_error(err, target, what) from err
+    except TimeoutError as err:
+        raise ProbeTimeout(
+            f"model server {target} did not answer {what} in time", target=target
+        ) from err
+    except asyncio.CancelledError as err:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # our caller cancelled us: that must propagate
+        # Nobody cancelled this task: grpc.aio ends a call in flight with
+        # CancelledError when its channel is closed (its target was dropped
+        # from a pool). Letting that escape would look like a cancellation of
+        # the caller's task, so it becomes an ordinary failed probe.
+        raise ProbeFailed(
+            f"{what} on model server {target} was cancelled: its channel closed",
+            target=target,
+        ) from err
+    except grpc.aio.UsageError as err:
+        # The channel was closed under us (its target was dropped from a pool).
+        raise ProbeFailed(
+            f"{what} on model server {target} failed: {err}", target=target, details=str(err)
+        ) from err
+    if not isinstance(response, bytes):
+        raise ProbeFailed(
+            f"{what} on model server {target} returned {type(response).__name__}, not bytes",
+            target=target,
+        )
+    return response
+
+
+def _new_channel(target: str, options: Sequence[tuple[str, int]]) -> grpc.aio.Channel:
+    # Creating a channel does no I/O: name resolution and connecting happen on
+    # gRPC's own threads at the first call, so this never blocks the loop.
+    return grpc.aio.insecure_channel(target, options=list(options))
+
+
+async def get_model_status(
+    target: str,
+    model_name: str,
+    version: int | None = None,
+    label: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    channel: grpc.aio.Channel | None = None,
+) -> list[VersionStatus]:
+    """Ask the model server at ``target`` (``host:port``) for a model's version states.
+
+    With neither ``version`` nor ``label``, TF Serving reports every version it
+    knows of the model; with one of them, that version only. Versions come back
+    in the server's order. The call uses ``channel`` if given (left open), else
+    a channel opened and closed for this one call.
+
+    Raises ServerUnreachable, ProbeTimeout, ModelNotFound or ProbeFailed (all
+    ProbeError), and ValueError for invalid arguments.
+    """
+    _check_timeout(timeout)
+    request = pb.GetModelStatusRequest(model_spec=_model_spec(model_name, version, label))
+    payload = request.SerializeToString()
+    if channel is None:
+        async with _new_channel(target, CHANNEL_OPTIONS) as own:
+            raw = await _call(
+                own, GET_MODEL_STATUS_METHOD, payload, target, "GetModelStatus", timeout
+            )
+    else:
+        raw = await _call(
+            channel, GET_MODEL_STATUS_METHOD, payload, target, "GetModelStatus", timeout
+        )
+    try:
+        response = pb.GetModelStatusResponse.FromString(raw)
+    except DecodeError as err:
+        raise ProbeFailed(
+            f"model server {target} sent a GetModelStatus response that does not parse",
+            target=target,
+            details=str(err),
+        ) from err
+    return [
+        VersionStatus(
+            version=int(s.version),
+            state=ModelState.from_wire(int(s.state)),
+            error_code=int(s.status.error_code),
+            error_message=str(s.status.error_message),
+        )
+        for s in response.model_version_status
+    ]
+
+
+async def handle_reload_config(
+    target: str,
+    config: pb.ModelServerConfig,
+    timeout: float = DEFAULT_RELOAD_TIMEOUT,
+    channel: grpc.aio.Channel | None = None,
+) -> None:
+    """Replace the model server's whole model config with ``config``.
+
+    TF Serving unloads every model the new config leaves out. Returns when the
+    server has accepted the config. Raises ServerUnreachable or ProbeTimeout
+    when the call did not get through, ReloadRejected when the server refused
+    the config (any other status code, or an error in the response's status),
+    ProbeFailed for a response that does not parse.
+    """
+    _check_timeout(timeout)
+    payload = pb.ReloadConfigRequest(config=config).SerializeToString()
+    what = "HandleReloadConfigRequest"
+    try:
+        if channel is None:
+            async with _new_channel(target, CHANNEL_OPTIONS) as own:
+                raw = await _call(own, HANDLE_RELOAD_CONFIG_METHOD, payload, target, what, timeout)
+        else:
+            raw = await _call(channel, HANDLE_RELOAD_CONFIG_METHOD, payload, target, what, timeout)
+    except (ModelNotFound, ProbeFailed) as err:
+        if err.code is None:
+            raise  # no answer from the server (bad response, channel closed)
+        # An answered call with an error status is the server's verdict on the
+        # config, whatever the code (a missing base path may come as NOT_FOUND).
+        raise ReloadRejected(
+            f"model server {target} rejected the config: {_clip(err.details)}",
+            target=target,
+            details=err.details,
+            code=err.code,
+        ) from err
+    try:
+        response = pb.ReloadConfigResponse.FromString(raw)
+    except DecodeError as err:
+        raise ProbeFailed(
+            f"model server {target} sent a {what} response that does not parse",
+            target=target,
+            details=str(err),
+        ) from err
+    # The server may also report failure inside an OK call's response.
+    if response.status.error_code != 0:
+        details = str(response.status.error_message)
+        raise ReloadRejected(
+            f"model server {target} rejected the config: {_clip(details)}",
+            target=target,
+            details=details,
+        )
+
+
+class ChannelPool:
+    """One reusable grpc.aio channel per model-server target.
+
+    Channels are created lazily and never block: connecting happens on gRPC's
+    threads during the first call. A pool belongs to the event loop it is used
+    on (grpc.aio channels are bound to their loop). Call `retain` with the
+    targets still in use to close the others, and `close` on shutdown.
+    """
+
+    def __init__(self, options: Sequence[tuple[str, int]] = CHANNEL_OPTIONS) -> None:
+        """Create an empty pool whose channels get the given gRPC channel options."""
+        self._options = tuple(options)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._closed = False
+
+    @property
+    def targets(self) -> frozenset[str]:
+        """The targets that currently have an open channel."""
+        return frozenset(self._channels)
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` has been called; the pool then opens no channel."""
+        return self._closed
+
+    def channel(self, target: str) -> grpc.aio.Channel:
+        """Return the channel for ``target``, opening it on first use."""
+        if self._closed:
+            raise RuntimeError("ChannelPool is closed")
+        ch = self._channels.get(target)
+        if ch is None:
+            ch = _new_channel(target, self._options)
+            self._channels[target] = ch
+        return ch
+
+    async def get_model_status(
+        self,
+        target: str,
+        model_name: str,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> list[VersionStatus]:
+        """`get_model_status` over this pool's channel for ``target``."""
+        return await get_model_status(
+            target, model_name, version, label, timeout, channel=self.channel(target)
+        )
+
+    async def handle_reload_config(
+        self,
+        target: str,
+        config: pb.ModelServerConfig,
+        timeout: float = DEFAULT_RELOAD_TIMEOUT,
+    ) -> None:
+        """`handle_reload_config` over this pool's channel for ``target``."""
+        await handle_reload_config(target, config, timeout, channel=self.channel(target))
+
+    async def discard(self, target: str) -> None:
+        """Close the channel for ``target`` if there is one; calls in flight on it are cancelled."""
+        ch = self._channels.pop(target, None)
+        if ch is not None:
+            await self._close_all([ch])
+
+    async def retain(self, targets: Iterable[str]) -> list[str]:
+        """Close the channels of every target not in ``targets``; return those targets."""
+        keep = set(targets)
+        gone = sorted(t for t in self._channels if t not in keep)
+        # Removed from the map before any await, so a concurrent caller asking
+        # for a dropped target gets a fresh channel, never a closing one.
+        channels = [self._channels.pop(t) for t in gone]
+        await self._close_all(channels)
+        return gone
+
+    async def close(self) -> None:
+        """Close every channel and refuse new ones (operator shutdown)."""
+        self._closed = True
+        channels = list(self._channels.values())
+        self._channels.clear()
+        await self._close_all(channels)
+
+    async def __aenter__(self) -> ChannelPool:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @staticmethod
+    async def _close_all(channels: Sequence[grpc.aio.Channel]) -> None:
+        # grace=None cancels calls in flight at once: they are probes of a
+        # target nobody needs any more, and each is bounded anyway.
+        results = await asyncio.gather(*(ch.close(None) for ch in channels), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("closing a model server channel failed: %r", result)

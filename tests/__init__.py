@@ -1,0 +1,1 @@
+"""Tests and test infrastructure: the local cluster (sim/), the stand-in model server (standin/)."""

@@ -1,0 +1,453 @@
+"""The local Kubernetes cluster: real control plane processes, kwok nodes.
+
+Usable three ways: as a library (``SimCluster(...).up()``), as pytest fixtures
+(``tests/conftest.py``), and as ``make sim-up`` / ``make sim-down``
+(``python -m tests.sim up|down|status``).
+
+Processes are started detached (their own session) and recorded in
+``.sim/pids/``, so ``up`` is idempotent across invocations: a second ``up``
+finds the healthy cluster and returns; a component found dead is reported
+with the tail of its log and the cluster is restarted cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tests.sim import toolchain
+from tests.sim.nodes import SIM_NODES, node_manifest, node_status_patch
+from tests.sim.pki import Pki, ensure_pki
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
+
+ETCD_CLIENT_PORT = 23790
+ETCD_PEER_PORT = 23800
+APISERVER_PORT = 16443
+CONTROLLER_MANAGER_PORT = 20257
+SCHEDULER_PORT = 20259
+KWOK_PORT = 20250
+# Pod IPs come from a loopback range so this machine can dial (and the
+# stand-in model server can bind) every pod's address.
+POD_CIDR = "127.1.0.0/16"
+SERVICE_CIDR = "10.96.0.0/16"
+# Start order; `down` stops them in reverse.
+COMPONENT_NAMES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "standin",
+)
+
+
+class SimError(RuntimeError):
+    """The local cluster could not be started or is unhealthy."""
+
+
+@dataclass
+class Component:
+    """One process of the cluster."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def log(message: str) -> None:
+    """Progress for a person watching `make sim-up`."""
+    print(f"[sim] {message}", file=sys.stderr, flush=True)
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.1) -> None:
+    """Poll `check` until it is true; raise SimError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            pass
+        if time.monotonic() > deadline:
+            raise SimError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class SimCluster:
+    """A local control plane rooted at ``state_dir`` (default: ``<repo>/.sim``)."""
+
+    def __init__(self, state_dir: Path | None = None, with_standin: bool = True) -> None:
+        self.state_dir = (state_dir or REPO_ROOT / ".sim").resolve()
+        self.with_standin = with_standin
+        self.pki = Pki(self.state_dir / "pki")
+        self.logs = self.state_dir / "logs"
+        self.pids = self.state_dir / "pids"
+        self.kubeconfig = self.state_dir / "kubeconfig"
+        self.server = f"https://127.0.0.1:{APISERVER_PORT}"
+        self._bin: Path | None = None
+
+    # ----- paths and binaries -------------------------------------------------
+
+    @property
+    def bin(self) -> Path:
+        """The cache folder with the built binaries (built on first use)."""
+        if self._bin is None:
+            self._bin = toolchain.ensure_binaries()
+        return self._bin
+
+    def kubectl_path(self) -> Path:
+        return self.state_dir / "bin" / "kubectl"
+
+    def link_user_binaries(self) -> None:
+        """Link kubectl and helm into .sim/bin so `PATH=$PWD/.sim/bin:$PATH` works."""
+        user_bin = self.state_dir / "bin"
+        user_bin.mkdir(parents=True, exist_ok=True)
+        for name in ("kubectl", "helm", "kwok", "etcd", "kube-apiserver"):
+            link = user_bin / name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(self.bin / name)
+
+    # ----- kubeconfigs --------------------------------------------------------
+
+    def _write_kubeconfig(self, path: Path, user: str) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "sim",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self.pki.ca_cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {
+                        "client-certificate": str(self.pki.cert(user)),
+                        "client-key": str(self.pki.key(user)),
+                    },
+                }
+            ],
+            "contexts": [{"name": "sim", "context": {"cluster": "sim", "user": user}}],
+            "current-context": "sim",
+        }
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def component_kubeconfig(self, user: str) -> Path:
+        return self.state_dir / f"{user}.kubeconfig"
+
+    # ----- components ---------------------------------------------------------
+
+    def components(self) -> list[Component]:
+        """Every process of the cluster, in start order, with its flags."""
+        b, p, s = self.bin, self.pki, self.state_dir
+        ca = str(p.ca_cert)
+        comps = [
+            Component(
+                "etcd",
+                [
+                    str(b / "etcd"),
+                    "--name=sim",
+                    f"--data-dir={s / 'etcd'}",
+                    f"--listen-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+                    f"--advertise-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+                    f"--listen-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+                    f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+                    f"--initial-cluster=sim=http://127.0.0.1:{ETCD_PEER_PORT}",
+                    "--listen-metrics-urls=",
+                    "--log-level=warn",
+                    "--quota-backend-bytes=4294967296",
+                    # fsync is for disks that must survive power loss; this
+                    # cluster is disposable and its speed is what tests feel.
+                    "--unsafe-no-fsync=true",
+                ],
+            ),
+            Component(
+                "kube-apiserver",
+                [
+                    str(b / "kube-apiserver"),
+                    f"--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    f"--secure-port={APISERVER_PORT}",
+                    f"--tls-cert-file={p.cert('apiserver')}",
+                    f"--tls-private-key-file={p.key('apiserver')}",
+                    f"--client-ca-file={ca}",
+                    "--authorization-mode=RBAC",
+                    "--enable-admission-plugins=NodeRestriction",
+                    "--allow-privileged=true",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                    f"--service-account-key-file={p.sa_pub}",
+                    f"--service-account-signing-key-file={p.sa_key}",
+                    # The apiserver would publish 127.0.0.1 as the kubernetes
+                    # Service's endpoint, which endpoint validation rejects.
+                    "--endpoint-reconciler-type=none",
+                    "--profiling=false",
+                    "--v=1",
+                ],
+            ),
+            Component(
+                "kube-controller-manager",
+                [
+                    str(b / "kube-controller-manager"),
+                    f"--kubeconfig={self.component_kubeconfig('controller-manager')}",
+                    f"--authentication-kubeconfig={self.component_kubeconfig('controller-manager')}",
+                    f"--authorization-kubeconfig={self.component_kubeconfig('controller-manager')}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={CONTROLLER_MANAGER_PORT}",
+                    f"--service-account-private-key-file={p.sa_key}",
+                    f"--root-ca-file={ca}",
+                    "--use-service-account-credentials=true",
+                    f"--cluster-signing-cert-file={ca}",
+                    f"--cluster-signing-key-file={p.ca_key}",
+                    "--leader-elect=false",
+                    "--controllers=*",
+                    # Many small objects come and go in tests: sync quickly.
+                    "--concurrent-deployment-syncs=10",
+                    "--concurrent-replicaset-syncs=10",
+                    "--concurrent-gc-syncs=30",
+                    "--v=1",
+                ],
+            ),
+            Component(
+                "kube-scheduler",
+                [
+                    str(b / "kube-scheduler"),
+                    f"--kubeconfig={self.component_kubeconfig('scheduler')}",
+                    f"--authentication-kubeconfig={self.component_kubeconfig('scheduler')}",
+                    f"--authorization-kubeconfig={self.component_kubeconfig('scheduler')}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={SCHEDULER_PORT}",
+                    "--leader-elect=false",
+                    "--v=1",
+                ],
+            ),
+            Component(
+                "kwok",
+                [
+                    str(b / "kwok"),
+                    f"--kubeconfig={self.component_kubeconfig('kwok')}",
+                    "--manage-all-nodes=false",
+                    "--manage-nodes-with-label-selector=type=kwok",
+                    f"--cidr={POD_CIDR}",
+                    "--node-ip=127.0.0.1",
+                    "--node-lease-duration-seconds=40",
+                    f"--server-address=127.0.0.1:{KWOK_PORT}",
+                    f"--config={STAGES_FILE}",
+                ],
+            ),
+        ]
+        if self.with_standin:
+            comps.append(
+                Component(
+                    "standin",
+                    [sys.executable, "-m", "tests.standin", f"--kubeconfig={self.kubeconfig}"],
+                    env={"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
+                )
+            )
+        return comps
+
+    def _pid(self, name: str) -> int | None:
+        try:
+            return int((self.pids / f"{name}.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    @staticmethod
+    def _alive(pid: int | None) -> bool:
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # A zombie (exited, not yet reaped) is not alive.
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().split(") ", 1)[1][:1] != "Z"
+        except OSError:
+            return False
+
+    def dead_components(self) -> list[str]:
+        """Names of recorded components whose process is gone."""
+        return [n for n in COMPONENT_NAMES if not self._alive(self._pid(n))]
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.logs / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _start(self, comp: Component) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.pids.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / f"{comp.name}.log", "ab") as out:
+            proc = subprocess.Popen(
+                comp.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT,
+                env={**os.environ, **comp.env},
+                start_new_session=True,
+            )
+        (self.pids / f"{comp.name}.pid").write_text(str(proc.pid))
+
+    def _ensure_started(self, comp: Component) -> None:
+        if not self._alive(self._pid(comp.name)):
+            self._start(comp)
+
+    # ----- health -------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        ctx.load_cert_chain(str(self.pki.cert("admin")), str(self.pki.key("admin")))
+        return ctx
+
+    def api_get(self, path: str, timeout: float = 5.0) -> bytes:
+        """GET a path from the API server as the admin (no client library needed)."""
+        with urllib.request.urlopen(
+            self.server + path, context=self._ssl_context(), timeout=timeout
+        ) as resp:
+            body: bytes = resp.read()
+            return body
+
+    def healthy(self) -> bool:
+        """True when the API server answers /readyz."""
+        try:
+            return self.api_get("/readyz", timeout=2) == b"ok"
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def _check_alive(self, names: Iterable[str]) -> None:
+        for name in names:
+            if not self._alive(self._pid(name)):
+                raise SimError(f"{name} exited during start-up; its log ends:\n{self.log_tail(name)}")
+
+    # ----- up / down ----------------------------------------------------------
+
+    def up(self) -> SimCluster:
+        """Start every component that is not running; create the nodes. Idempotent."""
+        started = time.monotonic()
+        bin_dir = self.bin
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        dead = [n for n in self.dead_components() if self._pid(n) is not None]
+        if dead and self.healthy():
+            for name in dead:
+                log(f"{name} had died; its log ends:\n{self.log_tail(name)}")
+        ensure_pki(self.pki.root)
+        self._write_kubeconfig(self.kubeconfig, "admin")
+        for user in ("controller-manager", "scheduler", "kwok"):
+            self._write_kubeconfig(self.component_kubeconfig(user), user)
+        self.link_user_binaries()
+        comps = {c.name: c for c in self.components()}
+        self._ensure_started(comps["etcd"])
+        self._ensure_started(comps["kube-apiserver"])
+        wait_for("kube-apiserver /readyz", self._ready_or_raise, timeout=90)
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            self._ensure_started(comps[name])
+        self._create_nodes()
+        wait_for("the simulated nodes to be Ready", self._nodes_ready, timeout=60)
+        wait_for(
+            "the default ServiceAccount (controller manager running)",
+            lambda: bool(self.api_get("/api/v1/namespaces/default/serviceaccounts/default")),
+            timeout=60,
+        )
+        if "standin" in comps:
+            self._ensure_started(comps["standin"])
+        self._check_alive(comps)
+        log(f"cluster up in {time.monotonic() - started:.1f} s (binaries: {bin_dir})")
+        log(f"kubeconfig: {self.kubeconfig}")
+        return self
+
+    def _ready_or_raise(self) -> bool:
+        self._check_alive(["etcd", "kube-apiserver"])
+        return self.healthy()
+
+    def _kubectl(self, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run(
+            [str(self.bin / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise SimError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def _create_nodes(self) -> None:
+        manifests = [node_manifest(n) for n in SIM_NODES]
+        self._kubectl("apply", "--server-side", "--field-manager=sim", "-f", "-",
+                      stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))  # fmt: skip
+        for node in SIM_NODES:
+            # Capacity lives in the status subresource, which a create ignores.
+            self._kubectl("patch", "node", node.name, "--subresource=status", "--type=merge",
+                          "-p", json.dumps(node_status_patch(node)))  # fmt: skip
+
+    def _nodes_ready(self) -> bool:
+        self._check_alive(["kwok"])
+        nodes = json.loads(self.api_get("/api/v1/nodes?labelSelector=type%3Dkwok"))["items"]
+        ready = [
+            n
+            for n in nodes
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
+            and n.get("status", {}).get("allocatable", {}).get("pods")
+        ]
+        return len(ready) == len(SIM_NODES)
+
+    def down(self) -> None:
+        """Stop every component and wait until each is gone. Keeps .sim/pki and logs."""
+        for name in reversed(COMPONENT_NAMES):
+            pid = self._pid(name)
+            if self._alive(pid):
+                assert pid is not None
+                _terminate_group(pid)
+            (self.pids / f"{name}.pid").unlink(missing_ok=True)
+        # etcd's data goes too: the next `up` starts from an empty cluster.
+        subprocess.run(["rm", "-rf", str(self.state_dir / "etcd")], check=True)
+
+    def status(self) -> dict[str, str]:
+        """Each component's state, for `python -m tests.sim status`."""
+        return {n: ("running" if self._alive(self._pid(n)) else "stopped") for n in COMPONENT_NAMES}
+
+
+def _terminate_group(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after `grace` s."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not SimCluster._alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    wait_for(f"process {pid} to exit after SIGKILL", lambda: not SimCluster._alive(pid), 10)

@@ -1,0 +1,74 @@
+"""The simulated nodes: two CPU-only nodes and two GPU nodes.
+
+The GPU nodes are labelled and tainted the way managed GPU node pools
+usually are (the NVIDIA device plugin's `nvidia.com/gpu` extended resource,
+GPU feature-discovery labels, a `nvidia.com/gpu=present:NoSchedule` taint),
+so a pod lands there only when it tolerates the taint and asks for GPUs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+
+
+@dataclass(frozen=True)
+class SimNode:
+    """One kwok node and what it advertises."""
+
+    name: str
+    cpu: str
+    memory: str
+    gpus: int = 0
+    gpu_product: str = ""
+
+
+SIM_NODES: tuple[SimNode, ...] = (
+    SimNode("sim-cpu-1", cpu="8", memory="32Gi"),
+    SimNode("sim-cpu-2", cpu="8", memory="32Gi"),
+    SimNode("sim-gpu-1", cpu="16", memory="64Gi", gpus=4, gpu_product="NVIDIA-A100-SXM4-40GB"),
+    SimNode("sim-gpu-2", cpu="16", memory="64Gi", gpus=2, gpu_product="NVIDIA-L4"),
+)
+
+MAX_GPUS_PER_NODE = max(n.gpus for n in SIM_NODES)
+
+
+def node_manifest(node: SimNode) -> dict[str, Any]:
+    """The Node object (metadata and spec; capacity goes in via the status subresource)."""
+    labels = {
+        "type": "kwok",  # kwok manages nodes with this label (see cluster.py)
+        "kubernetes.io/hostname": node.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "node.kubernetes.io/instance-type": "sim-gpu" if node.gpus else "sim-cpu",
+        "topology.kubernetes.io/zone": "sim-a",
+    }
+    spec: dict[str, Any] = {}
+    if node.gpus:
+        labels |= {
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.product": node.gpu_product,
+            "nvidia.com/gpu.count": str(node.gpus),
+        }
+        spec["taints"] = [GPU_TAINT]
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node.name,
+            "labels": labels,
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
+        },
+        "spec": spec,
+    }
+
+
+def node_status_patch(node: SimNode) -> dict[str, Any]:
+    """Capacity and allocatable, as the kubelet and the device plugin would report."""
+    resources = {"cpu": node.cpu, "memory": node.memory, "pods": "110", "ephemeral-storage": "100Gi"}
+    if node.gpus:
+        resources[GPU_RESOURCE] = str(node.gpus)
+    return {"status": {"capacity": resources, "allocatable": resources}}

@@ -1,0 +1,599 @@
+"""The ModelService client against in-process gRPC servers on 127.0.0.1.
+
+Servers that play TF Serving are built from tensorflow-serving-api's own
+generated servicer and message classes, so the server side of the wire is TF
+Serving's code, not ours. Those tests import TensorFlow and carry the
+``tensorflow`` mark; the rest (raw-bytes servers, argument checks, the import
+hygiene check) do not, so they run where TensorFlow is not installed.
+
+There is no pytest-asyncio: each test drives its coroutine with asyncio.run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from tfserving_operator.wire import client
+from tfserving_operator.wire import tfserving_wire_pb2 as pb
+from tfserving_operator.wire.client import (
+    ChannelPool,
+    ModelNotFound,
+    ModelState,
+    ProbeError,
+    ProbeFailed,
+    ProbeTimeout,
+    ReloadRejected,
+    ServerUnreachable,
+    VersionStatus,
+    get_model_status,
+    handle_reload_config,
+)
+
+SERVICE = "tensorflow.serving.ModelService"
+# What Kubernetes accepts as a condition reason.
+K8S_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+
+Handler = Callable[[Any, Any], Awaitable[Any]]
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(coro)
+
+
+def free_port() -> int:
+    """A port that nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serve(register: Callable[[grpc.aio.Server], None], port: int = 0) -> AsyncIterator[str]:
+    """Run a grpc.aio server on 127.0.0.1 for the block; yield its target."""
+    server = grpc.aio.server()
+    register(server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{bound}"
+    finally:
+        # grace=None cancels handlers still running (the hanging ones).
+        await server.stop(None)
+
+
+def raw_handlers(**methods: Handler) -> Callable[[grpc.aio.Server], None]:
+    """Register ModelService methods that receive and return raw bytes."""
+
+    def register(server: grpc.aio.Server) -> None:
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(fn)  # no (de)serializers: bytes
+            for name, fn in methods.items()
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+    return register
+
+
+# --- TF Serving's own server-side code ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tfs() -> SimpleNamespace:
+    """tensorflow-serving-api's modules and a configurable ModelService servicer."""
+    from tensorflow_serving.apis import (
+        get_model_status_pb2,
+        model_management_pb2,
+        model_service_pb2_grpc,
+        status_pb2,
+    )
+
+    class Service(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
+        """Records each request (TF Serving's classes) and answers via a handler."""
+
+        def __init__(self, on_status: Handler | None = None, on_reload: Handler | None = None):
+            self.requests: list[Any] = []
+            self.on_status = on_status
+            self.on_reload = on_reload
+
+        async def GetModelStatus(self, request: Any, context: Any) -> Any:
+            self.requests.append(request)
+            assert self.on_status is not None
+            return await self.on_status(request, context)
+
+        async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:
+            self.requests.append(request)
+            assert self.on_reload is not None
+            return await self.on_reload(request, context)
+
+    def register(service: Service) -> Callable[[grpc.aio.Server], None]:
+        return lambda server: model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            service, server
+        )
+
+    codes = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enum_type
+    return SimpleNamespace(
+        Service=Service,
+        register=register,
+        State=get_model_status_pb2.ModelVersionStatus.State,
+        GetModelStatusResponse=get_model_status_pb2.GetModelStatusResponse,
+        ReloadConfigResponse=model_management_pb2.ReloadConfigResponse,
+        code=lambda name: codes.values_by_name[name].number,
+    )
+
+
+def status_response(tfs: SimpleNamespace, *versions: tuple[int, str, str, str]) -> Handler:
+    """A handler answering (version, state, error code name, error message) rows."""
+
+    async def answer(request: Any, context: Any) -> Any:
+        resp = tfs.GetModelStatusResponse()
+        for version, state, code, message in versions:
+            s = resp.model_version_status.add(version=version, state=tfs.State.Value(state))
+            s.status.error_code = tfs.code(code)
+            s.status.error_message = message
+        return resp
+
+    return answer
+
+
+def aborting(code: grpc.StatusCode, details: str) -> Handler:
+    async def answer(request: Any, context: Any) -> Any:
+        await context.abort(code, details)
+
+    return answer
+
+
+async def hang(request: Any, context: Any) -> Any:
+    # Waits until the server stops and cancels it: longer than any timeout.
+    await asyncio.Event().wait()
+
+
+@pytest.mark.tensorflow
+def test_available_version(tfs: SimpleNamespace) -> None:
+    service = tfs.Service(on_status=status_response(tfs, (1, "AVAILABLE", "OK", "")))
+
+    async def main() -> list[VersionStatus]:
+        async with serve(tfs.register(service)) as target:
+            return await get_model_status(target, "mnist")
+
+    result = run(main())
+    assert result == [VersionStatus(1, ModelState.AVAILABLE, 0, "")]
+    assert result[0].available and not result[0].failed
+    (request,) = service.requests
+    assert request.model_spec.name == "mnist"
+    assert not request.model_spec.HasField("version")
+    assert request.model_spec.WhichOneof("version_choice") is None
+
+
+@pytest.mark.tensorflow
+def test_end_with_error_and_several_versions(tfs: SimpleNamespace) -> None:
+    message = "Could not find SavedModel .pb or .pbtxt at /models/mnist/3 ✗"
+    service = tfs.Service(
+        on_status=status_response(
+            tfs,
+            (3, "END", "NOT_FOUND", message),
+            (2, "AVAILABLE", "OK", ""),
+            (1, "UNLOADING", "OK", ""),
+        )
+    )
+
+    async def main() -> list[VersionStatus]:
+        async with serve(tfs.register(service)) as target:
+            return await get_model_status(target, "mnist")
+
+    failed, good, leaving = run(main())
+    assert failed == VersionStatus(3, ModelState.END, tfs.code("NOT_FOUND"), message)
+    assert failed.failed and not failed.available
+    assert failed.error_code_name == "NOT_FOUND"
+    assert good.available
+    assert leaving.state is ModelState.UNLOADING
+
+
+@pytest.mark.tensorflow
+def test_every_state_and_a_future_one(tfs: SimpleNamespace) -> None:
+    async def answer(request: Any, context: Any) -> Any:
+        resp = tfs.GetModelStatusResponse()
+        for number in [*tfs.State.values(), 60]:
+            resp.model_version_status.add(version=number, state=number)
+        return resp
+
+    async def main() -> list[VersionStatus]:
+        async with serve(tfs.register(tfs.Service(on_status=answer))) as target:
+            return await get_model_status(target, "m")
+
+    states = {s.version: s.state for s in run(main())}
+    assert states == {m.value: m for m in ModelState} | {60: ModelState.UNKNOWN}
+
+
+@pytest.mark.tensorflow
+@pytest.mark.parametrize(
+    ("kwargs", "choice", "value"),
+    [
+        ({"version": 0}, "version", 0),
+        ({"version": 7}, "version", 7),
+        ({"label": "stable"}, "version_label", "stable"),
+    ],
+)
+def test_request_carries_version_or_label(
+    tfs: SimpleNamespace, kwargs: dict[str, Any], choice: str, value: object
+) -> None:
+    service = tfs.Service(on_status=status_response(tfs, (7, "AVAILABLE", "OK", "")))
+
+    async def main() -> None:
+        async with serve(tfs.register(service)) as target:
+            await get_model_status(target, "mnist", **kwargs)
+
+    run(main())
+    spec = service.requests[0].model_spec
+    assert spec.WhichOneof("version_choice") == choice
+    assert (spec.version.value if choice == "version" else spec.version_label) == value
+
+
+@pytest.mark.tensorflow
+def test_not_found_carries_server_message(tfs: SimpleNamespace) -> None:
+    text = "Could not find any versions of model nope"
+    service = tfs.Service(on_status=aborting(grpc.StatusCode.NOT_FOUND, text))
+
+    async def main() -> None:
+        async with serve(tfs.register(service)) as target:
+            await get_model_status(target, "nope")
+
+    with pytest.raises(ModelNotFound) as caught:
+        run(main())
+    assert caught.value.reason == "ModelNotFound"
+    assert caught.value.details == text
+    assert text in caught.value.message
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.tensorflow
+def test_hanging_server_times_out_on_time(tfs: SimpleNamespace) -> None:
+    timeout = 0.3
+
+    async def main() -> float:
+        async with serve(tfs.register(tfs.Service(on_status=hang))) as target:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            with pytest.raises(ProbeTimeout) as caught:
+                await get_model_status(target, "mnist", timeout=timeout)
+            assert caught.value.reason == "ProbeTimeout"
+            return loop.time() - start
+
+    elapsed = run(main())
+    assert timeout * 0.9 <= elapsed < timeout + 0.7
+
+
+@pytest.mark.tensorflow
+def test_other_status_codes_are_probe_failed(tfs: SimpleNamespace) -> None:
+    service = tfs.Service(on_status=aborting(grpc.StatusCode.INTERNAL, "boom"))
+
+    async def main() -> None:
+        async with serve(tfs.register(service)) as target:
+            await get_model_status(target, "mnist")
+
+    with pytest.raises(ProbeFailed) as caught:
+        run(main())
+    assert caught.value.code == grpc.StatusCode.INTERNAL
+    assert "INTERNAL" in caught.value.message and "boom" in caught.value.message
+
+
+# --- servers that are not TF Serving, or not there ----------------------------------------------
+
+
+def test_closed_port_is_unreachable() -> None:
+    target = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ServerUnreachable) as caught:
+        run(get_model_status(target, "mnist", timeout=2.0))
+    assert caught.value.reason == "ServerUnreachable"
+    assert caught.value.target == target
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\x0a\x05ab", b"\xff" * 11, b"\x0f", b"\x0a\x02\xff\xff", b"garbage!"],
+    ids=["truncated", "bad-varint", "bad-wire-type", "bad-nested", "text"],
+)
+def test_unparseable_response_is_probe_failed(garbage: bytes) -> None:
+    async def answer(request: bytes, context: Any) -> bytes:
+        return garbage
+
+    async def main() -> None:
+        async with serve(raw_handlers(GetModelStatus=answer)) as target:
+            await get_model_status(target, "mnist")
+
+    with pytest.raises(ProbeFailed) as caught:
+        run(main())
+    assert caught.value.reason == "ProbeFailed"
+    assert "does not parse" in caught.value.message
+
+
+def test_server_without_model_service_is_probe_failed() -> None:
+    async def main() -> None:
+        async with serve(lambda server: None) as target:
+            await get_model_status(target, "mnist")
+
+    with pytest.raises(ProbeFailed) as caught:
+        run(main())
+    assert caught.value.code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_request_bytes_are_ours() -> None:
+    """What reaches the server is our serialized GetModelStatusRequest (no TF needed)."""
+    seen: list[bytes] = []
+
+    async def answer(request: bytes, context: Any) -> bytes:
+        seen.append(request)
+        status = pb.ModelVersionStatus(version=4, state=pb.ModelVersionStatus.LOADING)
+        return bytes(pb.GetModelStatusResponse(model_version_status=[status]).SerializeToString())
+
+    async def main() -> list[VersionStatus]:
+        async with serve(raw_handlers(GetModelStatus=answer)) as target:
+            return await get_model_status(target, "mnist", label="canary")
+
+    assert run(main()) == [VersionStatus(4, ModelState.LOADING, 0, "")]
+    request = pb.GetModelStatusRequest.FromString(seen[0])
+    assert (request.model_spec.name, request.model_spec.version_label) == ("mnist", "canary")
+
+
+# --- arguments and error classes ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"model_name": "m", "version": 1, "label": "stable"},
+        {"model_name": ""},
+        {"model_name": "m", "timeout": 0},
+        {"model_name": "m", "timeout": -1.0},
+        {"model_name": "m", "timeout": float("nan")},
+    ],
+)
+def test_invalid_arguments(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        run(get_model_status("127.0.0.1:1", **kwargs))
+
+
+def test_reasons_are_kubernetes_condition_reasons() -> None:
+    classes = [ProbeError, ServerUnreachable, ProbeTimeout, ModelNotFound, ProbeFailed]
+    classes.append(ReloadRejected)
+    for cls in classes:
+        assert K8S_REASON.match(cls.reason), cls
+        assert issubclass(cls, ProbeError)
+    assert len({cls.reason for cls in classes[1:]}) == len(classes) - 1
+
+
+def test_unknown_state_number_reads_unknown() -> None:
+    assert ModelState.from_wire(30) is ModelState.AVAILABLE
+    assert ModelState.from_wire(60) is ModelState.UNKNOWN
+    assert ModelState.from_wire(-1) is ModelState.UNKNOWN
+
+
+def test_import_does_not_load_tensorflow() -> None:
+    """The operator's import of the client must not pull TensorFlow in."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import tfserving_operator.wire.client
+        heavy = ("tensorflow", "tensorflow_serving")
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
+        print(loaded)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+# --- the channel pool ---------------------------------------------------------------------------
+
+
+def test_pool_reuses_and_closes_channels() -> None:
+    async def main() -> None:
+        pool = ChannelPool()
+        a = pool.channel("127.0.0.1:1")
+        assert pool.channel("127.0.0.1:1") is a
+        b = pool.channel("127.0.0.1:2")
+        assert b is not a
+        assert pool.targets == {"127.0.0.1:1", "127.0.0.1:2"}
+
+        assert await pool.retain(["127.0.0.1:2", "127.0.0.1:3"]) == ["127.0.0.1:1"]
+        assert pool.targets == {"127.0.0.1:2"}
+        assert pool.channel("127.0.0.1:1") is not a  # a dropped target gets a new channel
+
+        await pool.discard("127.0.0.1:1")
+        await pool.discard("never-seen:1")
+        assert pool.targets == {"127.0.0.1:2"}
+
+        await pool.close()
+        assert pool.closed and not pool.targets
+        with pytest.raises(RuntimeError):
+            pool.channel("127.0.0.1:2")
+
+    run(main())
+
+
+@pytest.mark.tensorflow
+def test_pool_probes_share_one_channel(tfs: SimpleNamespace) -> None:
+    service = tfs.Service(on_status=status_response(tfs, (1, "AVAILABLE", "OK", "")))
+
+    async def main() -> None:
+        async with serve(tfs.register(service)) as target, ChannelPool() as pool:
+            first = await pool.get_model_status(target, "mnist")
+            channel = pool.channel(target)
+            both = await asyncio.gather(
+                pool.get_model_status(target, "mnist", version=1),
+                pool.get_model_status(target, "mnist", label="stable"),
+            )
+            assert pool.channel(target) is channel
+            assert both == [first, first]
+        assert pool.closed
+
+    run(main())
+    assert len(service.requests) == 3
+
+
+@pytest.mark.tensorflow
+def test_discard_cancels_a_probe_in_flight(tfs: SimpleNamespace) -> None:
+    async def main() -> None:
+        reached = asyncio.Event()
+
+        async def hang_after_signal(request: Any, context: Any) -> Any:
+            reached.set()
+            await hang(request, context)
+
+        service = tfs.Service(on_status=hang_after_signal)
+        async with serve(tfs.register(service)) as target:
+            pool = ChannelPool()
+            probe = asyncio.create_task(pool.get_model_status(target, "mnist", timeout=30))
+            await asyncio.wait_for(reached.wait(), timeout=5)
+            # The target disappears while the call is in flight: it must end
+            # now, as a ProbeError, not after its 30 s deadline.
+            await pool.discard(target)
+            with pytest.raises(ProbeError):
+                await asyncio.wait_for(probe, timeout=5)
+            await pool.close()
+
+    run(main())
+
+
+@pytest.mark.tensorflow
+def test_caller_cancellation_propagates(tfs: SimpleNamespace) -> None:
+    """Cancelling the probing task is a cancellation, not a failed probe."""
+
+    async def main() -> None:
+        reached = asyncio.Event()
+
+        async def hang_after_signal(request: Any, context: Any) -> Any:
+            reached.set()
+            await hang(request, context)
+
+        service = tfs.Service(on_status=hang_after_signal)
+        async with serve(tfs.register(service)) as target, ChannelPool() as pool:
+            probe = asyncio.create_task(pool.get_model_status(target, "mnist", timeout=30))
+            await asyncio.wait_for(reached.wait(), timeout=5)
+            probe.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await probe
+
+    run(main())
+
+
+@pytest.mark.tensorflow
+def test_pool_recovers_when_server_comes_back(tfs: SimpleNamespace) -> None:
+    """A pooled channel that failed to connect serves again once the server is back.
+
+    The pool keeps the channel, so this depends on gRPC's reconnect backoff,
+    which CHANNEL_OPTIONS caps at 5 s (gRPC's own cap is 120 s).
+    """
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    service = tfs.Service(on_status=status_response(tfs, (1, "AVAILABLE", "OK", "")))
+
+    async def main() -> float:
+        async with ChannelPool() as pool:
+            with pytest.raises(ServerUnreachable):
+                await pool.get_model_status(target, "mnist")
+            async with serve(tfs.register(service), port=port):
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                while True:
+                    try:
+                        await pool.get_model_status(target, "mnist")
+                        return loop.time() - start
+                    except ServerUnreachable:
+                        # Polling for the reconnect, which backoff timing decides.
+                        assert loop.time() - start < 10, "no reconnect within 10 s"
+                        await asyncio.sleep(0.1)
+
+    assert run(main()) < 7
+
+
+# --- HandleReloadConfigRequest ------------------------------------------------------------------
+
+
+def config() -> pb.ModelServerConfig:
+    cfg = pb.ModelServerConfig()
+    entry = cfg.model_config_list.config.add(
+        name="mnist", base_path="/models/mnist", model_platform="tensorflow"
+    )
+    entry.model_version_policy.specific.versions.extend([1, 2])
+    entry.version_labels["stable"] = 1
+    return cfg
+
+
+@pytest.mark.tensorflow
+def test_reload_config_sends_the_config(tfs: SimpleNamespace) -> None:
+    async def ok(request: Any, context: Any) -> Any:
+        return tfs.ReloadConfigResponse()
+
+    service = tfs.Service(on_reload=ok)
+
+    async def main() -> None:
+        async with serve(tfs.register(service)) as target:
+            await handle_reload_config(target, config(), timeout=5)
+
+    run(main())
+    (request,) = service.requests
+    (entry,) = request.config.model_config_list.config
+    assert (entry.name, entry.base_path, entry.model_platform) == (
+        "mnist",
+        "/models/mnist",
+        "tensorflow",
+    )
+    assert list(entry.model_version_policy.specific.versions) == [1, 2]
+    assert dict(entry.version_labels) == {"stable": 1}
+
+
+@pytest.mark.tensorflow
+def test_reload_rejected_in_response_status(tfs: SimpleNamespace) -> None:
+    async def refuse(request: Any, context: Any) -> Any:
+        resp = tfs.ReloadConfigResponse()
+        resp.status.error_code = tfs.code("INVALID_ARGUMENT")
+        resp.status.error_message = "bad config"
+        return resp
+
+    async def main() -> None:
+        async with serve(tfs.register(tfs.Service(on_reload=refuse))) as target:
+            await handle_reload_config(target, config(), timeout=5)
+
+    with pytest.raises(ReloadRejected) as caught:
+        run(main())
+    assert caught.value.details == "bad config"
+
+
+@pytest.mark.tensorflow
+@pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND])
+def test_reload_rejected_as_status_code(tfs: SimpleNamespace, code: grpc.StatusCode) -> None:
+    service = tfs.Service(on_reload=aborting(code, "Only ModelConfigList is supported"))
+
+    async def main() -> None:
+        async with serve(tfs.register(service)) as target:
+            await handle_reload_config(target, config(), timeout=5)
+
+    with pytest.raises(ReloadRejected) as caught:
+        run(main())
+    assert caught.value.code == code
+    assert caught.value.details == "Only ModelConfigList is supported"
+
+
+def test_reload_to_closed_port_is_unreachable() -> None:
+    with pytest.raises(ServerUnreachable):
+        run(handle_reload_config(f"127.0.0.1:{free_port()}", config(), timeout=2))
+
+
+def test_module_constants() -> None:
+    assert f"/{SERVICE}/GetModelStatus" == client.GET_MODEL_STATUS_METHOD
+    assert f"/{SERVICE}/HandleReloadConfigRequest" == client.HANDLE_RELOAD_CONFIG_METHOD

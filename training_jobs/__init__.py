@@ -1,0 +1,1 @@
+"""Training and export jobs for the models the operator serves."""

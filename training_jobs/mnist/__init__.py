@@ -1,0 +1,1 @@
+"""The MNIST softmax-regression trainer, its data loading and its client."""
