@@ -11,7 +11,7 @@ from tests.sim.cluster import SimCluster, SimError
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.sim", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "build"])
+    parser.add_argument("command", choices=["up", "down", "status", "build", "install-crds"])
     parser.add_argument(
         "--no-standin",
         action="store_true",
@@ -25,6 +25,8 @@ def main() -> int:
     try:
         if args.command == "up":
             cluster.up()
+        elif args.command == "install-crds":
+            cluster.install_crds()
         elif args.command == "down":
             cluster.down()
             print("[sim] stopped", file=sys.stderr)

@@ -80,7 +80,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: flo
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - any failure means "not yet"
+        except Exception:
             pass
         if time.monotonic() > deadline:
             raise SimError(f"timed out after {timeout:.0f} s waiting for {what}")
@@ -118,9 +118,12 @@ class SimCluster:
         user_bin.mkdir(parents=True, exist_ok=True)
         for name in ("kubectl", "helm", "kwok", "etcd", "kube-apiserver"):
             link = user_bin / name
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(self.bin / name)
+            if link.is_symlink() and os.readlink(link) == str(self.bin / name):
+                continue
+            tmp = user_bin / f".{name}.tmp"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(self.bin / name)
+            os.replace(tmp, link)
 
     # ----- kubeconfigs --------------------------------------------------------
 
@@ -149,7 +152,10 @@ class SimCluster:
             "contexts": [{"name": "sim", "context": {"cluster": "sim", "user": user}}],
             "current-context": "sim",
         }
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        # Write-then-rename: a concurrent reader never sees a half-written file.
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+        os.replace(tmp, path)
 
     def component_kubeconfig(self, user: str) -> Path:
         return self.state_dir / f"{user}.kubeconfig"
@@ -343,7 +349,9 @@ class SimCluster:
     def _check_alive(self, names: Iterable[str]) -> None:
         for name in names:
             if not self._alive(self._pid(name)):
-                raise SimError(f"{name} exited during start-up; its log ends:\n{self.log_tail(name)}")
+                raise SimError(
+                    f"{name} exited during start-up; its log ends:\n{self.log_tail(name)}"
+                )
 
     # ----- up / down ----------------------------------------------------------
 
@@ -396,10 +404,20 @@ class SimCluster:
             raise SimError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
+    def install_crds(self) -> None:
+        """Apply every CRD in crds/ and wait until the API server serves them."""
+        crd_dir = REPO_ROOT / "crds"
+        self._kubectl("apply", "--server-side", "--field-manager=sim", "-f", str(crd_dir))
+        self._kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd_dir)
+        )
+
     def _create_nodes(self) -> None:
         manifests = [node_manifest(n) for n in SIM_NODES]
-        self._kubectl("apply", "--server-side", "--field-manager=sim", "-f", "-",
-                      stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))  # fmt: skip
+        node_list = {"apiVersion": "v1", "kind": "List", "items": manifests}
+        self._kubectl(
+            "apply", "--server-side", "--field-manager=sim", "-f", "-", stdin=json.dumps(node_list)
+        )
         for node in SIM_NODES:
             # Capacity lives in the status subresource, which a create ignores.
             self._kubectl("patch", "node", node.name, "--subresource=status", "--type=merge",

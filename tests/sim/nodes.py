@@ -68,7 +68,12 @@ def node_manifest(node: SimNode) -> dict[str, Any]:
 
 def node_status_patch(node: SimNode) -> dict[str, Any]:
     """Capacity and allocatable, as the kubelet and the device plugin would report."""
-    resources = {"cpu": node.cpu, "memory": node.memory, "pods": "110", "ephemeral-storage": "100Gi"}
+    resources = {
+        "cpu": node.cpu,
+        "memory": node.memory,
+        "pods": "110",
+        "ephemeral-storage": "100Gi",
+    }
     if node.gpus:
         resources[GPU_RESOURCE] = str(node.gpus)
     return {"status": {"capacity": resources, "allocatable": resources}}

@@ -89,7 +89,9 @@ def _ensure_signed(pki: Pki, name: str, subject: str, serving_sans: str | None =
         return
     root = pki.root
     _openssl("genrsa", "-out", f"{name}.key", "2048", cwd=root)
-    _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=root)
+    _openssl(
+        "req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=root
+    )
     ext = root / f"{name}.ext"
     usage = "serverAuth" if serving_sans else "clientAuth"
     lines = ["basicConstraints=CA:FALSE", "keyUsage=digitalSignature,keyEncipherment",

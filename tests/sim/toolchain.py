@@ -104,7 +104,9 @@ def cache_key() -> str:
 def cache_root() -> Path:
     """Where built binaries live: outside the clone so fresh clones reuse them."""
     base = os.environ.get("TFSO_SIM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "tfserving-operator", "sim"
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+        "tfserving-operator",
+        "sim",
     )
     return Path(base)
 
@@ -149,7 +151,9 @@ def ensure_binaries(log: bool = True) -> Path:
         started = time.monotonic()
         if log:
             names = ", ".join(t.binary for t in tools)
-            print(f"[sim] building {names} (first time on this machine)", file=sys.stderr, flush=True)
+            print(
+                f"[sim] building {names} (first time on this machine)", file=sys.stderr, flush=True
+            )
         subprocess.run(
             ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(staging) + "/"]
             + [t.package for t in tools],
@@ -163,9 +167,7 @@ def ensure_binaries(log: bool = True) -> Path:
                 built.rename(staging / tool.binary)
             os.replace(staging / tool.binary, target / tool.binary)
         if log:
-            print(
-                f"[sim] built in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True
-            )
+            print(f"[sim] built in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     shutil.rmtree(staging, ignore_errors=True)
     return target
 

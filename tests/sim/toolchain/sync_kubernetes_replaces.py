@@ -38,9 +38,7 @@ def main() -> None:
     staging_version = "v0" + kube_version[2:]  # v1.36.3 -> v0.36.3
     modules = staging_modules(kube_version)
     block = "\n".join(
-        [BEGIN, "replace ("]
-        + [f"\t{m} => {m} {staging_version}" for m in modules]
-        + [")", END]
+        [BEGIN, "replace ("] + [f"\t{m} => {m} {staging_version}" for m in modules] + [")", END]
     )
     gomod = Path(__file__).parent / "kubernetes" / "go.mod"
     text = gomod.read_text()

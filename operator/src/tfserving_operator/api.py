@@ -1,0 +1,90 @@
+"""Names of the ServedModel API and of everything the operator stamps on objects.
+
+One place for every group, label, annotation, condition type and reason, so
+renderers, decisions and tests agree on spelling.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "serving.tfoperator.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "ServedModel"
+PLURAL: Final = "servedmodels"
+
+FIELD_MANAGER: Final = "tfserving-operator"
+
+# Labels on every child object and pod.
+LABEL_SERVEDMODEL: Final = f"{GROUP}/servedmodel"
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+APP_NAME: Final = "tensorflow-serving"
+MANAGED_BY: Final = "tfserving-operator"
+
+# Pod-template annotations the gate reads back from each pod.
+ANNOTATION_CONFIG_HASH: Final = f"{GROUP}/config-hash"
+ANNOTATION_VERSIONS: Final = f"{GROUP}/versions"
+ANNOTATION_MODEL_NAME: Final = f"{GROUP}/model-name"
+ANNOTATION_GRPC_PORT: Final = f"{GROUP}/grpc-port"
+# On the ServedModel: change its value to retry a refused version set.
+ANNOTATION_RETRY: Final = f"{GROUP}/retry"
+
+# The readiness gate: a pod takes traffic only once the operator has asked
+# its model server and every version it must serve is AVAILABLE.
+GATE_CONDITION: Final = f"{GROUP}/model-available"
+
+CONTAINER_NAME: Final = "tensorflow-serving"
+CONFIG_DIR: Final = "/etc/tfserving"
+MODEL_CONFIG_FILE: Final = "models.config"
+MONITORING_CONFIG_FILE: Final = "monitoring.config"
+BATCHING_CONFIG_FILE: Final = "batching.config"
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+
+
+class Condition:
+    """Condition types on a ServedModel (kstatus reads Ready and observedGeneration)."""
+
+    READY: Final = "Ready"
+    PROGRESSING: Final = "Progressing"
+    DEGRADED: Final = "Degraded"
+
+
+class Reason:
+    """CamelCase reasons, each documented in docs/troubleshooting.md."""
+
+    # Ready / Progressing
+    AVAILABLE: Final = "VersionsAvailable"
+    ROLLING_OUT: Final = "RollingOut"
+    WAITING_FOR_REPLICAS: Final = "WaitingForReplicas"
+    ROLLOUT_COMPLETE: Final = "RolloutComplete"
+    SCALED_TO_ZERO: Final = "ScaledToZero"
+    ROLLED_BACK: Final = "RolledBack"
+    # Degraded
+    AS_EXPECTED: Final = "AsExpected"
+    VERSION_LOAD_FAILED: Final = "VersionLoadFailed"
+    VERSION_LOAD_TIMEOUT: Final = "VersionLoadTimeout"
+    SERVER_CRASHING: Final = "ModelServerCrashing"
+    UNSCHEDULABLE: Final = "Unschedulable"
+    INVALID_SPEC: Final = "InvalidSpec"
+    APPLY_FAILED: Final = "ApplyFailed"
+    PROBE_FAILED: Final = "ProbeFailed"
+    VERSION_UNAVAILABLE: Final = "VersionUnavailable"
+    NO_VERSIONS: Final = "NoVersionsAvailable"
+
+
+# Gate reasons, written on the pod's readiness-gate condition.
+class GateReason:
+    """Why a pod's availability gate is open or closed."""
+
+    AVAILABLE: Final = "ModelAvailable"
+    LOADING: Final = "VersionLoading"
+    FAILED: Final = "VersionLoadFailed"
+    NOT_FOUND: Final = "VersionNotFound"
+    UNREACHABLE: Final = "ServerUnreachable"
+    TIMEOUT: Final = "ProbeTimeout"
+    PROBE_FAILED: Final = "ProbeFailed"

@@ -1,0 +1,547 @@
+"""Decide: given what was observed, what should be true next, and why (pure).
+
+Every function here takes plain values (the ServedModel, the pods, the
+model servers' answers, the clock) and returns plain values (which versions
+to serve, which gates to open, the status, the Events), each with a reason
+and message fit for a status condition. Nothing here does I/O; the tests
+call these directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tfserving_operator import api
+from tfserving_operator.api import Condition, GateReason, Reason
+from tfserving_operator.observe import DeploymentView, PodView, ProbeResult
+from tfserving_operator.spec import ServedModel, VersionSet
+from tfserving_operator.wire.client import ModelState
+
+# ----------------------------------------------------------------------------
+# Memory: what earlier reconciles recorded in the status (survives restarts).
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A target version set the operator refused, and why."""
+
+    versions: tuple[int, ...]
+    labels: tuple[tuple[str, int], ...]
+    reason: str
+    message: str
+    time: str
+    retry_token: str = ""
+
+    def matches(self, target: VersionSet, retry_token: str) -> bool:
+        """Still in force: the spec asks for the same set and nobody asked to retry."""
+        return (
+            target.explicit
+            and self.versions == target.versions
+            and self.labels == target.labels
+            and self.retry_token == retry_token
+        )
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "versions": list(self.versions),
+            "labels": dict(self.labels),
+            "reason": self.reason,
+            "message": self.message,
+            "time": self.time,
+            "retryToken": self.retry_token,
+        }
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The parts of the status that carry decisions from one reconcile to the next."""
+
+    last_good: VersionSet | None = None
+    refused: Refusal | None = None
+    rollout_hash: str = ""
+    rollout_start: str = ""
+    conditions: tuple[Mapping[str, Any], ...] = ()
+    serving: str = ""
+
+
+def memory_from_status(status: Mapping[str, Any] | None) -> Memory:
+    """Read back what earlier reconciles recorded."""
+    status = status or {}
+    last_good = None
+    if status.get("lastGood"):
+        lg = status["lastGood"]
+        last_good = VersionSet.specific(lg.get("versions") or [], lg.get("labels") or {})
+    refused = None
+    if status.get("refused"):
+        rf = status["refused"]
+        refused = Refusal(
+            versions=tuple(int(v) for v in rf.get("versions") or ()),
+            labels=tuple(sorted((str(k), int(v)) for k, v in (rf.get("labels") or {}).items())),
+            reason=rf.get("reason", ""),
+            message=rf.get("message", ""),
+            time=rf.get("time", ""),
+            retry_token=rf.get("retryToken", ""),
+        )
+    rollout = status.get("rollout") or {}
+    return Memory(
+        last_good=last_good,
+        refused=refused,
+        rollout_hash=rollout.get("configHash", ""),
+        rollout_start=rollout.get("startTime", ""),
+        conditions=tuple(status.get("conditions") or ()),
+        serving=status.get("servingVersions", ""),
+    )
+
+
+def choose_serving_set(sm: ServedModel, memory: Memory) -> tuple[VersionSet, Refusal | None]:
+    """The version set to render, and the refusal still in force (if any).
+
+    The spec's target, unless that exact target was refused: then the last
+    good set keeps serving (or, with nothing good yet, the target stays
+    deployed but reported).
+    """
+    refused = memory.refused
+    if refused is not None and refused.matches(sm.target, sm.retry_token):
+        return (memory.last_good or sm.target), refused
+    return sm.target, None
+
+
+# ----------------------------------------------------------------------------
+# The availability gate, per pod.
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Open or close one pod's readiness gate."""
+
+    pod: str
+    open: bool
+    reason: str
+    message: str
+
+
+def required_versions(annotation: str) -> tuple[int, ...] | None:
+    """Versions a pod must report AVAILABLE; None for a policy (latest/all)."""
+    parts = [p for p in annotation.split(",") if p.strip()]
+    if parts and all(p.strip().isdigit() for p in parts):
+        return tuple(int(p) for p in parts)
+    return None
+
+
+_PROBE_ERROR_GATE = {
+    "ServerUnreachable": GateReason.UNREACHABLE,
+    "ProbeTimeout": GateReason.TIMEOUT,
+    "ModelNotFound": GateReason.NOT_FOUND,
+}
+
+
+def gate_for(pod: PodView, probe: ProbeResult) -> GateDecision:
+    """Whether the pod's server serves everything its pod was started for."""
+    if not probe.ok:
+        reason = _PROBE_ERROR_GATE.get(probe.error_reason, GateReason.PROBE_FAILED)
+        return GateDecision(pod.name, False, reason, probe.error_message or probe.error_reason)
+    required = required_versions(pod.versions)
+    if required is None:
+        available = probe.available_versions
+        if available:
+            listed = ",".join(map(str, available))
+            return GateDecision(pod.name, True, GateReason.AVAILABLE, f"AVAILABLE: {listed}")
+        failed = [s for s in probe.statuses if s.failed]
+        if failed and len(failed) == len(probe.statuses):
+            return GateDecision(pod.name, False, GateReason.FAILED, _failure_text(failed[0]))
+        return GateDecision(pod.name, False, GateReason.LOADING, "no version AVAILABLE yet")
+    for version in required:
+        status = probe.state_of(version)
+        if status is None:
+            return GateDecision(
+                pod.name,
+                False,
+                GateReason.LOADING,
+                f"version {version} not yet known to the server",
+            )
+        if status.failed:
+            return GateDecision(pod.name, False, GateReason.FAILED, _failure_text(status))
+        if status.state != ModelState.AVAILABLE:
+            return GateDecision(
+                pod.name, False, GateReason.LOADING, f"version {version} is {status.state.name}"
+            )
+    listed = ",".join(map(str, required))
+    return GateDecision(pod.name, True, GateReason.AVAILABLE, f"AVAILABLE: {listed}")
+
+
+def _failure_text(status: Any) -> str:
+    return f"version {status.version}: {status.error_message or status.error_code_name}"
+
+
+def gate_changes(pods: Iterable[PodView], probes: Mapping[str, ProbeResult]) -> list[GateDecision]:
+    """Gate writes needed: only where the decision differs from the pod's condition."""
+    changes = []
+    for pod in pods:
+        probe = probes.get(pod.name)
+        if probe is None or pod.terminating:
+            continue
+        decision = gate_for(pod, probe)
+        if decision.open != pod.gate or (not decision.open and decision.reason != pod.gate_reason):
+            changes.append(decision)
+    return changes
+
+
+# ----------------------------------------------------------------------------
+# Rollout: done, failed, or still going.
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why the version set being rolled out is refused."""
+
+    reason: str
+    message: str
+
+
+def current_pods(pods: Iterable[PodView], config_hash: str) -> list[PodView]:
+    """Pods started from the config being rolled out, not on their way out."""
+    return [p for p in pods if p.config_hash == config_hash and not p.terminating]
+
+
+def detect_failure(
+    sm: ServedModel,
+    config_hash: str,
+    pods: Sequence[PodView],
+    probes: Mapping[str, ProbeResult],
+    rollout_start: datetime | None,
+    now: datetime,
+) -> Failure | None:
+    """A rollout fails when a new server reports a load error, exits, or takes too long."""
+    current = current_pods(pods, config_hash)
+    for pod in current:
+        probe = probes.get(pod.name)
+        if probe is not None and probe.ok:
+            decision = gate_for(pod, probe)
+            if decision.reason == GateReason.FAILED:
+                return Failure(
+                    Reason.VERSION_LOAD_FAILED,
+                    f"model server on pod {pod.name}: {decision.message}",
+                )
+    for pod in current:
+        # The real server exits when an initial version fails to load; its
+        # last log lines are the container's termination message.
+        if pod.restart_count > 0 and pod.gate is not True and pod.termination_message:
+            return Failure(
+                Reason.VERSION_LOAD_FAILED,
+                f"model server on pod {pod.name} exited while loading: "
+                f"{pod.termination_message[-600:]}",
+            )
+    if rollout_start is not None:
+        elapsed = (now - rollout_start).total_seconds()
+        if elapsed > sm.availability_timeout_seconds:
+            states = (
+                "; ".join(f"{p.name}: {p.gate_reason or 'not probed'}" for p in current)
+                or "no new pod running"
+            )
+            return Failure(
+                Reason.VERSION_LOAD_TIMEOUT,
+                f"versions {_describe_target(pods, config_hash)} not AVAILABLE on every new "
+                f"replica within {sm.availability_timeout_seconds} s ({states})",
+            )
+    return None
+
+
+def _describe_target(pods: Sequence[PodView], config_hash: str) -> str:
+    return next((p.versions for p in pods if p.config_hash == config_hash), "?")
+
+
+def serving_pods(pods: Iterable[PodView]) -> list[PodView]:
+    """Pods taking traffic: Ready (which includes the open gate) and not terminating."""
+    return [p for p in pods if p.ready and p.gate is True and not p.terminating]
+
+
+def rollout_complete(
+    sm: ServedModel,
+    config_hash: str,
+    deployment: DeploymentView | None,
+    pods: Sequence[PodView],
+) -> bool:
+    """Every replica runs the current config, passed the gate, and old pods are gone."""
+    if deployment is None or deployment.config_hash != config_hash or not deployment.settled:
+        return False
+    live = [p for p in pods if not p.terminating]
+    if any(p.config_hash != config_hash for p in live):
+        return False
+    ready = [p for p in serving_pods(live) if p.config_hash == config_hash]
+    return len(ready) >= sm.replicas and deployment.updated_replicas >= sm.replicas
+
+
+# ----------------------------------------------------------------------------
+# Status.
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Everything one reconcile concluded, for the status and the Events."""
+
+    serve: VersionSet
+    config_hash: str
+    refused: Refusal | None
+    failure: Failure | None  # a failure with nothing to fall back to
+    complete: bool
+    last_good: VersionSet | None
+    rollout_start: str
+
+
+def condition(
+    ctype: str,
+    is_true: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    previous: Iterable[Mapping[str, Any]],
+    now: str,
+) -> dict[str, Any]:
+    """A metav1.Condition; lastTransitionTime moves only when the status flips."""
+    status = "True" if is_true else "False"
+    old = next((c for c in previous if c.get("type") == ctype), None)
+    transition = old["lastTransitionTime"] if old and old.get("status") == status else now
+    return {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message[:32768],
+        "lastTransitionTime": transition,
+        "observedGeneration": generation,
+    }
+
+
+def serving_versions(pods: Sequence[PodView], probes: Mapping[str, ProbeResult]) -> str:
+    """Versions served to traffic: what the serving pods were started for (explicit
+    sets), or what their servers report AVAILABLE (policies)."""
+    versions: set[int] = set()
+    for pod in serving_pods(pods):
+        required = required_versions(pod.versions)
+        if required is not None:
+            versions.update(required)
+        elif pod.name in probes:
+            versions.update(probes[pod.name].available_versions)
+    return ",".join(str(v) for v in sorted(versions))
+
+
+def _pods_status(
+    pods: Sequence[PodView], probes: Mapping[str, ProbeResult], limit: int = 20
+) -> list[dict[str, Any]]:
+    out = []
+    for pod in sorted(pods, key=lambda p: p.name)[:limit]:
+        entry: dict[str, Any] = {
+            "name": pod.name,
+            "ready": pod.ready and pod.gate is True,
+            "gate": pod.gate_reason or "Pending",
+        }
+        probe = probes.get(pod.name)
+        if probe is not None and probe.ok:
+            entry["versions"] = [
+                {
+                    "version": s.version,
+                    "state": s.state.name,
+                    **({"errorMessage": s.error_message[:512]} if s.error_message else {}),
+                }
+                for s in probe.statuses
+            ]
+        out.append(entry)
+    return out
+
+
+def compute_status(
+    sm: ServedModel,
+    outcome: Outcome,
+    deployment: DeploymentView | None,
+    pods: Sequence[PodView],
+    probes: Mapping[str, ProbeResult],
+    previous_conditions: Sequence[Mapping[str, Any]],
+    now: str,
+) -> dict[str, Any]:
+    """The whole status subresource for this reconcile."""
+    live = [p for p in pods if not p.terminating]
+    ready = len(serving_pods(live))
+    serving = serving_versions(live, probes)
+    unschedulable = next((p for p in live if p.unschedulable), None)
+    gen = sm.generation
+
+    # Degraded
+    if outcome.refused is not None:
+        target = sm.target.describe()
+        fallback = outcome.serve.describe() if outcome.last_good else "nothing"
+        degraded = (
+            True,
+            outcome.refused.reason,
+            f"target {target} refused, serving {fallback}: {outcome.refused.message}",
+        )
+    elif outcome.failure is not None:
+        degraded = (True, outcome.failure.reason, outcome.failure.message)
+    elif unschedulable is not None:
+        degraded = (
+            True,
+            Reason.UNSCHEDULABLE,
+            f"pod {unschedulable.name} cannot be scheduled: {unschedulable.unschedulable}",
+        )
+    else:
+        degraded = (False, Reason.AS_EXPECTED, "")
+
+    # Progressing and Ready
+    if sm.replicas == 0:
+        progressing = (False, Reason.SCALED_TO_ZERO, "replicas is 0")
+        ready_cond = (True, Reason.SCALED_TO_ZERO, "replicas is 0: nothing to serve")
+    elif outcome.complete and outcome.refused is None:
+        progressing = (False, Reason.ROLLOUT_COMPLETE, f"serving {outcome.serve.describe()}")
+        ready_cond = (
+            ready >= sm.replicas,
+            Reason.AVAILABLE if ready >= sm.replicas else Reason.WAITING_FOR_REPLICAS,
+            f"{ready}/{sm.replicas} replicas serve {serving or 'nothing'}",
+        )
+    elif outcome.complete and outcome.refused is not None:
+        progressing = (
+            False,
+            Reason.ROLLED_BACK,
+            f"back on {outcome.serve.describe()} after refusing {sm.target.describe()}",
+        )
+        ready_cond = (
+            False,
+            outcome.refused.reason,
+            f"target {sm.target.describe()} refused, serving {serving or 'nothing'}",
+        )
+    else:
+        updated = len([p for p in serving_pods(live) if p.config_hash == outcome.config_hash])
+        progressing = (
+            True,
+            Reason.ROLLING_OUT,
+            f"rolling out {outcome.serve.describe()}: {updated}/{sm.replicas} new "
+            f"replicas AVAILABLE, serving {serving or 'nothing'}",
+        )
+        ready_cond = (
+            False,
+            Reason.ROLLING_OUT,
+            f"{updated}/{sm.replicas} replicas serve {outcome.serve.describe()}",
+        )
+    if degraded[0] and not outcome.refused and ready_cond[0] is False:
+        ready_cond = (False, degraded[1], degraded[2])
+
+    conditions = [
+        condition(Condition.READY, *ready_cond, gen, previous_conditions, now),
+        condition(Condition.PROGRESSING, *progressing, gen, previous_conditions, now),
+        condition(Condition.DEGRADED, *degraded, gen, previous_conditions, now),
+    ]
+    names = {
+        "grpc": f"{sm.name}-grpc.{sm.namespace}.svc:{sm.grpc_port}",
+        "headless": f"{sm.name}-headless.{sm.namespace}.svc",
+    }
+    if sm.rest_port:
+        names["rest"] = (
+            f"http://{sm.name}-rest.{sm.namespace}.svc:{sm.rest_port}/v1/models/{sm.model_name}"
+        )
+    replicas = len(live)
+    return {
+        "observedGeneration": gen,
+        "modelName": sm.model_name,
+        "servingVersions": serving,
+        "targetVersions": sm.target.describe(),
+        "lastGood": outcome.last_good.to_status() if outcome.last_good else None,
+        "refused": outcome.refused.to_status() if outcome.refused else None,
+        "rollout": None
+        if outcome.complete
+        else {
+            "versions": [*outcome.serve.versions],
+            "configHash": outcome.config_hash,
+            "startTime": outcome.rollout_start,
+        },
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "updatedReplicas": len(current_pods(live, outcome.config_hash)),
+        "replicasSummary": f"{ready}/{sm.replicas}",
+        "selector": f"{api.LABEL_SERVEDMODEL}={sm.name}",
+        "endpoints": names,
+        "pods": _pods_status(live, probes),
+        "conditions": conditions,
+    }
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The merge patch turning `old` into `new` (None when nothing changed).
+
+    Conditions compare without lastTransitionTime (kept by `condition` when
+    unchanged anyway), so an idle ServedModel causes no write at all.
+    """
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        if old.get(key) != value:
+            patch[key] = value
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    # A None value for a key already absent is no change.
+    patch = {k: v for k, v in patch.items() if not (v is None and old.get(k) is None)}
+    return patch or None
+
+
+# ----------------------------------------------------------------------------
+# Events.
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """A Kubernetes Event to record."""
+
+    type: str
+    reason: str
+    message: str
+
+
+def events_for(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[EventSpec]:
+    """Events for the transitions between two statuses."""
+    events: list[EventSpec] = []
+    old_rollout = (old.get("rollout") or {}).get("configHash")
+    new_rollout = (new.get("rollout") or {}).get("configHash")
+    if new_rollout and new_rollout != old_rollout:
+        versions = ",".join(map(str, (new.get("rollout") or {}).get("versions") or [])) or (
+            new.get("targetVersions", "")
+        )
+        events.append(EventSpec("Normal", "RolloutStarted", f"rolling out versions {versions}"))
+    if new.get("servingVersions") != old.get("servingVersions") and new.get("servingVersions"):
+        was = old.get("servingVersions") or "nothing"
+        events.append(
+            EventSpec(
+                "Normal", "ServingVersions", f"now serving {new['servingVersions']} (was {was})"
+            )
+        )
+    old_refused, new_refused = old.get("refused"), new.get("refused")
+    if new_refused and new_refused != old_refused:
+        events.append(EventSpec("Warning", new_refused["reason"], _degraded_message(new)))
+    old_deg = _cond(old, Condition.DEGRADED)
+    new_deg = _cond(new, Condition.DEGRADED)
+    if (
+        new_deg.get("status") == "True"
+        and not new_refused
+        and (old_deg.get("status"), old_deg.get("reason")) != ("True", new_deg.get("reason"))
+    ):
+        events.append(EventSpec("Warning", new_deg["reason"], new_deg.get("message", "")))
+    old_ready, new_ready = _cond(old, Condition.READY), _cond(new, Condition.READY)
+    if new_ready.get("status") == "True" and old_ready.get("status") != "True":
+        events.append(EventSpec("Normal", "Ready", new_ready.get("message", "")))
+    return events
+
+
+def _cond(status: Mapping[str, Any], ctype: str) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions") or () if c.get("type") == ctype), {})
+
+
+def _degraded_message(status: Mapping[str, Any]) -> str:
+    return str(_cond(status, Condition.DEGRADED).get("message", ""))
+
+
+def parse_time(value: str) -> datetime | None:
+    """Parse an RFC 3339 timestamp written by now_iso (None for empty/bad)."""
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None

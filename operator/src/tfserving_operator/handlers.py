@@ -1,0 +1,126 @@
+"""kopf wiring: watches in, worker wake-ups out. No logic lives here.
+
+Every handler is an event handler (no kopf progress annotations, no
+finalizers): kopf writes nothing to the objects, so an idle cluster sees no
+API writes at all and a ServedModel deletes even when the operator is gone
+(its children go by garbage collection).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from kubernetes import config as kube_config
+
+from tfserving_operator import api
+from tfserving_operator.apply import Applier
+from tfserving_operator.kube import Kube
+from tfserving_operator.observe import Cache, Prober
+from tfserving_operator.reconcile import Context
+from tfserving_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SETTINGS = Settings.from_env()
+OWNED = {api.LABEL_SERVEDMODEL: kopf.PRESENT}
+# Kinds whose events wake the owning ServedModel's worker.
+CHILD_KINDS = {
+    "pods": "Pod",
+    "deployments": "Deployment",
+    "replicasets": "ReplicaSet",
+    "services": "Service",
+    "configmaps": "ConfigMap",
+    "poddisruptionbudgets": "PodDisruptionBudget",
+    "networkpolicies": "NetworkPolicy",
+}
+
+
+def _load_api_client() -> Any:
+    try:
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kube_config.ConfigException:
+        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
+    from kubernetes import client
+
+    return client.ApiClient()
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Build the shared context once; tune kopf for a write-free idle state."""
+    settings.posting.enabled = False  # our Events come from decide.events_for
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.request_timeout = 60
+    if SETTINGS.peering:
+        settings.peering.name = SETTINGS.peering
+        settings.peering.priority = 100
+    kube = Kube(_load_api_client(), workers=SETTINGS.api_workers)
+    memo.ctx = Context(
+        settings=SETTINGS,
+        applier=Applier(kube),
+        cache=Cache(),
+        prober=Prober(SETTINGS.probe_timeout_seconds, SETTINGS.max_concurrent_probes),
+    )
+    memo.kube = kube
+    log.info("tfserving-operator started: %s", SETTINGS)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Stop workers and close connections."""
+    ctx: Context = memo.ctx
+    await ctx.stop()
+    await ctx.prober.close()
+    memo.kube.close()
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, labels=SETTINGS.label_selector or None)
+async def servedmodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A ServedModel appeared, changed or went away."""
+    ctx: Context = memo.ctx
+    body = event["object"]
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    if event["type"] == "DELETED":
+        await ctx.forget(key)
+    else:
+        ctx.poke(key, body)
+
+
+def _register_child(plural: str, kind: str) -> None:
+    group_version = {
+        "deployments": "apps",
+        "replicasets": "apps",
+        "poddisruptionbudgets": "policy",
+        "networkpolicies": "networking.k8s.io",
+    }
+    group = group_version.get(plural, "")
+    version = "v1"
+
+    @kopf.on.event(group, version, plural, labels=OWNED, id=f"child-{plural}")
+    async def child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        ctx: Context = memo.ctx
+        key = ctx.cache.observe(kind, event["object"], deleted=event["type"] == "DELETED")
+        if key is not None:
+            ctx.poke(key)
+
+
+for _plural, _kind in CHILD_KINDS.items():
+    _register_child(_plural, _kind)
+
+
+@kopf.on.probe(id="servedmodels")
+def workers_probe(memo: kopf.Memo, **_: Any) -> int:
+    """Liveness detail: how many ServedModels this process reconciles."""
+    ctx: Context | None = getattr(memo, "ctx", None)
+    return len(ctx.workers) if ctx else 0
+
+
+@kopf.on.probe(id="probe_calls")
+def probe_calls(memo: kopf.Memo, **_: Any) -> int:
+    """gRPC GetModelStatus calls made since start (probe load)."""
+    ctx: Context | None = getattr(memo, "ctx", None)
+    return ctx.prober.calls if ctx else 0

@@ -1,0 +1,127 @@
+"""The one transport to the Kubernetes API: raw JSON requests, off the event loop.
+
+Why not the generated typed API classes: they build and validate pydantic
+models for every object (slow at the scale we run, and lossy for fields the
+client does not know); the operator works with plain dicts it renders
+itself. The kubernetes package still does the hard parts (kubeconfig,
+in-cluster config, TLS, tokens, connection pooling); this adds paths and a
+thread pool. Writes go through apply.py only; this module has no opinion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+# kind -> (API path prefix, plural). Only the kinds the operator touches.
+_KINDS: dict[str, tuple[str, str]] = {
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "Service": ("/api/v1", "services"),
+    "Pod": ("/api/v1", "pods"),
+    "Event": ("/api/v1", "events"),
+    "Secret": ("/api/v1", "secrets"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "ReplicaSet": ("/apis/apps/v1", "replicasets"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    "ServedModel": ("/apis/serving.tfoperator.dev/v1alpha1", "servedmodels"),
+}
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.reason = str(body.get("reason", ""))
+        self.message = str(body.get("message", body))
+        super().__init__(f"HTTP {status} {self.reason}: {self.message}")
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def invalid(self) -> bool:
+        """The object itself was refused (schema, validation, admission)."""
+        return self.status in (400, 403, 422) and self.reason in (
+            "Invalid",
+            "BadRequest",
+            "Forbidden",
+        )
+
+
+def path_for(kind: str, namespace: str | None, name: str | None = None, sub: str = "") -> str:
+    """REST path of a namespaced object (or collection when name is None)."""
+    prefix, plural = _KINDS[kind]
+    path = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+    if name:
+        path += f"/{name}"
+    if sub:
+        path += f"/{sub}"
+    return path
+
+
+class Kube:
+    """Sends requests with a kubernetes.client.ApiClient from a thread pool."""
+
+    def __init__(self, api_client: Any, workers: int = 16) -> None:
+        self._client = api_client
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        # urllib3 keeps one connection per worker thread at most.
+        api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = workers
+
+    def close(self) -> None:
+        """Stop the thread pool (outstanding requests finish)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        content_type: str | None,
+        query: list[tuple[str, str]],
+        timeout: float,
+    ) -> tuple[int, dict[str, Any]]:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        serialized = self._client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self._client.call_api(*serialized, _request_timeout=timeout)
+        response.read()
+        data = json.loads(response.data) if response.data else {}
+        return int(response.status), data
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str | None = None,
+        query: Iterable[tuple[str, str]] = (),
+        timeout: float = 30.0,
+        ok_statuses: Iterable[int] = (),
+    ) -> dict[str, Any]:
+        """Send one request; return the decoded body or raise ApiError."""
+        loop = asyncio.get_running_loop()
+        status, data = await loop.run_in_executor(
+            self._pool, self._send, method, path, body, content_type, list(query), timeout
+        )
+        if status >= 400 and status not in set(ok_statuses):
+            raise ApiError(status, data)
+        return data

@@ -1,0 +1,267 @@
+"""Observe: what the cluster and the model servers say, as plain values.
+
+Kubernetes objects arrive through kopf's watches (handlers.py) into the
+`Cache`, so a reconcile never lists anything; model servers are asked over
+gRPC by the `Prober`, with a bounded timeout, a global concurrency limit and
+per-pod backoff, so one hung server costs one probe slot for one timeout
+and never stalls another ServedModel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tfserving_operator import api
+from tfserving_operator.wire.client import (
+    ChannelPool,
+    ModelState,
+    ProbeError,
+    VersionStatus,
+)
+
+Key = tuple[str, str]  # (namespace, ServedModel name)
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What the gate and the status need to know about one model server pod."""
+
+    name: str
+    namespace: str
+    ip: str
+    phase: str
+    ready: bool
+    gate: bool | None  # None: the operator never set it
+    gate_reason: str
+    terminating: bool
+    config_hash: str
+    versions: str  # the pod template's version annotation, e.g. "2,3" or "latest"
+    model_name: str
+    grpc_port: int
+    running: bool
+    restart_count: int
+    termination_message: str
+    unschedulable: str  # the scheduler's message when it cannot place the pod
+
+    @property
+    def target(self) -> str:
+        """host:port of its gRPC server."""
+        return f"{self.ip}:{self.grpc_port}"
+
+    @property
+    def probeable(self) -> bool:
+        """Running with an IP: its server can be asked."""
+        return bool(self.ip) and self.running and self.phase == "Running"
+
+
+def _condition(status: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == ctype:
+            return dict(cond)
+    return None
+
+
+def pod_view(body: Mapping[str, Any]) -> PodView:
+    """Extract a PodView from a Pod object."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    ready = _condition(status, "Ready")
+    gate = _condition(status, api.GATE_CONDITION)
+    scheduled = _condition(status, "PodScheduled")
+    container: Mapping[str, Any] = next(
+        (c for c in status.get("containerStatuses") or () if c.get("name") == api.CONTAINER_NAME),
+        {},
+    )
+    terminated = (container.get("lastState") or {}).get("terminated") or {}
+    unschedulable = ""
+    if (
+        scheduled
+        and scheduled.get("status") == "False"
+        and scheduled.get("reason") == "Unschedulable"
+    ):
+        unschedulable = str(scheduled.get("message", ""))
+    return PodView(
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace", ""),
+        ip=status.get("podIP") or "",
+        phase=status.get("phase") or "Pending",
+        ready=bool(ready and ready.get("status") == "True"),
+        gate=None if gate is None else gate.get("status") == "True",
+        gate_reason=str((gate or {}).get("reason", "")),
+        terminating=meta.get("deletionTimestamp") is not None,
+        config_hash=annotations.get(api.ANNOTATION_CONFIG_HASH, ""),
+        versions=annotations.get(api.ANNOTATION_VERSIONS, ""),
+        model_name=annotations.get(api.ANNOTATION_MODEL_NAME, ""),
+        grpc_port=int(annotations.get(api.ANNOTATION_GRPC_PORT, "8500") or 8500),
+        running="running" in (container.get("state") or {}),
+        restart_count=int(container.get("restartCount") or 0),
+        termination_message=str(terminated.get("message") or "").strip(),
+        unschedulable=unschedulable,
+    )
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """The Deployment's rollout progress."""
+
+    generation: int
+    observed_generation: int
+    replicas: int
+    updated_replicas: int
+    ready_replicas: int
+    available_replicas: int
+    config_hash: str
+
+    @property
+    def settled(self) -> bool:
+        """The Deployment controller has seen the latest spec."""
+        return self.observed_generation >= self.generation
+
+
+def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
+    """Extract a DeploymentView from a Deployment object."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    template_annotations = ((spec.get("template") or {}).get("metadata") or {}).get(
+        "annotations"
+    ) or {}
+    return DeploymentView(
+        generation=int(meta.get("generation") or 0),
+        observed_generation=int(status.get("observedGeneration") or 0),
+        replicas=int(spec.get("replicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        available_replicas=int(status.get("availableReplicas") or 0),
+        config_hash=template_annotations.get(api.ANNOTATION_CONFIG_HASH, ""),
+    )
+
+
+def strip_object(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep what drift detection compares: drop status and server bookkeeping."""
+    meta = dict(body.get("metadata") or {})
+    for key in ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"):
+        meta.pop(key, None)
+    out = {k: v for k, v in body.items() if k not in ("status", "metadata")}
+    out["metadata"] = meta
+    return out
+
+
+@dataclass
+class Cache:
+    """Children and pods of every ServedModel, kept current by kopf's watches."""
+
+    pods: dict[Key, dict[str, PodView]] = field(default_factory=dict)
+    children: dict[Key, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
+    deployments: dict[Key, DeploymentView] = field(default_factory=dict)
+    replicaset_hashes: dict[Key, dict[str, str]] = field(default_factory=dict)
+
+    @staticmethod
+    def key_of(body: Mapping[str, Any]) -> Key | None:
+        """The ServedModel an object belongs to, from our label."""
+        meta = body.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(api.LABEL_SERVEDMODEL)
+        return (meta.get("namespace", ""), owner) if owner else None
+
+    def observe(self, kind: str, body: Mapping[str, Any], deleted: bool) -> Key | None:
+        """Record one watch event; return the ServedModel key it concerns."""
+        key = self.key_of(body)
+        if key is None:
+            return None
+        name = (body.get("metadata") or {}).get("name", "")
+        if kind == "Pod":
+            pods = self.pods.setdefault(key, {})
+            if deleted:
+                pods.pop(name, None)
+            else:
+                pods[name] = pod_view(body)
+        elif kind == "ReplicaSet":
+            hashes = self.replicaset_hashes.setdefault(key, {})
+            if deleted:
+                hashes.pop(name, None)
+            else:
+                hashes[name] = deployment_view(body).config_hash
+        else:
+            children = self.children.setdefault(key, {})
+            if deleted:
+                children.pop((kind, name), None)
+            else:
+                children[(kind, name)] = strip_object(body)
+            if kind == "Deployment":
+                if deleted:
+                    self.deployments.pop(key, None)
+                else:
+                    self.deployments[key] = deployment_view(body)
+        return key
+
+    def forget(self, key: Key) -> None:
+        """Drop everything about a deleted ServedModel."""
+        for store in (self.pods, self.children, self.deployments, self.replicaset_hashes):
+            store.pop(key, None)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One GetModelStatus answer, or why there is none."""
+
+    pod: str
+    statuses: tuple[VersionStatus, ...] = ()
+    error_reason: str = ""
+    error_message: str = ""
+    at: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_reason
+
+    def state_of(self, version: int) -> VersionStatus | None:
+        return next((s for s in self.statuses if s.version == version), None)
+
+    @property
+    def available_versions(self) -> tuple[int, ...]:
+        return tuple(sorted(s.version for s in self.statuses if s.state == ModelState.AVAILABLE))
+
+
+class Prober:
+    """Asks model servers for their versions: bounded, concurrent, backed off per pod."""
+
+    def __init__(self, timeout: float, max_concurrent: int) -> None:
+        self.timeout = timeout
+        self._pool = ChannelPool()
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self.calls = 0  # for benchmarks: probe load
+
+    async def probe(self, pod: PodView) -> ProbeResult:
+        """GetModelStatus for the pod's model (every version it manages)."""
+        async with self._slots:
+            self.calls += 1
+            try:
+                statuses = await self._pool.get_model_status(
+                    pod.target, pod.model_name, timeout=self.timeout
+                )
+            except ProbeError as err:
+                return ProbeResult(
+                    pod.name,
+                    error_reason=err.reason,
+                    error_message=err.message,
+                    at=time.monotonic(),
+                )
+        return ProbeResult(pod.name, tuple(statuses), at=time.monotonic())
+
+    async def probe_all(self, pods: Iterable[PodView]) -> dict[str, ProbeResult]:
+        """Probe several pods at once."""
+        pods = list(pods)
+        results = await asyncio.gather(*(self.probe(p) for p in pods))
+        return {r.pod: r for r in results}
+
+    async def retain(self, targets: Iterable[str]) -> None:
+        """Close channels to servers that are gone."""
+        await self._pool.retain(targets)
+
+    async def close(self) -> None:
+        await self._pool.close()

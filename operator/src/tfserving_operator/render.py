@@ -1,0 +1,504 @@
+"""ServedModel -> the Kubernetes objects that serve it (pure, no I/O).
+
+Everything here is a function of (ServedModel, the version set to serve):
+golden-file tests pin the output, and the apply step sends it with
+server-side apply. The version set is an argument, not read from the spec,
+because after a refused rollout the operator renders the last good versions
+while the spec still names the refused ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tfserving_operator import api
+from tfserving_operator.model_config import (
+    batching_parameters,
+    model_server_config,
+    monitoring_config,
+)
+from tfserving_operator.spec import ServedModel, VersionSet
+
+Manifest = dict[str, Any]
+
+# Seconds the pod keeps serving after it is told to stop, while endpoints
+# drop it: the server ignores SIGTERM, so the preStop sleep is the drain and
+# the kill at the end of the grace period is the real stop.
+PRESTOP_MARGIN_SECONDS = 5
+UNPRIVILEGED_UID = 1000
+
+
+@dataclass(frozen=True)
+class Children:
+    """Every object one ServedModel owns, in apply order."""
+
+    config_map: Manifest
+    deployment: Manifest
+    services: tuple[Manifest, ...]
+    pod_disruption_budget: Manifest | None
+    network_policy: Manifest | None
+    config_hash: str
+
+    def all(self) -> list[Manifest]:
+        """Objects to apply, config first so the pods never miss their files."""
+        objs = [self.config_map, *self.services]
+        if self.pod_disruption_budget:
+            objs.append(self.pod_disruption_budget)
+        if self.network_policy:
+            objs.append(self.network_policy)
+        objs.append(self.deployment)
+        return objs
+
+
+def selector_labels(sm: ServedModel) -> dict[str, str]:
+    """The labels pods are selected by (a Deployment's selector is immutable: keep it small)."""
+    return {api.LABEL_SERVEDMODEL: sm.name}
+
+
+def common_labels(sm: ServedModel) -> dict[str, str]:
+    """Labels on every object the operator creates for `sm`."""
+    return {
+        api.LABEL_NAME: api.APP_NAME,
+        api.LABEL_INSTANCE: sm.name,
+        api.LABEL_COMPONENT: "model-server",
+        api.LABEL_MANAGED_BY: api.MANAGED_BY,
+        **selector_labels(sm),
+    }
+
+
+def owner_reference(sm: ServedModel) -> dict[str, Any]:
+    """Controller reference: garbage collection deletes children with the ServedModel."""
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": sm.name,
+        "uid": sm.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(sm: ServedModel, name: str, **extra: Any) -> dict[str, Any]:
+    meta = {
+        "name": name,
+        "namespace": sm.namespace,
+        "labels": common_labels(sm),
+        "ownerReferences": [owner_reference(sm)],
+    }
+    meta.update(extra)
+    return meta
+
+
+def config_data(sm: ServedModel, serve: VersionSet) -> dict[str, str]:
+    """The files of the model server's config folder."""
+    data = {api.MODEL_CONFIG_FILE: model_server_config(sm, serve)}
+    if sm.monitoring_path:
+        data[api.MONITORING_CONFIG_FILE] = monitoring_config(sm.monitoring_path)
+    if sm.batching is not None:
+        data[api.BATCHING_CONFIG_FILE] = batching_parameters(sm.batching)
+    return data
+
+
+def short_hash(obj: Any) -> str:
+    """A stable 10-character hash of a JSON-able value."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def config_map_name(sm: ServedModel, config_hash: str) -> str:
+    """Config maps are immutable and named by content: pods of an old
+    ReplicaSet keep their own file, so no running server sees a new version's
+    config before its own pod passed the gate."""
+    return f"{sm.name}-config-{config_hash}"
+
+
+def render_config_map(sm: ServedModel, data: dict[str, str], config_hash: str) -> Manifest:
+    """The immutable ConfigMap holding one config generation."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(sm, config_map_name(sm, config_hash)),
+        "immutable": True,
+        "data": data,
+    }
+
+
+def server_args(sm: ServedModel, serve: VersionSet) -> list[str]:
+    """tensorflow_model_server flags; the operator owns every one of these."""
+    args = [
+        f"--port={sm.grpc_port}",
+        f"--rest_api_port={sm.rest_port}",
+        f"--model_config_file={api.CONFIG_DIR}/{api.MODEL_CONFIG_FILE}",
+        f"--file_system_poll_wait_seconds={sm.file_system_poll_wait_seconds}",
+        f"--enable_model_warmup={'true' if sm.warmup else 'false'}",
+        # A broken version must reach END (and be refused) in seconds, not
+        # after the server's default five one-minute retries.
+        f"--max_num_load_retries={sm.load_retries}",
+        f"--load_retry_interval_micros={sm.load_retry_interval_seconds * 1_000_000}",
+    ]
+    if serve.labels:
+        # Each pod starts with its final labels; without this flag the server
+        # refuses labels on versions still loading. Safe here because the
+        # gate keeps the pod out of traffic until every labelled version is
+        # AVAILABLE.
+        args.append("--allow_version_labels_for_unavailable_models=true")
+    if sm.monitoring_path:
+        args.append(f"--monitoring_config_file={api.CONFIG_DIR}/{api.MONITORING_CONFIG_FILE}")
+    if sm.batching is not None:
+        args += [
+            "--enable_batching=true",
+            f"--batching_parameters_file={api.CONFIG_DIR}/{api.BATCHING_CONFIG_FILE}",
+        ]
+    if sm.gpu_memory_fraction is not None:
+        args.append(f"--per_process_gpu_memory_fraction={sm.gpu_memory_fraction:g}")
+    return args + list(sm.server_args)
+
+
+def _resources(sm: ServedModel) -> dict[str, Any]:
+    resources: dict[str, Any] = {
+        k: {rk: str(rv) for rk, rv in v.items()} for k, v in sm.resources.items() if v
+    }
+    if sm.gpus:
+        resources.setdefault("limits", {})[api.GPU_RESOURCE] = str(sm.gpus)
+    return resources
+
+
+def _env(sm: ServedModel) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = []
+    secret = sm.storage.credentials_secret
+    if secret and sm.storage.uri.startswith("s3://"):
+        for key, optional in (
+            ("AWS_ACCESS_KEY_ID", False),
+            ("AWS_SECRET_ACCESS_KEY", False),
+            ("AWS_REGION", True),
+            ("S3_ENDPOINT", True),
+        ):
+            ref = {"name": secret, "key": key, "optional": optional}
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    if secret and sm.storage.uri.startswith("gs://"):
+        env.append(
+            {
+                "name": "GOOGLE_APPLICATION_CREDENTIALS",
+                "value": "/var/run/secrets/tfserving/gcs/service-account.json",
+            }
+        )
+    return env + [dict(e) for e in sm.env]
+
+
+def _volumes_and_mounts(
+    sm: ServedModel, config_hash: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": config_map_name(sm, config_hash)}},
+        # The root filesystem is read-only; TensorFlow still wants a scratch dir.
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": api.CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    st = sm.storage
+    storage_volume: dict[str, Any] | None = None
+    if st.kind == "pvc":
+        storage_volume = {"persistentVolumeClaim": {"claimName": st.claim_name, "readOnly": True}}
+    elif st.kind == "hostPath":
+        storage_volume = {"hostPath": {"path": st.host_path, "type": "Directory"}}
+    elif st.kind == "nfs":
+        storage_volume = {"nfs": {"server": st.nfs_server, "path": st.nfs_path, "readOnly": True}}
+    if storage_volume is not None:
+        volumes.append({"name": "model-storage", **storage_volume})
+        mount: dict[str, Any] = {
+            "name": "model-storage",
+            "mountPath": st.mount_path,
+            "readOnly": True,
+        }
+        if st.sub_path:
+            mount["subPath"] = st.sub_path
+        mounts.append(mount)
+    if st.credentials_secret and st.uri.startswith("gs://"):
+        volumes.append({"name": "gcs-credentials", "secret": {"secretName": st.credentials_secret}})
+        mounts.append(
+            {
+                "name": "gcs-credentials",
+                "mountPath": "/var/run/secrets/tfserving/gcs",
+                "readOnly": True,
+            }
+        )
+    return volumes, mounts
+
+
+def _probes(sm: ServedModel) -> dict[str, Any]:
+    # The real server opens its ports only once the initial versions have
+    # loaded, so "the gRPC port accepts connections" means "the process is up
+    # and done loading", never more: a REST 200 on /v1/models/NAME would not
+    # even mean that. Which versions are AVAILABLE is the readiness gate's job.
+    tcp = {"tcpSocket": {"port": "grpc"}}
+    period = 5
+    return {
+        "startupProbe": {
+            **tcp,
+            "periodSeconds": period,
+            "failureThreshold": max(1, -(-sm.availability_timeout_seconds // period)),
+        },
+        "readinessProbe": {**tcp, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {**tcp, "periodSeconds": 20, "failureThreshold": 3},
+    }
+
+
+def _container(sm: ServedModel, serve: VersionSet, config_hash: str) -> dict[str, Any]:
+    _, mounts = _volumes_and_mounts(sm, config_hash)
+    ports = [{"name": "grpc", "containerPort": sm.grpc_port, "protocol": "TCP"}]
+    if sm.rest_port:
+        ports.append({"name": "http", "containerPort": sm.rest_port, "protocol": "TCP"})
+    container: dict[str, Any] = {
+        "name": api.CONTAINER_NAME,
+        "image": sm.image,
+        "imagePullPolicy": sm.image_pull_policy,
+        "command": ["/usr/bin/tensorflow_model_server"],
+        "args": server_args(sm, serve),
+        "ports": ports,
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "lifecycle": {
+            "preStop": {
+                "sleep": {
+                    "seconds": max(1, sm.termination_grace_period_seconds - PRESTOP_MARGIN_SECONDS)
+                }
+            }
+        },
+        # A server that exits on a failed load leaves its last log lines (the
+        # load error) in the container's termination message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        **_probes(sm),
+    }
+    env = _env(sm)
+    if env:
+        container["env"] = env
+    resources = _resources(sm)
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _tolerations(sm: ServedModel) -> list[dict[str, Any]]:
+    tolerations = [dict(t) for t in sm.tolerations]
+    if sm.gpus:
+        tolerations.append({"key": api.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    return tolerations
+
+
+def pod_annotations(sm: ServedModel, serve: VersionSet, config_hash: str) -> dict[str, str]:
+    """What the gate reads back from each pod: which versions, which config."""
+    annotations = {
+        api.ANNOTATION_CONFIG_HASH: config_hash,
+        api.ANNOTATION_VERSIONS: serve.describe(),
+        api.ANNOTATION_MODEL_NAME: sm.model_name,
+        api.ANNOTATION_GRPC_PORT: str(sm.grpc_port),
+    }
+    if sm.monitoring_path:
+        annotations |= {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(sm.rest_port),
+            "prometheus.io/path": sm.monitoring_path,
+        }
+    return {**sm.pod_annotations, **annotations}
+
+
+def render_pod_spec(sm: ServedModel, serve: VersionSet, config_hash: str) -> dict[str, Any]:
+    """The model server pod: restricted-compliant, gated, drained on stop."""
+    volumes, _ = _volumes_and_mounts(sm, config_hash)
+    pod: dict[str, Any] = {
+        "containers": [_container(sm, serve, config_hash)],
+        "volumes": volumes,
+        "readinessGates": [{"conditionType": api.GATE_CONDITION}],
+        "securityContext": {
+            "runAsNonRoot": True,
+            # The stock image's user is root; a numeric non-root UID lets the
+            # kubelet verify runAsNonRoot.
+            "runAsUser": UNPRIVILEGED_UID,
+            "runAsGroup": UNPRIVILEGED_UID,
+            "fsGroup": UNPRIVILEGED_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationGracePeriodSeconds": sm.termination_grace_period_seconds,
+        # Model servers never call the Kubernetes API.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector_labels(sm)},
+            }
+        ],
+    }
+    if sm.service_account_name:
+        pod["serviceAccountName"] = sm.service_account_name
+    if sm.node_selector:
+        pod["nodeSelector"] = dict(sm.node_selector)
+    tolerations = _tolerations(sm)
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if sm.affinity:
+        pod["affinity"] = dict(sm.affinity)
+    if sm.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in sm.image_pull_secrets]
+    return pod
+
+
+def render_deployment(sm: ServedModel, serve: VersionSet, config_hash: str) -> Manifest:
+    """The Deployment: maxUnavailable 0, so capacity never drops during a rollout."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(sm, sm.name),
+        "spec": {
+            "replicas": sm.replicas,
+            "selector": {"matchLabels": selector_labels(sm)},
+            "revisionHistoryLimit": 5,
+            # The operator refuses a slow version itself, with a reason;
+            # Deployment's own deadline only backs it up.
+            "progressDeadlineSeconds": sm.availability_timeout_seconds + 60,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": sm.max_surge},
+            },
+            "template": {
+                "metadata": {
+                    "labels": {**sm.pod_labels, **common_labels(sm)},
+                    "annotations": pod_annotations(sm, serve, config_hash),
+                },
+                "spec": render_pod_spec(sm, serve, config_hash),
+            },
+        },
+    }
+
+
+def service_names(sm: ServedModel) -> dict[str, str]:
+    """Names of the Services, by role."""
+    return {
+        "grpc": f"{sm.name}-grpc",
+        "rest": f"{sm.name}-rest",
+        "headless": f"{sm.name}-headless",
+    }
+
+
+def _grpc_port(sm: ServedModel) -> dict[str, Any]:
+    # appProtocol kubernetes.io/h2c: gRPC is cleartext HTTP/2; meshes and
+    # Gateway implementations route it as such (the name says grpc for the
+    # ones that go by port names).
+    return {
+        "name": "grpc",
+        "port": sm.grpc_port,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "kubernetes.io/h2c",
+    }
+
+
+def _rest_port(sm: ServedModel) -> dict[str, Any]:
+    return {
+        "name": "http",
+        "port": sm.rest_port,
+        "targetPort": "http",
+        "protocol": "TCP",
+        "appProtocol": "http",
+    }
+
+
+def render_services(sm: ServedModel) -> tuple[Manifest, ...]:
+    """gRPC and REST Services, plus a headless one for client-side gRPC balancing."""
+    names = service_names(sm)
+
+    def service(name: str, ports: list[dict[str, Any]], headless: bool = False) -> Manifest:
+        meta = _metadata(sm, name)
+        spec: dict[str, Any] = {"selector": selector_labels(sm), "ports": ports}
+        if headless:
+            spec["clusterIP"] = "None"
+        else:
+            spec["type"] = sm.service_type
+            if sm.service_annotations:
+                meta["annotations"] = dict(sm.service_annotations)
+        return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
+
+    services = [service(names["grpc"], [_grpc_port(sm)])]
+    if sm.rest_port:
+        services.append(service(names["rest"], [_rest_port(sm)]))
+    headless_ports = [_grpc_port(sm)] + ([_rest_port(sm)] if sm.rest_port else [])
+    services.append(service(names["headless"], headless_ports, headless=True))
+    return tuple(services)
+
+
+def render_pdb(sm: ServedModel) -> Manifest | None:
+    """With more than one replica, voluntary evictions take one at a time."""
+    if sm.replicas <= 1:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(sm, sm.name),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(sm)},
+            # A pod that never passed the gate serves nothing: let it go.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def render_network_policy(sm: ServedModel, operator_pod_labels: dict[str, str]) -> Manifest | None:
+    """Only selected clients, and the operator (for its probes), reach the model servers."""
+    if sm.network_policy is None:
+        return None
+    client_peer: dict[str, Any] = {
+        "podSelector": dict(sm.network_policy.get("clientSelector") or {})
+    }
+    if sm.network_policy.get("namespaceSelector") is not None:
+        client_peer["namespaceSelector"] = dict(sm.network_policy["namespaceSelector"])
+    operator_peer = {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": operator_pod_labels},
+    }
+    ports = [{"protocol": "TCP", "port": sm.grpc_port}]
+    if sm.rest_port:
+        ports.append({"protocol": "TCP", "port": sm.rest_port})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(sm, sm.name),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(sm)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [client_peer], "ports": ports},
+                {"from": [operator_peer], "ports": [{"protocol": "TCP", "port": sm.grpc_port}]},
+            ],
+        },
+    }
+
+
+OPERATOR_POD_LABELS = {api.LABEL_NAME: "tfserving-operator"}
+
+
+def render(sm: ServedModel, serve: VersionSet) -> Children:
+    """Every child of `sm`, serving the version set `serve`."""
+    data = config_data(sm, serve)
+    config_hash = short_hash(data)
+    return Children(
+        config_map=render_config_map(sm, data, config_hash),
+        deployment=render_deployment(sm, serve, config_hash),
+        services=render_services(sm),
+        pod_disruption_budget=render_pdb(sm),
+        network_policy=render_network_policy(sm, OPERATOR_POD_LABELS),
+        config_hash=config_hash,
+    )

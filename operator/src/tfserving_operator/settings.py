@@ -1,0 +1,104 @@
+"""Operator settings: loaded once from TFSO_* environment variables, validated at start.
+
+A bad value stops the operator at start-up with a message naming the
+variable, rather than surfacing later as odd behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+# The tensorflow/serving release rendered when a ServedModel sets no image.
+DEFAULT_IMAGE = "tensorflow/serving:2.19.1"
+DEFAULT_GPU_IMAGE = "tensorflow/serving:2.19.1-gpu"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the operator cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the operator process (not of a ServedModel)."""
+
+    default_image: str = DEFAULT_IMAGE
+    default_gpu_image: str = DEFAULT_GPU_IMAGE
+    # gRPC deadline of one GetModelStatus call.
+    probe_timeout_seconds: float = 2.0
+    # First retry delay while a pod's versions are loading; doubles up to the max.
+    probe_backoff_initial_seconds: float = 0.25
+    probe_backoff_max_seconds: float = 5.0
+    # How often a pod whose gate is open is asked again (steady-state probe load).
+    probe_interval_seconds: float = 30.0
+    # Concurrent probes across all ServedModels (one hung server holds one slot
+    # for at most probe_timeout_seconds).
+    max_concurrent_probes: int = 64
+    # Threads for blocking Kubernetes API calls.
+    api_workers: int = 16
+    # Namespaces to watch; empty means the whole cluster.
+    namespaces: tuple[str, ...] = field(default_factory=tuple)
+    # Only ServedModels with these labels (k=v,k2=v2): shards several operators.
+    label_selector: Mapping[str, str] = field(default_factory=dict)
+    # kopf peering object name; empty turns peering off (one replica, or a shard of its own).
+    peering: str = ""
+    liveness_port: int = 8080
+    log_format: str = "plain"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read TFSO_<FIELD> variables (e.g. TFSO_PROBE_TIMEOUT_SECONDS=1.5)."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"TFSO_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, str(f.type), raw)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse values that cannot work."""
+        positive = (
+            "probe_timeout_seconds",
+            "probe_backoff_initial_seconds",
+            "probe_backoff_max_seconds",
+            "probe_interval_seconds",
+            "max_concurrent_probes",
+            "api_workers",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"TFSO_{name.upper()} must be > 0, got {getattr(self, name)}")
+        if self.probe_backoff_max_seconds < self.probe_backoff_initial_seconds:
+            raise SettingsError(
+                "TFSO_PROBE_BACKOFF_MAX_SECONDS must be >= TFSO_PROBE_BACKOFF_INITIAL_SECONDS"
+            )
+        if self.log_format not in ("plain", "json"):
+            raise SettingsError(f"TFSO_LOG_FORMAT must be plain or json, got {self.log_format!r}")
+
+
+def _parse(name: str, type_name: str, raw: str) -> object:
+    var = f"TFSO_{name.upper()}"
+    try:
+        if type_name == "float":
+            return float(raw)
+        if type_name == "int":
+            return int(raw)
+        if type_name.startswith("tuple"):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        if type_name.startswith("Mapping"):
+            pairs = [p.strip() for p in raw.split(",") if p.strip()]
+            parsed = {}
+            for pair in pairs:
+                key, sep, value = pair.partition("=")
+                if not sep or not key:
+                    raise ValueError(f"{pair!r} is not key=value")
+                parsed[key.strip()] = value.strip()
+            return parsed
+    except ValueError as err:
+        raise SettingsError(f"{var}={raw!r}: {err}") from err
+    return raw

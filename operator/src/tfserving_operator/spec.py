@@ -1,0 +1,212 @@
+"""A typed view of a ServedModel object, with the CRD's defaults applied.
+
+The API server applies the CRD defaults at admission; applying them again
+here keeps the pure functions total (unit tests and old objects need no
+admission) and gives every consumer one spelling of each field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VersionSet:
+    """What a model server is told to load: explicit versions, or a policy."""
+
+    policy: str  # "specific", "latest" or "all"
+    versions: tuple[int, ...] = ()
+    labels: tuple[tuple[str, int], ...] = ()
+    num_versions: int = 1
+
+    @property
+    def explicit(self) -> bool:
+        """True when the versions are known up front (the gate checks each of them)."""
+        return self.policy == "specific"
+
+    def describe(self) -> str:
+        """Short form for status and kubectl columns: "2", "2,3", "latest", "latest:2", "all"."""
+        if self.explicit:
+            return ",".join(str(v) for v in self.versions)
+        if self.policy == "latest" and self.num_versions != 1:
+            return f"latest:{self.num_versions}"
+        return self.policy
+
+    def to_status(self) -> dict[str, Any]:
+        """The form stored in status.lastGood / status.refused."""
+        return {"versions": list(self.versions), "labels": dict(self.labels)}
+
+    @classmethod
+    def specific(cls, versions: Any, labels: Mapping[str, int] | None = None) -> VersionSet:
+        """Explicit versions plus labels; every labelled version is loaded too."""
+        label_items = tuple(sorted((str(k), int(v)) for k, v in (labels or {}).items()))
+        wanted = {int(v) for v in versions} | {v for _, v in label_items}
+        return cls(policy="specific", versions=tuple(sorted(wanted)), labels=label_items)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where the version folders live and how the pod reaches them."""
+
+    kind: str  # "pvc", "hostPath", "nfs" or "uri"
+    base_path: str  # what TF Serving's base_path is set to
+    mount_path: str  # where the volume is mounted ("" for uri)
+    claim_name: str = ""
+    sub_path: str = ""
+    host_path: str = ""
+    nfs_server: str = ""
+    nfs_path: str = ""
+    uri: str = ""
+    credentials_secret: str = ""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A ServedModel object as the operator uses it."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    model_name: str
+    storage: Storage
+    target: VersionSet
+    replicas: int
+    image: str
+    image_pull_policy: str
+    gpus: int
+    gpu_memory_fraction: float | None
+    resources: Mapping[str, Mapping[str, Any]]
+    grpc_port: int
+    rest_port: int
+    batching: Mapping[str, Any] | None
+    monitoring_path: str | None
+    warmup: bool
+    file_system_poll_wait_seconds: int
+    server_args: tuple[str, ...]
+    availability_timeout_seconds: int
+    max_surge: int
+    load_retries: int
+    load_retry_interval_seconds: int
+    termination_grace_period_seconds: int
+    env: tuple[Mapping[str, Any], ...]
+    node_selector: Mapping[str, str]
+    tolerations: tuple[Mapping[str, Any], ...]
+    affinity: Mapping[str, Any] | None
+    service_account_name: str
+    image_pull_secrets: tuple[str, ...]
+    pod_labels: Mapping[str, str]
+    pod_annotations: Mapping[str, str]
+    service_type: str
+    service_annotations: Mapping[str, str]
+    network_policy: Mapping[str, Any] | None
+    retry_token: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def target_versions(spec: Mapping[str, Any]) -> VersionSet:
+    """The version set the spec asks for."""
+    labels = spec.get("versionLabels") or {}
+    if spec.get("version") is not None:
+        return VersionSet.specific([spec["version"]], labels)
+    policy = spec.get("versionPolicy") or {}
+    if "specific" in policy:
+        return VersionSet.specific(policy["specific"].get("versions") or [], labels)
+    if "all" in policy:
+        return VersionSet(policy="all")
+    latest = policy.get("latest") or {}
+    return VersionSet(policy="latest", num_versions=int(latest.get("numVersions", 1)))
+
+
+def parse_storage(spec: Mapping[str, Any], model_name: str) -> Storage:
+    """Storage with the mount path and base path resolved."""
+    storage = spec.get("storage") or {}
+    mount_path = storage.get("mountPath") or f"/models/{model_name}"
+    if "uri" in storage:
+        uri = str(storage["uri"]).rstrip("/")
+        secret = (storage.get("credentials") or {}).get("secretName", "")
+        return Storage(kind="uri", base_path=uri, mount_path="", uri=uri, credentials_secret=secret)
+    if "persistentVolumeClaim" in storage:
+        pvc = storage["persistentVolumeClaim"]
+        return Storage(
+            kind="pvc",
+            base_path=mount_path,
+            mount_path=mount_path,
+            claim_name=pvc["claimName"],
+            sub_path=pvc.get("subPath", ""),
+        )
+    if "nfs" in storage:
+        nfs = storage["nfs"]
+        return Storage(
+            kind="nfs",
+            base_path=mount_path,
+            mount_path=mount_path,
+            nfs_server=nfs["server"],
+            nfs_path=nfs["path"],
+        )
+    if "hostPath" in storage:
+        return Storage(
+            kind="hostPath",
+            base_path=mount_path,
+            mount_path=mount_path,
+            host_path=storage["hostPath"]["path"],
+        )
+    raise ValueError("spec.storage must set one of persistentVolumeClaim, hostPath, nfs or uri")
+
+
+def parse(body: Mapping[str, Any], default_image: str, default_gpu_image: str) -> ServedModel:
+    """Build the typed view from a ServedModel object (a dict as the API returns it)."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    name = meta["name"]
+    model_name = spec.get("modelName") or name
+    gpus = int(spec.get("gpus") or 0)
+    ports = spec.get("ports") or {}
+    monitoring = spec.get("monitoring")
+    monitoring_path = None
+    if monitoring is not None and monitoring.get("enabled", True):
+        monitoring_path = monitoring.get("path") or "/monitoring/prometheus/metrics"
+    rollout = spec.get("rollout") or {}
+    service = spec.get("service") or {}
+    fraction = spec.get("gpuMemoryFraction")
+    return ServedModel(
+        name=name,
+        namespace=meta.get("namespace", "default"),
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation") or 0),
+        model_name=model_name,
+        storage=parse_storage(spec, model_name),
+        target=target_versions(spec),
+        replicas=int(spec.get("replicas", 1)),
+        image=spec.get("image") or (default_gpu_image if gpus else default_image),
+        image_pull_policy=spec.get("imagePullPolicy", "IfNotPresent"),
+        gpus=gpus,
+        gpu_memory_fraction=float(fraction) if fraction is not None else None,
+        resources=spec.get("resources") or {},
+        grpc_port=int(ports.get("grpc", 8500)),
+        rest_port=int(ports.get("rest", 8501)),
+        batching=spec.get("batching"),
+        monitoring_path=monitoring_path,
+        warmup=bool(spec.get("warmup", True)),
+        file_system_poll_wait_seconds=int(spec.get("fileSystemPollWaitSeconds", 30)),
+        server_args=tuple(spec.get("serverArgs") or ()),
+        availability_timeout_seconds=int(rollout.get("availabilityTimeoutSeconds", 600)),
+        max_surge=int(rollout.get("maxSurge", 1)),
+        load_retries=int(rollout.get("loadRetries", 2)),
+        load_retry_interval_seconds=int(rollout.get("loadRetryIntervalSeconds", 5)),
+        termination_grace_period_seconds=int(spec.get("terminationGracePeriodSeconds", 45)),
+        env=tuple(spec.get("env") or ()),
+        node_selector=spec.get("nodeSelector") or {},
+        tolerations=tuple(spec.get("tolerations") or ()),
+        affinity=spec.get("affinity"),
+        service_account_name=spec.get("serviceAccountName", ""),
+        image_pull_secrets=tuple(s["name"] for s in spec.get("imagePullSecrets") or ()),
+        pod_labels=spec.get("podLabels") or {},
+        pod_annotations=spec.get("podAnnotations") or {},
+        service_type=service.get("type", "ClusterIP"),
+        service_annotations=service.get("annotations") or {},
+        network_policy=spec.get("networkPolicy"),
+        retry_token=(meta.get("annotations") or {}).get("serving.tfoperator.dev/retry", ""),
+    )

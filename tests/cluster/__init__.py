@@ -1,0 +1,1 @@
+"""Tests against the local control plane (marked ``cluster`` by tests/conftest.py)."""

@@ -1,0 +1,86 @@
+"""The local cluster's toolchain bookkeeping: binary names and the cache key."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pytest
+
+from tests.sim import toolchain
+
+
+@pytest.mark.parametrize(
+    ("package", "binary"),
+    [
+        ("k8s.io/kubernetes/cmd/kube-apiserver", "kube-apiserver"),
+        ("sigs.k8s.io/kwok/cmd/kwok", "kwok"),
+        ("helm.sh/helm/v3/cmd/helm", "helm"),
+        # A major-version suffix is not the name: `go build` uses the element before it.
+        ("go.etcd.io/etcd/server/v3", "server"),
+        ("example.com/tool/v12", "tool"),
+        # Only v<digits> counts as a version suffix.
+        ("example.com/tools/vet", "vet"),
+        ("example.com/tools/v", "v"),
+        ("example.com/tools/v2beta", "v2beta"),
+        ("v2", "v2"),
+        ("tool", "tool"),
+    ],
+)
+def test_go_binary_name(package: str, binary: str) -> None:
+    assert toolchain._go_binary_name(package) == binary
+
+
+def test_every_tool_gets_its_own_binary_name() -> None:
+    assert len({t.binary for t in toolchain.TOOLS}) == len(toolchain.TOOLS)
+
+
+@pytest.fixture
+def fixed_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the key independent of the Go installed here (and of `go` being installed)."""
+    monkeypatch.setattr(toolchain, "go_version", lambda: "go1.99.0")
+
+
+@pytest.mark.usefixtures("fixed_go")
+def test_cache_key_is_stable_and_short() -> None:
+    key = toolchain.cache_key()
+    assert key == toolchain.cache_key()
+    assert len(key) == 16
+    int(key, 16)  # hexadecimal
+
+
+def test_cache_key_follows_the_go_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(toolchain, "go_version", lambda: "go1.99.0")
+    first = toolchain.cache_key()
+    monkeypatch.setattr(toolchain, "go_version", lambda: "go1.99.1")
+    assert toolchain.cache_key() != first
+
+
+@pytest.mark.usefixtures("fixed_go")
+def test_cache_key_follows_the_module_files(monkeypatch, tmp_path) -> None:
+    original = toolchain.cache_key()
+    copy = tmp_path / "toolchain"
+    shutil.copytree(toolchain.TOOLCHAIN_DIR, copy)
+    monkeypatch.setattr(toolchain, "TOOLCHAIN_DIR", copy)
+    # Same files elsewhere: same key (the location is not part of it).
+    assert toolchain.cache_key() == original
+
+    go_mods = sorted(copy.glob("*/go.mod"))
+    assert go_mods, "no toolchain modules found"
+    go_mods[0].write_text(go_mods[0].read_text() + "\n// changed\n")
+    assert toolchain.cache_key() != original
+
+
+@pytest.mark.usefixtures("fixed_go")
+def test_cache_key_follows_the_tool_list(monkeypatch) -> None:
+    original = toolchain.cache_key()
+    first, *rest = toolchain.TOOLS
+    changed = dataclasses.replace(first, ldflags=first.ldflags + " -X example.com/x.y=z")
+    monkeypatch.setattr(toolchain, "TOOLS", (changed, *rest))
+    assert toolchain.cache_key() != original
+
+
+@pytest.mark.usefixtures("fixed_go")
+def test_bin_dir_is_keyed_under_the_cache_root(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TFSO_SIM_CACHE", str(tmp_path))
+    assert toolchain.bin_dir() == tmp_path / f"bin-{toolchain.cache_key()}"
