@@ -8,6 +8,8 @@ and then leaves it running).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.sim.cluster import SimCluster
+from tests.support.operator import OperatorProcess
 from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +28,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/cluster/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.cluster)
+
+
+# Every pytest session owns the namespaces with this prefix; its operator
+# watches only those, so concurrent sessions never act on each other's objects.
+SESSION_PREFIX = f"t{uuid.uuid4().hex[:4]}"
+MODELS_ROOT = Path(os.environ.get("TFSO_TEST_MODELS", "/tmp/tfso-test-models"))
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +63,7 @@ def namespace(api_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
     from kubernetes import client
 
     core = client.CoreV1Api(api_client)
-    name = f"t-{uuid.uuid4().hex[:8]}"
+    name = f"{SESSION_PREFIX}-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": name, "labels": {"tfso-test": "true"}}})
 
     def has_default_sa() -> bool:
@@ -63,3 +72,45 @@ def namespace(api_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
     wait_until(has_default_sa, timeout=30, what=f"default ServiceAccount in {name}")
     yield name
     core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def crds(sim: SimCluster) -> None:
+    """The ServedModel CRD, installed from crds/ (the one source)."""
+    sim.install_crds()
+
+
+@pytest.fixture(scope="session")
+def operator(sim: SimCluster, crds: None, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The operator, a real process watching this session's namespaces."""
+    log = sim.state_dir / "logs" / f"operator-{SESSION_PREFIX}.log"
+    proc = OperatorProcess(sim.kubeconfig, f"{SESSION_PREFIX}-*", log).start()
+    yield proc
+    proc.stop()
+
+
+def _export(kind: str, base: Path, version: int) -> None:
+    """Export a real SavedModel version with the training job (once per machine)."""
+    if (base / str(version) / "saved_model.pb").exists():
+        return
+    module = {
+        "half_plus_three": "training_jobs.half_plus_three.export_half_plus_three",
+        "mnist": "training_jobs.mnist.mnist_saved_model",
+    }[kind]
+    args = [sys.executable, "-m", module, f"--model_dir={base}", f"--model_version={version}"]
+    if kind == "mnist":
+        args.append("--training_iteration=100")
+    subprocess.run(args, check=True, cwd=REPO_ROOT, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def model_store() -> Path:
+    """Real model folders on this machine, mounted into pods with hostPath.
+
+    half_plus_three/1 and /2 are real SavedModels; broken/ holds a version 1
+    that is good and a version 3 whose saved_model.pb is garbage.
+    """
+    hpt = MODELS_ROOT / "half_plus_three"
+    for version in (1, 2):
+        _export("half_plus_three", hpt, version)
+    return MODELS_ROOT

@@ -408,9 +408,7 @@ class SimCluster:
         """Apply every CRD in crds/ and wait until the API server serves them."""
         crd_dir = REPO_ROOT / "crds"
         self._kubectl("apply", "--server-side", "--field-manager=sim", "-f", str(crd_dir))
-        self._kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd_dir)
-        )
+        self._kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd_dir))
 
     def _create_nodes(self) -> None:
         manifests = [node_manifest(n) for n in SIM_NODES]
