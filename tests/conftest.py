@@ -40,7 +40,7 @@ MODELS_ROOT = Path(os.environ.get("TFSO_TEST_MODELS", "/tmp/tfso-test-models"))
 def sim() -> Iterator[SimCluster]:
     """The local cluster, with the stand-in model server."""
     cluster = SimCluster(with_standin=True)
-    was_running = cluster.healthy() and not cluster.dead_components()
+    was_running = cluster.healthy()
     cluster.up()
     yield cluster
     if not was_running and not os.environ.get("TFSO_KEEP_SIM"):

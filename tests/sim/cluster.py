@@ -28,21 +28,56 @@ from pathlib import Path
 import yaml
 
 from tests.sim import toolchain
-from tests.sim.nodes import SIM_NODES, node_manifest, node_status_patch
+from tests.sim.nodes import SIM_NODES, SimNode, node_manifest, node_status_patch
 from tests.sim.pki import Pki, ensure_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
 
-ETCD_CLIENT_PORT = 23790
-ETCD_PEER_PORT = 23800
-APISERVER_PORT = 16443
-CONTROLLER_MANAGER_PORT = 20257
-SCHEDULER_PORT = 20259
-KWOK_PORT = 20250
-# Pod IPs come from a loopback range so this machine can dial (and the
-# stand-in model server can bind) every pod's address.
-POD_CIDR = "127.1.0.0/16"
+
+@dataclass(frozen=True)
+class Ports:
+    """Where one cluster instance listens. Instance 0 is the one `make sim-up`
+    starts; other instances (fault tests that restart the API server or etcd,
+    benchmarks) get ports 100*k higher and their own pod range, so they never
+    disturb instance 0."""
+
+    instance: int = 0
+
+    def _port(self, base: int) -> int:
+        return base + 100 * self.instance
+
+    @property
+    def etcd_client(self) -> int:
+        return self._port(23790)
+
+    @property
+    def etcd_peer(self) -> int:
+        return self._port(23800)
+
+    @property
+    def apiserver(self) -> int:
+        return self._port(16443)
+
+    @property
+    def controller_manager(self) -> int:
+        return self._port(20257)
+
+    @property
+    def scheduler(self) -> int:
+        return self._port(20259)
+
+    @property
+    def kwok(self) -> int:
+        return self._port(20250)
+
+    @property
+    def pod_cidr(self) -> str:
+        return f"127.{1 + self.instance}.0.0/16"
+
+
+# Pod IPs come from a loopback range (Ports.pod_cidr) so this machine can
+# dial (and the stand-in model server can bind) every pod's address.
 SERVICE_CIDR = "10.96.0.0/16"
 # Start order; `down` stops them in reverse.
 COMPONENT_NAMES = (
@@ -52,6 +87,7 @@ COMPONENT_NAMES = (
     "kube-scheduler",
     "kwok",
     "standin",
+    "operator",  # only when `make demo` left one running
 )
 
 
@@ -90,14 +126,25 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: flo
 class SimCluster:
     """A local control plane rooted at ``state_dir`` (default: ``<repo>/.sim``)."""
 
-    def __init__(self, state_dir: Path | None = None, with_standin: bool = True) -> None:
-        self.state_dir = (state_dir or REPO_ROOT / ".sim").resolve()
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        with_standin: bool = True,
+        instance: int = 0,
+        nodes: tuple[SimNode, ...] = SIM_NODES,
+    ) -> None:
+        default_dir = (
+            REPO_ROOT / ".sim" if instance == 0 else REPO_ROOT / ".sim" / f"instance-{instance}"
+        )
+        self.state_dir = (state_dir or default_dir).resolve()
+        self.ports = Ports(instance)
+        self.nodes = nodes
         self.with_standin = with_standin
         self.pki = Pki(self.state_dir / "pki")
         self.logs = self.state_dir / "logs"
         self.pids = self.state_dir / "pids"
         self.kubeconfig = self.state_dir / "kubeconfig"
-        self.server = f"https://127.0.0.1:{APISERVER_PORT}"
+        self.server = f"https://127.0.0.1:{self.ports.apiserver}"
         self._bin: Path | None = None
 
     # ----- paths and binaries -------------------------------------------------
@@ -164,7 +211,7 @@ class SimCluster:
 
     def components(self) -> list[Component]:
         """Every process of the cluster, in start order, with its flags."""
-        b, p, s = self.bin, self.pki, self.state_dir
+        b, p, s, ports = self.bin, self.pki, self.state_dir, self.ports
         ca = str(p.ca_cert)
         comps = [
             Component(
@@ -173,11 +220,11 @@ class SimCluster:
                     str(b / "etcd"),
                     "--name=sim",
                     f"--data-dir={s / 'etcd'}",
-                    f"--listen-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
-                    f"--advertise-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}",
-                    f"--listen-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
-                    f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
-                    f"--initial-cluster=sim=http://127.0.0.1:{ETCD_PEER_PORT}",
+                    f"--listen-client-urls=http://127.0.0.1:{ports.etcd_client}",
+                    f"--advertise-client-urls=http://127.0.0.1:{ports.etcd_client}",
+                    f"--listen-peer-urls=http://127.0.0.1:{ports.etcd_peer}",
+                    f"--initial-advertise-peer-urls=http://127.0.0.1:{ports.etcd_peer}",
+                    f"--initial-cluster=sim=http://127.0.0.1:{ports.etcd_peer}",
                     "--listen-metrics-urls=",
                     "--log-level=warn",
                     "--quota-backend-bytes=4294967296",
@@ -190,10 +237,10 @@ class SimCluster:
                 "kube-apiserver",
                 [
                     str(b / "kube-apiserver"),
-                    f"--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}",
+                    f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
                     "--bind-address=127.0.0.1",
                     "--advertise-address=127.0.0.1",
-                    f"--secure-port={APISERVER_PORT}",
+                    f"--secure-port={ports.apiserver}",
                     f"--tls-cert-file={p.cert('apiserver')}",
                     f"--tls-private-key-file={p.key('apiserver')}",
                     f"--client-ca-file={ca}",
@@ -219,7 +266,7 @@ class SimCluster:
                     f"--authentication-kubeconfig={self.component_kubeconfig('controller-manager')}",
                     f"--authorization-kubeconfig={self.component_kubeconfig('controller-manager')}",
                     "--bind-address=127.0.0.1",
-                    f"--secure-port={CONTROLLER_MANAGER_PORT}",
+                    f"--secure-port={ports.controller_manager}",
                     f"--service-account-private-key-file={p.sa_key}",
                     f"--root-ca-file={ca}",
                     "--use-service-account-credentials=true",
@@ -242,7 +289,7 @@ class SimCluster:
                     f"--authentication-kubeconfig={self.component_kubeconfig('scheduler')}",
                     f"--authorization-kubeconfig={self.component_kubeconfig('scheduler')}",
                     "--bind-address=127.0.0.1",
-                    f"--secure-port={SCHEDULER_PORT}",
+                    f"--secure-port={ports.scheduler}",
                     "--leader-elect=false",
                     "--v=1",
                 ],
@@ -254,10 +301,10 @@ class SimCluster:
                     f"--kubeconfig={self.component_kubeconfig('kwok')}",
                     "--manage-all-nodes=false",
                     "--manage-nodes-with-label-selector=type=kwok",
-                    f"--cidr={POD_CIDR}",
+                    f"--cidr={ports.pod_cidr}",
                     "--node-ip=127.0.0.1",
                     "--node-lease-duration-seconds=40",
-                    f"--server-address=127.0.0.1:{KWOK_PORT}",
+                    f"--server-address=127.0.0.1:{ports.kwok}",
                     f"--config={STAGES_FILE}",
                 ],
             ),
@@ -297,7 +344,9 @@ class SimCluster:
 
     def dead_components(self) -> list[str]:
         """Names of recorded components whose process is gone."""
-        return [n for n in COMPONENT_NAMES if not self._alive(self._pid(n))]
+        return [
+            n for n in COMPONENT_NAMES if self._pid(n) is not None and not self._alive(self._pid(n))
+        ]
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.logs / f"{name}.log"
@@ -360,7 +409,7 @@ class SimCluster:
         started = time.monotonic()
         bin_dir = self.bin
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        dead = [n for n in self.dead_components() if self._pid(n) is not None]
+        dead = self.dead_components()
         if dead and self.healthy():
             for name in dead:
                 log(f"{name} had died; its log ends:\n{self.log_tail(name)}")
@@ -411,12 +460,12 @@ class SimCluster:
         self._kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd_dir))
 
     def _create_nodes(self) -> None:
-        manifests = [node_manifest(n) for n in SIM_NODES]
+        manifests = [node_manifest(n) for n in self.nodes]
         node_list = {"apiVersion": "v1", "kind": "List", "items": manifests}
         self._kubectl(
             "apply", "--server-side", "--field-manager=sim", "-f", "-", stdin=json.dumps(node_list)
         )
-        for node in SIM_NODES:
+        for node in self.nodes:
             # Capacity lives in the status subresource, which a create ignores.
             self._kubectl("patch", "node", node.name, "--subresource=status", "--type=merge",
                           "-p", json.dumps(node_status_patch(node)))  # fmt: skip
@@ -433,7 +482,7 @@ class SimCluster:
             )
             and n.get("status", {}).get("allocatable", {}).get("pods")
         ]
-        return len(ready) == len(SIM_NODES)
+        return len(ready) == len(self.nodes)
 
     def down(self) -> None:
         """Stop every component and wait until each is gone. Keeps .sim/pki and logs."""
@@ -448,7 +497,11 @@ class SimCluster:
 
     def status(self) -> dict[str, str]:
         """Each component's state, for `python -m tests.sim status`."""
-        return {n: ("running" if self._alive(self._pid(n)) else "stopped") for n in COMPONENT_NAMES}
+        return {
+            n: ("running" if self._alive(self._pid(n)) else "stopped")
+            for n in COMPONENT_NAMES
+            if n != "operator" or self._pid(n) is not None
+        }
 
 
 def _terminate_group(pid: int, grace: float = 10.0) -> None:

@@ -24,6 +24,7 @@ class SimNode:
     memory: str
     gpus: int = 0
     gpu_product: str = ""
+    max_pods: int = 110
 
 
 SIM_NODES: tuple[SimNode, ...] = (
@@ -71,7 +72,7 @@ def node_status_patch(node: SimNode) -> dict[str, Any]:
     resources = {
         "cpu": node.cpu,
         "memory": node.memory,
-        "pods": "110",
+        "pods": str(node.max_pods),
         "ephemeral-storage": "100Gi",
     }
     if node.gpus:

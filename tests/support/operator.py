@@ -57,6 +57,8 @@ class OperatorProcess:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 cwd=REPO_ROOT,
+                # Its own process group: `make sim-down` can stop one the demo left running.
+                start_new_session=True,
             )
         wait_until(
             self.alive_and_healthy,
