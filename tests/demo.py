@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.sim.cluster import SimCluster
+from tests.sim.cluster import SimCluster, _terminate_group
 from tests.support.operator import OperatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,7 @@ MANIFEST = REPO_ROOT / "manifests" / "mnist-servedmodel.yaml"
 TRAINER = REPO_ROOT / "training_jobs" / "mnist" / "mnist_saved_model.py"
 CLIENT = REPO_ROOT / "training_jobs" / "mnist" / "mnist_client.py"
 
+TF_NOISE = ("I0000 ", "W0000 ", "E0000 ", "WARNING: All log messages before absl")
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
@@ -48,11 +50,16 @@ def run(
     cmd: list[str], show: str | None = None, check: bool = True, env: dict[str, str] | None = None
 ) -> str:
     """Run a command the user could type, echoing it and its output."""
-    print(f"{DIM}$ {show or ' '.join(cmd)}{RESET}", flush=True)
+    print(f"{DIM}$ {show or shlex.join(cmd)}{RESET}", flush=True)
     result = subprocess.run(
         cmd, cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}
     )
-    output = (result.stdout + result.stderr).rstrip()
+    output = "\n".join(
+        line
+        for line in (result.stdout + result.stderr).rstrip().splitlines()
+        # TensorFlow's C++ start-up chatter says nothing about the demo.
+        if not line.startswith(TF_NOISE)
+    )
     if output:
         print(output, flush=True)
     if check and result.returncode != 0:
@@ -88,7 +95,7 @@ class Demo:
     # ----- helpers ---------------------------------------------------------------
 
     def k(self, *args: str, check: bool = True) -> str:
-        shown = "kubectl " + " ".join(args)
+        shown = "kubectl " + shlex.join(args)
         return run(
             [self.kubectl, f"--kubeconfig={self.kubeconfig}", *args], show=shown, check=check
         )
@@ -200,10 +207,12 @@ class Demo:
         self.cluster.install_crds()
         self.k("get", "nodes", "-L", "nvidia.com/gpu.product")
         step(f"Start the operator (watching namespace {self.namespace})")
+        # A previous `make demo` left its operator running: replace it.
+        previous = self.cluster._pid("operator")
+        if self.cluster._alive(previous) and previous is not None:
+            _terminate_group(previous)
         log = self.cluster.state_dir / "logs" / "operator-demo.log"
-        self.operator = OperatorProcess(
-            self.cluster.kubeconfig, self.namespace, log, liveness_port=18080
-        ).start()
+        self.operator = OperatorProcess(self.cluster.kubeconfig, self.namespace, log).start()
         if self.keep_operator and self.operator.proc is not None:
             (self.cluster.pids / "operator.pid").write_text(str(self.operator.proc.pid))
         print(f"   operator log: {log}")

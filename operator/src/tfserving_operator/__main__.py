@@ -14,6 +14,21 @@ import sys
 import kopf
 
 
+def configure_logging(log_format: str, level: str) -> None:
+    """Plain lines for people, or one JSON object per line for log pipelines."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        # python-json-logger comes with kopf (it uses it for the same purpose).
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", timestamp=True)
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
 def main() -> int:
     """Run until SIGTERM/SIGINT."""
     from tfserving_operator.settings import Settings, SettingsError
@@ -23,10 +38,7 @@ def main() -> int:
     except SettingsError as err:
         print(f"tfserving-operator: bad setting: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=os.environ.get("TFSO_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_format, os.environ.get("TFSO_LOG_LEVEL", "INFO").upper())
     # kopf's own per-event debug lines are noise at scale.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import tfserving_operator.handlers  # noqa: F401  (registers the handlers)
@@ -37,7 +49,8 @@ def main() -> int:
             namespaces=list(settings.namespaces),
             standalone=not settings.peering,
             peering_name=settings.peering or None,
-            priority=int(os.environ.get("TFSO_PEERING_PRIORITY", "0")),
+            # Peered replicas need distinct priorities (kopf pauses equal ones).
+            priority=settings.peering_priority_or_random() if settings.peering else 0,
             liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
         )
     )

@@ -55,9 +55,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 330
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
-    if SETTINGS.peering:
-        settings.peering.name = SETTINGS.peering
-        settings.peering.priority = 100
+    # Peering (name, priority, mandatory) is set by kopf.operator() in
+    # __main__; overriding the priority here would give every replica the
+    # same one, and kopf pauses all replicas that share a priority.
     kube = Kube(_load_api_client(), workers=SETTINGS.api_workers)
     memo.ctx = Context(
         settings=SETTINGS,

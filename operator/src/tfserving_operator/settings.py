@@ -7,12 +7,16 @@ variable, rather than surfacing later as odd behaviour.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 # The tensorflow/serving release rendered when a ServedModel sets no image.
 DEFAULT_IMAGE = "tensorflow/serving:2.19.1"
 DEFAULT_GPU_IMAGE = "tensorflow/serving:2.19.1-gpu"
+# Random peering priorities are drawn from 1..2**31-1: two replicas collide
+# (and both pause until one restarts) with odds of about 1 in 2 billion.
+RANDOM_PRIORITY_RANGE = 2**31 - 1
 
 
 class SettingsError(ValueError):
@@ -43,6 +47,11 @@ class Settings:
     label_selector: Mapping[str, str] = field(default_factory=dict)
     # kopf peering object name; empty turns peering off (one replica, or a shard of its own).
     peering: str = ""
+    # This replica's peering priority: the live replica with the highest one
+    # works, the others pause. kopf also pauses *every* replica that sees a
+    # live peer of its own priority, so replicas of one Deployment must differ:
+    # 0 means "pick a random one at start" (see peering_priority_or_random).
+    peering_priority: int = 0
     liveness_port: int = 8080
     log_format: str = "plain"
 
@@ -77,8 +86,16 @@ class Settings:
             raise SettingsError(
                 "TFSO_PROBE_BACKOFF_MAX_SECONDS must be >= TFSO_PROBE_BACKOFF_INITIAL_SECONDS"
             )
+        if self.peering_priority < 0:
+            raise SettingsError(
+                f"TFSO_PEERING_PRIORITY must be >= 0 (0: random), got {self.peering_priority}"
+            )
         if self.log_format not in ("plain", "json"):
             raise SettingsError(f"TFSO_LOG_FORMAT must be plain or json, got {self.log_format!r}")
+
+    def peering_priority_or_random(self) -> int:
+        """The priority to peer with: the configured one, else a random positive one."""
+        return self.peering_priority or secrets.randbelow(RANDOM_PRIORITY_RANGE) + 1
 
 
 def _parse(name: str, type_name: str, raw: str) -> object:

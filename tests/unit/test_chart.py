@@ -1,0 +1,522 @@
+"""The Helm chart, the plain manifests and the image recipe, checked without a cluster.
+
+`helm` renders the chart (the binary `make sim-build` builds, or one on PATH);
+tests that need it skip when there is none. What only a real API server can
+judge (admission, RBAC in action) is in tests/cluster/test_install.py.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "tfserving-operator"
+TOP_CRDS = REPO_ROOT / "crds"
+INSTALL_YAML = REPO_ROOT / "manifests" / "install.yaml"
+INSTALL_NAMESPACE = "tfserving-operator-system"
+DOCKERFILE = REPO_ROOT / "operator" / "Dockerfile"
+# CRDs the chart ships on top of the ServedModel API (kopf's peering, for HA).
+CHART_ONLY_CRDS = {"kopf.dev-peerings.yaml"}
+# What `make manifests` passes (the rendered objects do not depend on it).
+KUBE_VERSION = "1.30.0"
+
+Doc = dict[str, Any]
+
+
+@cache
+def helm_binary() -> str | None:
+    linked = REPO_ROOT / ".sim" / "bin" / "helm"
+    if linked.exists():
+        return str(linked)
+    return shutil.which("helm")
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    binary = helm_binary()
+    if binary is None:
+        pytest.skip("no helm binary (make sim-build, or helm on PATH)")
+    return binary
+
+
+def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm, *args], capture_output=True, text=True, timeout=60)
+
+
+def render_text(helm: str, *sets: str, namespace: str = "tfso-system", crds: bool = False) -> str:
+    args = ["template", "rel", str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION]
+    if crds:
+        args.append("--include-crds")
+    for item in sets:
+        args += ["--set", item]
+    result = run_helm(helm, *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def render(helm: str, *sets: str, namespace: str = "tfso-system") -> list[Doc]:
+    return [d for d in yaml.safe_load_all(render_text(helm, *sets, namespace=namespace)) if d]
+
+
+def by_kind(docs: list[Doc], kind: str) -> list[Doc]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[Doc], kind: str) -> Doc:
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def env_of(deployment: Doc) -> dict[str, str]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def grants(rules: list[Doc]) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs, merged over rules."""
+    table: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                table.setdefault((group, resource), set()).update(rule["verbs"])
+    return table
+
+
+# What the operator does (apply.py, handlers.py) and nothing more.
+APPLICATION_GRANTS = {
+    ("serving.tfoperator.dev", "servedmodels"): {"list", "watch"},
+    ("serving.tfoperator.dev", "servedmodels/status"): {"patch"},
+    ("serving.tfoperator.dev", "servedmodels/finalizers"): {"update"},
+    ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"list", "watch", "create", "patch"},
+    ("apps", "deployments"): {"list", "watch", "create", "patch"},
+    ("apps", "replicasets"): {"list", "watch"},
+    ("policy", "poddisruptionbudgets"): {"list", "watch", "create", "patch"},
+    ("networking.k8s.io", "networkpolicies"): {"list", "watch", "create", "patch"},
+    ("", "pods"): {"list", "watch"},
+    ("", "pods/status"): {"patch"},
+    ("", "events"): {"create"},
+}
+CRD_GRANT = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+NAMESPACE_GRANT = {("", "namespaces"): {"list", "watch"}}
+
+
+# ----- one source for the CRDs ------------------------------------------------
+
+
+def test_chart_crds_are_copies_of_the_top_level_crds() -> None:
+    top = sorted(p.name for p in TOP_CRDS.glob("*.yaml"))
+    assert top, "crds/ holds no CRD"
+    chart = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert set(chart) - CHART_ONLY_CRDS == set(top), (
+        "the chart's crds/ must hold exactly the top-level CRDs (plus kopf's "
+        "peering CRDs): run `make manifests`"
+    )
+    for name in top:
+        assert filecmp.cmp(TOP_CRDS / name, CHART / "crds" / name, shallow=False), (
+            f"charts/tfserving-operator/crds/{name} differs from crds/{name}: run `make manifests`"
+        )
+
+
+def test_kopf_peering_crds_have_kopfs_shape() -> None:
+    docs = list(yaml.safe_load_all((CHART / "crds" / "kopf.dev-peerings.yaml").read_text()))
+    shapes = {(d["spec"]["names"]["kind"], d["spec"]["scope"], d["metadata"]["name"]) for d in docs}
+    assert shapes == {
+        ("ClusterKopfPeering", "Cluster", "clusterkopfpeerings.kopf.dev"),
+        ("KopfPeering", "Namespaced", "kopfpeerings.kopf.dev"),
+    }
+    for doc in docs:
+        (version,) = doc["spec"]["versions"]
+        assert (doc["spec"]["group"], version["name"]) == ("kopf.dev", "v1")
+        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+        assert status["x-kubernetes-preserve-unknown-fields"] is True
+        # kopf patches the status in the main resource: no status subresource.
+        assert "subresources" not in version
+
+
+# ----- lint and the values schema ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        (),
+        ("ha.enabled=true",),
+        ("watchNamespaces={a,b}", "ha.enabled=true", "healthService.enabled=true"),
+        ("operator.labelSelector.team=vision", "image.digest=sha256:" + "0" * 64),
+    ],
+    ids=["defaults", "ha", "namespaced-ha-service", "selector-digest"],
+)
+def test_helm_lint_passes(helm: str, sets: tuple[str, ...]) -> None:
+    args = ["lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION]
+    for item in sets:
+        args += ["--set", item]
+    result = run_helm(helm, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --set values -> the JSON pointer helm's schema error names.
+BAD_VALUES = {
+    "unknown top-level key": (["replicaCount=3"], "replicaCount"),
+    "misspelt nested key": (["ha.enable=true"], "enable"),
+    "ha.enabled not a boolean": (["ha.enabled=yes"], "/ha/enabled"),
+    "one HA replica": (["ha.enabled=true", "ha.replicas=1"], "/ha/replicas"),
+    "watchNamespaces as a string": (["watchNamespaces=team-a"], "/watchNamespaces"),
+    "namespace name not DNS-1123": (["watchNamespaces={Team_A}"], "/watchNamespaces/0"),
+    "duplicate namespace": (["watchNamespaces={a,a}"], "/watchNamespaces"),
+    "pull policy": (["image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+    "log level": (["operator.logLevel=LOUD"], "/operator/logLevel"),
+    "privileged liveness port": (["operator.livenessPort=80"], "/operator/livenessPort"),
+    "not a quantity": (["resources.limits.memory=lots"], "/resources/limits/memory"),
+    "extraEnv outside TFSO_": (["operator.extraEnv[0].name=PATH"], "/operator/extraEnv/0/name"),
+    "bad digest": (["image.digest=latest"], "/image/digest"),
+}
+
+
+@pytest.mark.parametrize("sets, field", BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_schema_rejects_bad_values(helm: str, sets: list[str], field: str) -> None:
+    for command in ("template", "lint"):
+        args = [command, *(["rel"] if command == "template" else []), str(CHART)]
+        args += ["--kube-version", KUBE_VERSION]
+        for item in sets:
+            args += ["--set", item]
+        result = run_helm(helm, *args)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, f"helm {command} accepted {sets}"
+        assert "schema" in output.lower() and field in output, output
+
+
+def test_every_value_is_documented() -> None:
+    """Each top-level key, and each key of the chart's own settings blocks, has a
+    comment right above it (Kubernetes pass-through blocks such as resources or
+    securityContext are documented as a whole)."""
+    own_blocks = {"image", "ha", "operator", "serviceAccount", "rbac", "healthService"}
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    block = ""
+    undocumented = []
+    for i, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z]\w*):", line)
+        if not match:
+            continue
+        indent, key = len(match.group(1)), match.group(2)
+        if indent == 0:
+            block = key
+        checked = indent == 0 or (indent == 2 and block in own_blocks)
+        if checked and not lines[i - 1].lstrip().startswith("#"):
+            undocumented.append(f"{block}.{key}" if indent else key)
+    assert not undocumented, f"values without a comment: {undocumented}"
+
+
+# ----- what the chart renders --------------------------------------------------
+
+
+def test_default_render_objects(helm: str) -> None:
+    docs = render(helm)
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == [
+        ("ClusterRole", "rel-tfserving-operator"),
+        ("ClusterRoleBinding", "rel-tfserving-operator"),
+        ("Deployment", "rel-tfserving-operator"),
+        ("ServiceAccount", "rel-tfserving-operator"),
+    ]
+
+
+def test_operator_deployment_defaults(helm: str) -> None:
+    deployment = one(render(helm), "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "tfserving-operator:0.1.0"
+    env = env_of(deployment)
+    assert env["TFSO_LIVENESS_PORT"] == "8080"
+    assert "TFSO_NAMESPACES" not in env and "TFSO_PEERING" not in env
+    # Liveness through kopf's probe endpoint, on the port the operator is told to use.
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    for probe in ("livenessProbe", "startupProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert pod["serviceAccountName"] == "rel-tfserving-operator"
+
+
+def test_operator_pod_is_restricted(helm: str) -> None:
+    pod = one(render(helm), "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert isinstance(pod["securityContext"]["runAsUser"], int)
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    context = pod["containers"][0]["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert all("hostPath" not in v for v in pod["volumes"])
+
+
+def test_liveness_port_follows_the_value(helm: str) -> None:
+    deployment = one(render(helm, "operator.livenessPort=9090"), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert env_of(deployment)["TFSO_LIVENESS_PORT"] == "9090"
+    assert container["ports"][0]["containerPort"] == 9090
+
+
+def test_clusterwide_rbac_is_exactly_what_the_operator_needs(helm: str) -> None:
+    role = one(render(helm), "ClusterRole")
+    assert grants(role["rules"]) == {**CRD_GRANT, **APPLICATION_GRANTS}
+
+
+def test_rbac_never_grants_secrets_or_wildcards(helm: str) -> None:
+    for sets in [(), ("watchNamespaces={a,b}", "ha.enabled=true"), ("ha.enabled=true",)]:
+        for doc in render(helm, *sets):
+            if doc["kind"] not in ("ClusterRole", "Role"):
+                continue
+            for rule in doc["rules"]:
+                assert "secrets" not in rule["resources"], rule
+                assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
+                # Nothing is read one by one, nothing is replaced whole (PUT),
+                # and nothing about RBAC itself.
+                assert not {"get", "escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+                if "update" in rule["verbs"]:
+                    assert rule["resources"] == ["servedmodels/finalizers"], rule
+
+
+def test_every_rbac_rule_says_why(helm: str) -> None:
+    """Each rule in the rendered roles is preceded by a comment naming its owner."""
+    for sets in [(), ("watchNamespaces={a}", "ha.enabled=true"), ("ha.enabled=true",)]:
+        text = render_text(helm, *sets)
+        for document in text.split("\n---\n"):
+            if not re.search(r"^kind: (Cluster)?Role$", document, re.M):
+                continue
+            lines = document.splitlines()
+            rules_at = lines.index("rules:")
+            for i in range(rules_at + 1, len(lines)):
+                if lines[i].startswith("- apiGroups:"):
+                    assert re.match(r"# (Framework|Application)\b", _comment_above(lines, i)), (
+                        f"rule without a reason: {lines[i]} {lines[i + 1]}"
+                    )
+
+
+def _comment_above(lines: list[str], index: int) -> str:
+    """The first line of the comment block right above lines[index] ('' if none)."""
+    start = index
+    while start > 0 and lines[start - 1].startswith("#"):
+        start -= 1
+    return lines[start] if start < index else ""
+
+
+def test_namespaced_rbac_is_a_role_per_namespace(helm: str) -> None:
+    docs = render(helm, "watchNamespaces={team-a,team-b}")
+    env = env_of(one(docs, "Deployment"))
+    assert env["TFSO_NAMESPACES"] == "team-a,team-b"
+    # Cluster-wide only what kopf needs to follow CRDs and namespaces: read-only.
+    assert grants(one(docs, "ClusterRole")["rules"]) == {**CRD_GRANT, **NAMESPACE_GRANT}
+    roles = by_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert grants(role["rules"]) == APPLICATION_GRANTS
+    bindings = by_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "rel-tfserving-operator", "namespace": "tfso-system"}
+        ]
+        assert binding["roleRef"]["kind"] == "Role"
+
+
+def test_ha_peers_two_replicas(helm: str) -> None:
+    docs = render(helm, "ha.enabled=true")
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert env_of(deployment)["TFSO_PEERING"] == "rel-tfserving-operator"
+    assert "TFSO_PEERING_PRIORITY" not in env_of(deployment)  # each replica draws its own
+    peering = one(docs, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "rel-tfserving-operator"
+    assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    table = grants(one(docs, "ClusterRole")["rules"])
+    assert table[("kopf.dev", "clusterkopfpeerings")] == {"list", "watch", "patch"}
+    (patch_rule,) = [
+        r
+        for r in one(docs, "ClusterRole")["rules"]
+        if r["apiGroups"] == ["kopf.dev"] and "patch" in r["verbs"]
+    ]
+    assert patch_rule["resourceNames"] == ["rel-tfserving-operator"]
+
+
+def test_namespaced_ha_peers_in_each_namespace(helm: str) -> None:
+    docs = render(helm, "ha.enabled=true", "watchNamespaces={team-a,team-b}")
+    assert not by_kind(docs, "ClusterKopfPeering")
+    peerings = by_kind(docs, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+    for role in by_kind(docs, "Role"):
+        assert grants(role["rules"])[("kopf.dev", "kopfpeerings")] == {"list", "watch", "patch"}
+    assert ("kopf.dev", "clusterkopfpeerings") not in grants(one(docs, "ClusterRole")["rules"])
+
+
+def test_settings_values_become_env(helm: str) -> None:
+    deployment = one(
+        render(
+            helm,
+            "operator.labelSelector.team=vision",
+            "operator.labelSelector.tier=gold",
+            "operator.defaultImage=registry.local/serving:2.19.1",
+            "operator.extraEnv[0].name=TFSO_PROBE_TIMEOUT_SECONDS",
+            "operator.extraEnv[0].value=1.5",
+            "operator.logLevel=DEBUG",
+        ),
+        "Deployment",
+    )
+    env = env_of(deployment)
+    assert env["TFSO_LABEL_SELECTOR"] == "team=vision,tier=gold"
+    assert env["TFSO_DEFAULT_IMAGE"] == "registry.local/serving:2.19.1"
+    assert env["TFSO_PROBE_TIMEOUT_SECONDS"] == "1.5"
+    assert env["TFSO_LOG_LEVEL"] == "DEBUG"
+
+
+def test_rendered_env_is_accepted_by_the_operator_settings(helm: str) -> None:
+    """What the chart sets, the operator's own settings loader accepts."""
+    from tfserving_operator.settings import Settings
+
+    docs = render(helm, "ha.enabled=true", "watchNamespaces={a,b}", "operator.labelSelector.x=y")
+    settings = Settings.from_env(env_of(one(docs, "Deployment")))
+    assert settings.namespaces == ("a", "b")
+    assert settings.peering == "rel-tfserving-operator"
+    assert settings.label_selector == {"x": "y"}
+
+
+def test_health_service_and_no_service_monitor(helm: str) -> None:
+    docs = render(helm, "healthService.enabled=true")
+    service = one(docs, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "health"
+    assert not by_kind(docs, "ServiceMonitor")  # no Prometheus endpoint to scrape
+
+
+def test_notes_say_what_to_do_next() -> None:
+    """NOTES.txt (shown after install; the cluster test reads it back) names the next steps."""
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    for expected in (
+        "rollout status deployment/",
+        "manifests/mnist-servedmodel.yaml",
+        "kubectl get sm",
+        "kubectl wait sm/mnist",
+        "--for=condition=Ready",
+    ):
+        assert expected in notes
+
+
+# ----- manifests/ --------------------------------------------------------------
+
+
+def _install_documents() -> Iterator[Doc]:
+    yield from (d for d in yaml.safe_load_all(INSTALL_YAML.read_text()) if d)
+
+
+def test_install_yaml_is_the_rendered_chart(helm: str) -> None:
+    """manifests/install.yaml = a Namespace + `helm template` of the chart (make manifests)."""
+    rendered = subprocess.run(
+        [helm, "template", "tfserving-operator", str(CHART), "--namespace", INSTALL_NAMESPACE,
+         "--include-crds", "--kube-version", KUBE_VERSION],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    text = INSTALL_YAML.read_text()
+    assert text.endswith(rendered), "manifests/install.yaml is stale: run `make manifests`"
+    head = [d for d in yaml.safe_load_all(text[: -len(rendered)]) if d]
+    assert [(d["kind"], d["metadata"]["name"]) for d in head] == [("Namespace", INSTALL_NAMESPACE)]
+    assert head[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_install_yaml_objects() -> None:
+    docs = list(_install_documents())
+    kinds = sorted({d["kind"] for d in docs})
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Deployment",
+        "Namespace",
+        "ServiceAccount",
+    ]
+    crds = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
+    assert "servedmodels.serving.tfoperator.dev" in crds
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "ServiceAccount"):
+            assert doc["metadata"]["namespace"] == INSTALL_NAMESPACE
+
+
+def test_kustomization_renders_install_yaml() -> None:
+    kustomization = yaml.safe_load((REPO_ROOT / "manifests" / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["install.yaml"]
+    kubectl = REPO_ROOT / ".sim" / "bin" / "kubectl"
+    if not kubectl.exists():
+        pytest.skip("no kubectl (make sim-up links one)")
+    built = subprocess.run(
+        [str(kubectl), "kustomize", str(REPO_ROOT / "manifests")],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    names = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(built) if d}
+    assert names == {(d["kind"], d["metadata"]["name"]) for d in _install_documents()}
+
+
+# ----- the operator image ------------------------------------------------------
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    pairs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            pairs.append((word.upper(), rest.strip()))
+    return pairs
+
+
+def test_dockerfile_is_slim_runtime_only_and_non_root() -> None:
+    instructions = _dockerfile_instructions()
+    bases = [rest.split()[0] for word, rest in instructions if word == "FROM"]
+    assert bases and all(b == "python:3.11-slim" for b in bases), bases
+    installs = [rest for word, rest in instructions if word == "RUN" and "pip install" in rest]
+    assert installs, "the image must pip install the operator"
+    for command in installs:
+        assert "[dev]" not in command and ".[" not in command, command
+        assert "tensorflow" not in command.lower(), command
+    assert not any("tensorflow" in rest.lower() for word, rest in instructions if word != "#")
+    users = [rest for word, rest in instructions if word == "USER"]
+    assert users, "no USER: the image would run as root"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, users[-1]
+    # The chart runs the pod as the image's user.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["podSecurityContext"]["runAsUser"] == int(uid)
+    entrypoints = [rest for word, rest in instructions if word == "ENTRYPOINT"]
+    assert entrypoints == ['["tfserving-operator"]']
+
+
+def test_console_script_is_the_image_entry_point() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["tfserving-operator"] == "tfserving_operator.__main__:main"
+    runtime = " ".join(project["dependencies"]).lower()
+    assert "tensorflow" not in runtime
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = [
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*", "allow-list: everything is excluded first"
+    included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert included == {"pyproject.toml", "README.md", "operator/src"}

@@ -1,0 +1,57 @@
+"""Operator settings as the install paths set them (TFSO_* variables in the chart's Deployment)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tfserving_operator.settings import RANDOM_PRIORITY_RANGE, Settings, SettingsError
+
+
+def test_defaults_are_clusterwide_and_unpeered() -> None:
+    settings = Settings.from_env({})
+    assert settings.namespaces == ()
+    assert settings.peering == ""
+    assert settings.liveness_port == 8080
+
+
+def test_namespaces_and_peering_from_env() -> None:
+    settings = Settings.from_env(
+        {
+            "TFSO_NAMESPACES": "team-a, team-b,,",
+            "TFSO_PEERING": "tfso",
+            "TFSO_LIVENESS_PORT": "9090",
+            "TFSO_LABEL_SELECTOR": "team=vision,tier=gold",
+        }
+    )
+    assert settings.namespaces == ("team-a", "team-b")
+    assert settings.peering == "tfso"
+    assert settings.liveness_port == 9090
+    assert settings.label_selector == {"team": "vision", "tier": "gold"}
+
+
+def test_configured_peering_priority_is_kept() -> None:
+    settings = Settings.from_env({"TFSO_PEERING": "tfso", "TFSO_PEERING_PRIORITY": "7"})
+    assert settings.peering_priority_or_random() == 7
+
+
+def test_unset_peering_priority_is_random_and_positive() -> None:
+    """Replicas of one Deployment share their env, yet must not share a priority:
+    kopf pauses every replica that sees a live peer of its own priority."""
+    settings = Settings.from_env({"TFSO_PEERING": "tfso"})
+    drawn = {settings.peering_priority_or_random() for _ in range(50)}
+    assert len(drawn) > 45
+    assert all(1 <= p <= RANDOM_PRIORITY_RANGE for p in drawn)
+
+
+@pytest.mark.parametrize(
+    "env, variable",
+    [
+        ({"TFSO_PEERING_PRIORITY": "-1"}, "TFSO_PEERING_PRIORITY"),
+        ({"TFSO_PEERING_PRIORITY": "high"}, "TFSO_PEERING_PRIORITY"),
+        ({"TFSO_LIVENESS_PORT": "http"}, "TFSO_LIVENESS_PORT"),
+        ({"TFSO_LABEL_SELECTOR": "team"}, "TFSO_LABEL_SELECTOR"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env(env)
