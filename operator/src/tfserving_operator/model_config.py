@@ -3,8 +3,11 @@
 ``models.config`` is built as our own ModelServerConfig message (wire
 compatible with TF Serving's, see wire/) and printed with protobuf's
 text_format, so its syntax is right by construction. The batching and
-monitoring files are two-line text protos written directly; tests parse all
-three with tensorflow-serving-api's real classes.
+monitoring files are short text protos written directly. Tests parse all
+three with TF Serving's message definitions (tests/unit/test_model_config.py):
+models.config with tensorflow-serving-api's class, the other two with
+descriptors built from TF Serving's .proto files, which that package does not
+ship.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import text_format
+from google.protobuf import text_encoding, text_format
 
 from tfserving_operator.spec import ServedModel, VersionSet
 from tfserving_operator.wire import tfserving_wire_pb2 as wire
@@ -62,4 +65,7 @@ def batching_parameters(batching: Mapping[str, Any]) -> str:
 
 def monitoring_config(path: str) -> str:
     """The text-format MonitoringConfig for --monitoring_config_file."""
-    return f'prometheus_config {{\n  enable: true\n  path: "{path}"\n}}\n'
+    # The CRD restricts the path to URL-path characters; escape anyway so the
+    # file stays a valid text proto whatever reaches it.
+    escaped = text_encoding.CEscape(path, as_utf8=True)
+    return f'prometheus_config {{\n  enable: true\n  path: "{escaped}"\n}}\n'

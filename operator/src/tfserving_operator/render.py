@@ -9,9 +9,12 @@ while the spec still names the refused ones.
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
+import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from tfserving_operator import api
@@ -157,9 +160,102 @@ def server_args(sm: ServedModel, serve: VersionSet) -> list[str]:
     return args + list(sm.server_args)
 
 
+_QUANTITY = re.compile(
+    r"^([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])|[eE]([+-]?[0-9]+))?$"
+)
+_BINARY_SUFFIXES = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+_DECIMAL_EXPONENTS = {
+    "n": -9,
+    "u": -6,
+    "m": -3,
+    "": 0,
+    "k": 3,
+    "M": 6,
+    "G": 9,
+    "T": 12,
+    "P": 15,
+    "E": 18,
+}
+_DECIMAL_SUFFIXES = {exp: suffix for suffix, exp in _DECIMAL_EXPONENTS.items()}
+
+
+def canonical_quantity(value: Any) -> str:
+    """A container resource quantity as the API server stores it ("0.5" -> "500m",
+    "1024Mi" -> "1Gi", "1.5Gi" -> "1536Mi").
+
+    Drift detection compares what we render with what we read back: a
+    quantity written any other way would look changed forever and be applied
+    again on every pass. The API server rounds pod resources up to a
+    thousandth, writes the result in canonical form, and keeps the text as
+    written when its parser already deems it canonical (`_kept_as_written`).
+    Text that is not a quantity is returned unchanged: the API server's
+    refusal then names it.
+    """
+    text = str(value).strip()
+    match = _QUANTITY.match(text)
+    if match is None:
+        return text
+    sign, number, suffix, exponent = match.groups()
+    with decimal.localcontext() as ctx:
+        ctx.prec = 80
+        exact = Decimal(number)
+        if suffix in _BINARY_SUFFIXES[1:]:
+            fmt = "binary"
+            exact *= 1024 ** _BINARY_SUFFIXES.index(suffix)
+        elif exponent is not None:
+            fmt = "exponent"
+            exact = exact.scaleb(int(exponent))
+        else:
+            fmt = "decimal"
+            exact = exact.scaleb(_DECIMAL_EXPONENTS[suffix or ""])
+        # Up, not to nearest: asking for a little must not become nothing.
+        amount = exact.quantize(Decimal("0.001"), rounding=decimal.ROUND_UP)
+        if amount == exact and _kept_as_written(number, suffix, exponent):
+            return text
+        if amount == 0:
+            return "0"
+        minus = "-" if sign == "-" else ""
+        integral = amount == amount.to_integral_value()
+        if fmt == "binary" and integral and amount >= 1024:
+            whole, power = int(amount), 0
+            while power < len(_BINARY_SUFFIXES) - 1 and whole % 1024 == 0:
+                whole, power = whole // 1024, power + 1
+            return f"{minus}{whole}{_BINARY_SUFFIXES[power]}"
+        # Decimal: the largest power of 1000 that leaves a whole mantissa.
+        mantissa, exp = int(amount.scaleb(3)), -3
+        while exp < 18 and mantissa % 1000 == 0:
+            mantissa, exp = mantissa // 1000, exp + 3
+        if fmt == "exponent":
+            return f"{minus}{mantissa}" + (f"e{exp}" if exp else "")
+        return f"{minus}{mantissa}{_DECIMAL_SUFFIXES[exp]}"
+
+
+def _kept_as_written(number: str, suffix: str | None, exponent: str | None) -> bool:
+    """Whether the API server's quantity parser keeps this text verbatim: its
+    fast path (digits fit an int64) reuses the input when it looks canonical."""
+    whole, _, fraction = number.partition(".")
+    whole = whole.lstrip("0") or "0"
+    digits = whole + fraction
+    if len(digits) > 18 or int(digits) >= 2**63:
+        return False
+    if suffix in _BINARY_SUFFIXES[1:]:
+        power = 10 * _BINARY_SUFFIXES.index(suffix)
+        if fraction or 15 - len(whole) - int(power * 3 / 10) - 1 < 0:
+            return False
+        return int(digits) * 2**power < 2**63 and int(digits) & 0x07 != 0
+    scale = (int(exponent) if exponent is not None else _DECIMAL_EXPONENTS[suffix or ""]) - len(
+        fraction
+    )
+    return (
+        scale >= -9 and scale % 3 == 0 and not digits.endswith("000") and not digits.startswith("0")
+    )
+
+
 def _resources(sm: ServedModel) -> dict[str, Any]:
     resources: dict[str, Any] = {
-        k: {rk: str(rv) for rk, rv in v.items()} for k, v in sm.resources.items() if v
+        k: {rk: canonical_quantity(rv) for rk, rv in v.items()}
+        for k, v in sm.resources.items()
+        if v
     }
     if sm.gpus:
         resources.setdefault("limits", {})[api.GPU_RESOURCE] = str(sm.gpus)
@@ -235,16 +331,21 @@ def _probes(sm: ServedModel) -> dict[str, Any]:
     # loaded, so "the gRPC port accepts connections" means "the process is up
     # and done loading", never more: a REST 200 on /v1/models/NAME would not
     # even mean that. Which versions are AVAILABLE is the readiness gate's job.
-    tcp = {"tcpSocket": {"port": "grpc"}}
-    period = 5
-    return {
-        "startupProbe": {
-            **tcp,
+    def tcp(period: int, failures: int) -> dict[str, Any]:
+        # A fresh dict per probe: manifests share no sub-objects.
+        return {
+            "tcpSocket": {"port": "grpc"},
             "periodSeconds": period,
-            "failureThreshold": max(1, -(-sm.availability_timeout_seconds // period)),
-        },
-        "readinessProbe": {**tcp, "periodSeconds": 10, "failureThreshold": 3},
-        "livenessProbe": {**tcp, "periodSeconds": 20, "failureThreshold": 3},
+            "failureThreshold": failures,
+        }
+
+    startup_period = 5
+    return {
+        "startupProbe": tcp(
+            startup_period, max(1, -(-sm.availability_timeout_seconds // startup_period))
+        ),
+        "readinessProbe": tcp(10, 3),
+        "livenessProbe": tcp(20, 3),
     }
 
 

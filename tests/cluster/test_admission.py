@@ -1,0 +1,576 @@
+"""The real API server refuses invalid ServedModels at admission, naming the field.
+
+Each case is a ServedModel a user could plausibly write; the CRD's schema or
+one of its CEL rules must refuse it with HTTP 422, a message that names the
+field, and nothing may be created. The same checks cover what the CRD
+publishes (kubectl explain) and what the rendered children must pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.support.k8s import custom, servedmodel
+from tests.support.waiting import wait_until
+from tests.unit.golden.cases import CASES
+from tfserving_operator import api, render, spec
+from tfserving_operator.observe import strip_object
+from tfserving_operator.reconcile import contains
+from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BASE: dict[str, Any] = {"storage": {"hostPath": {"path": "/srv/models/m"}}, "version": 1}
+DROP = object()  # a change that removes the key
+
+
+def changed(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if value is DROP:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+GPU_IMAGE = "tensorflow/serving:2.19.1-gpu"
+CPU_IMAGE = "tensorflow/serving:2.19.1"
+PVC = {"persistentVolumeClaim": {"claimName": "models"}}
+
+# (id, metadata.name, spec, text the message must contain: the field's path)
+INVALID: list[tuple[str, str, dict[str, Any], str]] = [
+    # storage
+    ("storage-missing", "m", changed(BASE, storage=DROP), "spec.storage"),
+    ("storage-empty", "m", changed(BASE, storage={}), "spec.storage"),
+    (
+        "storage-two-sources",
+        "m",
+        changed(BASE, storage={**PVC, "hostPath": {"path": "/m"}}),
+        "spec.storage",
+    ),
+    (
+        "credentials-without-uri",
+        "m",
+        changed(BASE, storage={**PVC, "credentials": {"secretName": "s"}}),
+        "spec.storage.credentials",
+    ),
+    ("uri-bad-scheme", "m", changed(BASE, storage={"uri": "http://bucket/m"}), "spec.storage.uri"),
+    ("uri-no-bucket", "m", changed(BASE, storage={"uri": "s3:///m"}), "spec.storage.uri"),
+    (
+        "host-path-relative",
+        "m",
+        changed(BASE, storage={"hostPath": {"path": "models/m"}}),
+        "spec.storage.hostPath.path",
+    ),
+    (
+        "mount-path-relative",
+        "m",
+        changed(BASE, storage={**PVC, "mountPath": "models"}),
+        "spec.storage.mountPath",
+    ),
+    (
+        "sub-path-dot-dot",
+        "m",
+        changed(BASE, storage={"persistentVolumeClaim": {"claimName": "c", "subPath": "a/../b"}}),
+        "spec.storage.persistentVolumeClaim.subPath",
+    ),
+    (
+        "sub-path-absolute",
+        "m",
+        changed(BASE, storage={"persistentVolumeClaim": {"claimName": "c", "subPath": "/a"}}),
+        "spec.storage.persistentVolumeClaim.subPath",
+    ),
+    (
+        "claim-name-not-dns",
+        "m",
+        changed(BASE, storage={"persistentVolumeClaim": {"claimName": "My_Claim"}}),
+        "spec.storage.persistentVolumeClaim.claimName",
+    ),
+    (
+        "nfs-without-server",
+        "m",
+        changed(BASE, storage={"nfs": {"path": "/exports/m"}}),
+        "spec.storage.nfs.server",
+    ),
+    # versions
+    ("version-zero", "m", changed(BASE, version=0), "spec.version"),
+    (
+        "version-and-policy",
+        "m",
+        changed(BASE, versionPolicy={"latest": {}}),
+        "spec.version and spec.versionPolicy",
+    ),
+    ("policy-empty", "m", changed(BASE, version=DROP, versionPolicy={}), "spec.versionPolicy"),
+    (
+        "policy-two-kinds",
+        "m",
+        changed(BASE, version=DROP, versionPolicy={"latest": {}, "all": {}}),
+        "spec.versionPolicy",
+    ),
+    (
+        "specific-version-zero",
+        "m",
+        changed(BASE, version=DROP, versionPolicy={"specific": {"versions": [0]}}),
+        "spec.versionPolicy.specific.versions[0]",
+    ),
+    (
+        "specific-versions-empty",
+        "m",
+        changed(BASE, version=DROP, versionPolicy={"specific": {"versions": []}}),
+        "spec.versionPolicy.specific.versions",
+    ),
+    (
+        "latest-num-versions-zero",
+        "m",
+        changed(BASE, version=DROP, versionPolicy={"latest": {"numVersions": 0}}),
+        "spec.versionPolicy.latest.numVersions",
+    ),
+    (
+        "labels-without-version",
+        "m",
+        changed(BASE, version=DROP, versionLabels={"stable": 1}),
+        "spec.versionLabels",
+    ),
+    (
+        "labels-with-latest-policy",
+        "m",
+        changed(BASE, version=DROP, versionPolicy={"latest": {}}, versionLabels={"stable": 1}),
+        "spec.versionLabels",
+    ),
+    (
+        "label-not-in-specific-list",
+        "m",
+        changed(
+            BASE,
+            version=DROP,
+            versionPolicy={"specific": {"versions": [1, 2]}},
+            versionLabels={"stable": 1, "canary": 3},
+        ),
+        "spec.versionLabels",
+    ),
+    ("label-key-uppercase", "m", changed(BASE, versionLabels={"Stable": 1}), "spec.versionLabels"),
+    ("label-version-zero", "m", changed(BASE, versionLabels={"stable": 0}), "spec.versionLabels"),
+    # image and GPUs
+    ("gpu-image-without-gpus", "m", changed(BASE, image=GPU_IMAGE), "spec.image"),
+    ("gpus-with-cpu-image", "m", changed(BASE, image=CPU_IMAGE, gpus=1), "spec.image"),
+    ("gpus-too-many", "m", changed(BASE, gpus=17), "spec.gpus"),
+    ("gpu-memory-fraction-zero", "m", changed(BASE, gpuMemoryFraction=0), "spec.gpuMemoryFraction"),
+    (
+        "gpu-memory-fraction-above-one",
+        "m",
+        changed(BASE, gpuMemoryFraction=1.5),
+        "spec.gpuMemoryFraction",
+    ),
+    (
+        "gpu-in-resource-limits",
+        "m",
+        changed(BASE, resources={"limits": {"nvidia.com/gpu": 1}}),
+        "spec.resources",
+    ),
+    (
+        "gpu-in-resource-requests",
+        "m",
+        changed(BASE, resources={"requests": {"nvidia.com/gpu": "1"}}),
+        "spec.resources",
+    ),
+    (
+        "resource-quantity-bad",
+        "m",
+        changed(BASE, resources={"requests": {"cpu": "lots"}}),
+        "spec.resources.requests.cpu",
+    ),
+    ("image-with-space", "m", changed(BASE, image="tensorflow/serving 2"), "spec.image"),
+    (
+        "pull-policy-unknown",
+        "m",
+        changed(BASE, imagePullPolicy="Sometimes"),
+        "spec.imagePullPolicy",
+    ),
+    # ports, monitoring, batching, flags
+    ("rest-equals-grpc", "m", changed(BASE, ports={"grpc": 9000, "rest": 9000}), "spec.ports.rest"),
+    ("grpc-port-zero", "m", changed(BASE, ports={"grpc": 0}), "spec.ports.grpc"),
+    ("rest-port-too-high", "m", changed(BASE, ports={"rest": 70000}), "spec.ports.rest"),
+    (
+        "monitoring-with-rest-off",
+        "m",
+        changed(BASE, ports={"rest": 0}, monitoring={}),
+        "spec.monitoring",
+    ),
+    (
+        "monitoring-path-relative",
+        "m",
+        changed(BASE, monitoring={"path": "metrics"}),
+        "spec.monitoring.path",
+    ),
+    (
+        "batch-sizes-unsorted",
+        "m",
+        changed(BASE, batching={"maxBatchSize": 32, "allowedBatchSizes": [16, 8, 32]}),
+        "spec.batching.allowedBatchSizes",
+    ),
+    (
+        "batch-sizes-not-ending-at-max",
+        "m",
+        changed(BASE, batching={"maxBatchSize": 32, "allowedBatchSizes": [8, 16]}),
+        "spec.batching.allowedBatchSizes",
+    ),
+    (
+        "batch-size-zero",
+        "m",
+        changed(BASE, batching={"maxBatchSize": 0}),
+        "spec.batching.maxBatchSize",
+    ),
+    ("server-arg-owned-port", "m", changed(BASE, serverArgs=["--port=9000"]), "spec.serverArgs"),
+    (
+        "server-arg-owned-config-poll",
+        "m",
+        changed(BASE, serverArgs=["--model_config_file_poll_wait_seconds=5"]),
+        "spec.serverArgs",
+    ),
+    (
+        "server-arg-owned-bare-flag",
+        "m",
+        changed(BASE, serverArgs=["--rest_api_timeout_in_ms=100", "--enable_batching"]),
+        "spec.serverArgs",
+    ),
+    (
+        "server-arg-not-a-flag",
+        "m",
+        changed(BASE, serverArgs=["rest_api_timeout_in_ms=5"]),
+        "spec.serverArgs[0]",
+    ),
+    # pods and Services
+    ("replicas-negative", "m", changed(BASE, replicas=-1), "spec.replicas"),
+    (
+        "pod-label-owned-selector",
+        "m",
+        changed(BASE, podLabels={api.LABEL_SERVEDMODEL: "other"}),
+        "spec.podLabels",
+    ),
+    (
+        "pod-label-owned-app-name",
+        "m",
+        changed(BASE, podLabels={"app.kubernetes.io/name": "x"}),
+        "spec.podLabels",
+    ),
+    (
+        "service-type-external-name",
+        "m",
+        changed(BASE, service={"type": "ExternalName"}),
+        "spec.service.type",
+    ),
+    (
+        "grace-period-too-short",
+        "m",
+        changed(BASE, terminationGracePeriodSeconds=1),
+        "spec.terminationGracePeriodSeconds",
+    ),
+    (
+        "availability-timeout-too-short",
+        "m",
+        changed(BASE, rollout={"availabilityTimeoutSeconds": 1}),
+        "spec.rollout.availabilityTimeoutSeconds",
+    ),
+    ("model-name-with-space", "m", changed(BASE, modelName="my model"), "spec.modelName"),
+    # the object's name
+    ("name-too-long", "m" * 46, BASE, "metadata.name"),
+    ("name-starts-with-digit", "1model", BASE, "metadata.name"),
+    ("name-with-dot", "my.model", BASE, "metadata.name"),
+]
+
+
+@pytest.fixture(scope="module")
+def admission_namespace(api_client, operator) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """One namespace for the module, watched by the running operator (so a wrongly
+    admitted ServedModel would get children)."""
+    core = client.CoreV1Api(api_client)
+    name = f"{operator.namespaces.rstrip('*')}adm-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"tfso-test": "true"}}})
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+def create(api_client: Any, namespace: str, body: dict[str, Any], dry_run: bool = False) -> Any:
+    kwargs = {"dry_run": "All"} if dry_run else {}
+    return custom(api_client).create_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, api.PLURAL, body, **kwargs
+    )
+
+
+def servedmodels(api_client: Any, namespace: str) -> list[Any]:
+    result = custom(api_client).list_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, api.PLURAL
+    )
+    return list(result["items"])
+
+
+def test_the_base_spec_is_valid(api_client, admission_namespace) -> None:  # type: ignore[no-untyped-def]
+    """The spec every case changes is accepted, so each refusal is its change's doing."""
+    create(api_client, admission_namespace, servedmodel("m", BASE), dry_run=True)
+    for _, name, spec_, _ in INVALID:
+        if name != "m":  # the name cases use the base spec itself
+            assert spec_ == BASE
+
+
+@pytest.mark.parametrize(
+    ("name", "spec_", "field"),
+    [pytest.param(n, s, f, id=i) for i, n, s, f in INVALID],
+)
+def test_invalid_servedmodel_is_refused(  # type: ignore[no-untyped-def]
+    api_client, admission_namespace, name, spec_, field
+) -> None:
+    with pytest.raises(ApiException) as refused:
+        create(api_client, admission_namespace, servedmodel(name, spec_))
+    assert refused.value.status == 422, refused.value.body
+    message = json.loads(refused.value.body)["message"]
+    assert field in message, message
+    assert servedmodels(api_client, admission_namespace) == []
+
+
+def test_nothing_was_created(api_client, admission_namespace) -> None:  # type: ignore[no-untyped-def]
+    apps = client.AppsV1Api(api_client)
+    core = client.CoreV1Api(api_client)
+    selector = api.LABEL_SERVEDMODEL
+    assert servedmodels(api_client, admission_namespace) == []
+    assert apps.list_namespaced_deployment(admission_namespace, label_selector=selector).items == []
+    assert core.list_namespaced_service(admission_namespace, label_selector=selector).items == []
+    assert core.list_namespaced_config_map(admission_namespace, label_selector=selector).items == []
+
+
+def _cel_messages() -> list[str]:
+    import yaml
+
+    crd = yaml.safe_load((REPO_ROOT / "crds" / f"{api.PLURAL}.{api.GROUP}.yaml").read_text())
+    messages: list[str] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        messages.extend(r["message"] for r in node.get("x-kubernetes-validations") or ())
+        for child in (node.get("properties") or {}).values():
+            walk(child)
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                walk(node[key])
+
+    walk(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    return messages
+
+
+def test_every_cel_rule_refuses_some_case(api_client, admission_namespace) -> None:  # type: ignore[no-untyped-def]
+    """Each CEL rule of the CRD is exercised: its message comes back for some case."""
+    answers = []
+    for _, name, spec_, _ in INVALID:
+        with pytest.raises(ApiException) as refused:
+            create(api_client, admission_namespace, servedmodel(name, spec_), dry_run=True)
+        answers.append(json.loads(refused.value.body)["message"])
+    rules = _cel_messages()
+    assert len(INVALID) >= 20 and len(rules) >= 14
+    silent = [m for m in rules if not any(m in answer for answer in answers)]
+    assert not silent, f"CEL rules no case triggers: {silent}"
+
+
+# ----- what the CRD publishes ---------------------------------------------------
+
+
+def kubectl(sim: Any, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(sim.kubectl_path()), f"--kubeconfig={sim.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_kubectl_explain_teaches_the_api(sim, crds) -> None:  # type: ignore[no-untyped-def]
+    def explained() -> str | None:
+        result = kubectl(sim, "explain", "servedmodel.spec.storage")
+        return (
+            result.stdout
+            if result.returncode == 0 and "persistentVolumeClaim" in result.stdout
+            else None
+        )
+
+    out = wait_until(explained, timeout=30, what="kubectl explain servedmodel.spec.storage")
+    assert "Where the model's numbered version folders live" in out
+    for field, words in {
+        "persistentVolumeClaim": "mounted read-only",
+        "hostPath": "A folder on the node",
+        "nfs": "An NFS export",
+        "uri": "s3://bucket/path",
+        "credentials": "from a Secret",
+        "mountPath": "Defaults to /models/<modelName>",
+    }.items():
+        assert f"{field}\t<" in out, field
+        assert words in " ".join(out.split()), (field, words)
+    deep = kubectl(sim, "explain", "servedmodel.spec.versionPolicy.latest.numVersions")
+    assert deep.returncode == 0, deep.stderr
+    assert "How many of the highest versions to serve" in deep.stdout
+
+
+# ----- the rendered children pass the API server --------------------------------
+
+
+def _rendered(case: str, namespace: str) -> render.Children:
+    body = copy.deepcopy(CASES[case])
+    body["metadata"]["namespace"] = namespace
+    sm = spec.parse(body, DEFAULT_IMAGE, DEFAULT_GPU_IMAGE)
+    return render.render(sm, sm.target)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_golden_case_passes_the_api_server(sim, admission_namespace, case) -> None:  # type: ignore[no-untyped-def]
+    """Server-side apply as a dry run, as the operator does before its first write."""
+    manifests = _rendered(case, admission_namespace).all()
+    result = kubectl(
+        sim,
+        "apply",
+        "--server-side",
+        "--field-manager=tfso-tests",
+        "--dry-run=server",
+        "-o",
+        "json",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}),
+    )
+    assert result.returncode == 0, result.stderr
+    stored = json.loads(result.stdout)["items"]
+    assert len(stored) == len(manifests)
+    for manifest, obj in zip(manifests, stored, strict=True):
+        # Stored as rendered: the operator's drift check will find nothing to re-apply.
+        assert contains(strip_object(obj), manifest), (manifest["kind"], obj)
+
+
+# What users write, and what the API server's own parser turns them into.
+QUANTITIES_TEXT = """
+    0.5 .5 +0.5 0.500 00.5 1.5 1.50 1.500 1.000 1.0 10.0 0.1 0.100 0.25 1.0001 3.3333333333
+    0.1m 100m 250m 100.000m 0.5u 5u 1000u 0.0000000001 1e-9 1e-3 3e-2 5e-1 123e-3 1000e-3
+    0 -0 00 0.0 1 2 16 +1 1. 007 1024 2048 1500 2000 1500.000 1000000000000000000
+    1k 01k 1.5k 1.500k 1000k 1M 1G 1E 1e0 1e3 1e9 12e1 0.1e1 1.5e3 1.2345e2 129e6
+    1Ki 2Ki 8Ki 01Ki +2Ki 0.5Ki 1.5Ki 100Ki 1023Ki 64Mi 16Mi 512Mi 1000Mi 1024Mi
+    1536Mi 0.25Mi 1.5Gi 2.5Gi +1.5Gi 4Gi 7Ti 128974848
+"""
+
+
+def test_rendered_quantities_are_what_the_api_server_stores(sim, admission_namespace) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(7)
+    suffixes = ["", "m", "k", "M", "G", "Ki", "Mi", "Gi", "e3", "e-2"]
+    generated = [
+        f"{rng.randint(0, 5000) / rng.choice([1, 10, 100, 1000]):g}{rng.choice(suffixes)}"
+        for _ in range(60)
+    ]
+    quantities = QUANTITIES_TEXT.split() + generated
+    for resource in ("cpu", "memory"):
+        containers = [
+            {"name": f"c{i}", "image": "x", "resources": {"requests": {resource: q}}}
+            for i, q in enumerate(quantities)
+        ]
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "quantities"}}
+        pod["spec"] = {"containers": containers}
+        result = kubectl(sim, "create", "--dry-run=server", "-n", admission_namespace, "-o",
+                         "json", "-f", "-", stdin=json.dumps(pod))  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        stored = [
+            c["resources"]["requests"][resource]
+            for c in json.loads(result.stdout)["spec"]["containers"]
+        ]
+        wrong = [
+            f"{q!r}: stored {s!r}, rendered {render.canonical_quantity(q)!r}"
+            for q, s in zip(quantities, stored, strict=True)
+            if render.canonical_quantity(q) != s
+        ]
+        assert not wrong, f"{resource}: " + "; ".join(wrong)
+
+
+@pytest.fixture(scope="module")
+def restricted_namespace(api_client, operator) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    core = client.CoreV1Api(api_client)
+    name = f"{operator.namespaces.rstrip('*')}psa-{uuid.uuid4().hex[:6]}"
+    labels = {"tfso-test": "true", "pod-security.kubernetes.io/enforce": "restricted"}
+    core.create_namespace({"metadata": {"name": name, "labels": labels}})
+    # The pod-options case runs as its own ServiceAccount.
+    core.create_namespaced_service_account(name, {"metadata": {"name": "model-reader"}})
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+def _pod_of(case: str, namespace: str) -> dict[str, Any]:
+    deployment = _rendered(case, namespace).deployment
+    template = deployment["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{case}-pod", "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["pvc-subpath-replicas", "s3-credentials", "gs-uri", "batching-monitoring", "pod-options"],
+)
+def test_model_server_pod_passes_pod_security_restricted(  # type: ignore[no-untyped-def]
+    api_client, restricted_namespace, case
+) -> None:
+    pod = _pod_of(case, restricted_namespace)
+    client.CoreV1Api(api_client).create_namespaced_pod(restricted_namespace, pod, dry_run="All")
+
+
+def test_gpu_pod_passes_pod_security_restricted(api_client, restricted_namespace) -> None:  # type: ignore[no-untyped-def]
+    body = copy.deepcopy(CASES["gpu"])
+    body["spec"]["storage"] = PVC  # nfs is not a restricted volume type; the GPU bits are
+    sm = spec.parse(body, DEFAULT_IMAGE, DEFAULT_GPU_IMAGE)
+    template = render.render(sm, sm.target).deployment["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gpu"}, "spec": template["spec"]}
+    client.CoreV1Api(api_client).create_namespaced_pod(restricted_namespace, pod, dry_run="All")
+
+
+def test_pod_security_check_can_fail(api_client, restricted_namespace) -> None:  # type: ignore[no-untyped-def]
+    """hostPath storage is the user's choice, and restricted namespaces refuse it."""
+    with pytest.raises(ApiException) as refused:
+        client.CoreV1Api(api_client).create_namespaced_pod(
+            restricted_namespace, _pod_of("minimal-hostpath", restricted_namespace), dry_run="All"
+        )
+    assert refused.value.status == 403
+    assert "hostPath" in json.loads(refused.value.body)["message"]
+
+
+# ----- the example manifest -----------------------------------------------------
+
+
+def test_mnist_manifest_applies_cleanly(sim, admission_namespace) -> None:  # type: ignore[no-untyped-def]
+    manifest = REPO_ROOT / "manifests" / "mnist-servedmodel.yaml"
+    result = kubectl(
+        sim,
+        "apply",
+        "--dry-run=server",
+        "-n",
+        admission_namespace,
+        "-f",
+        str(manifest),
+        "-o",
+        "json",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr  # no warnings either
+    applied = json.loads(result.stdout)
+    assert applied["kind"] == api.KIND and applied["metadata"]["name"] == "mnist"
+    spec_ = applied["spec"]
+    assert spec_["modelName"] == "mnist"
+    assert spec_["storage"]["persistentVolumeClaim"]["claimName"] == "mnist-models"
+    assert spec_["storage"]["mountPath"] == "/models/mnist"
+    assert spec_["version"] == 1
+    assert spec_["ports"] == {"grpc": 8500, "rest": 8501}
+    sm = spec.parse(applied, DEFAULT_IMAGE, DEFAULT_GPU_IMAGE)
+    assert sm.storage.base_path == "/models/mnist"

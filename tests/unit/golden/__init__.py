@@ -1,0 +1,1 @@
+"""Golden files of render.py and the ServedModels they are rendered from."""

@@ -1,0 +1,739 @@
+"""render.py: golden files for representative ServedModels, plus the properties
+every rendering must have whatever the spec (restricted pods, read-only
+storage, owned children, a content-named immutable config).
+
+A golden mismatch fails with a unified diff; `UPDATE_GOLDEN=1 pytest
+tests/unit/test_render.py` rewrites the files (review the diff before committing).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.golden.cases import CASES, NAMESPACE, UID, servedmodel
+from tfserving_operator import api, render, spec
+from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "servedmodels.serving.tfoperator.dev.yaml"
+UPDATE = bool(os.environ.get("UPDATE_GOLDEN"))
+
+Manifest = dict[str, Any]
+
+
+def parse(body: Manifest) -> spec.ServedModel:
+    return spec.parse(body, DEFAULT_IMAGE, DEFAULT_GPU_IMAGE)
+
+
+def render_body(body: Manifest) -> render.Children:
+    sm = parse(body)
+    return render.render(sm, sm.target)
+
+
+def render_case(case: str) -> render.Children:
+    return render_body(CASES[case])
+
+
+def container(children: render.Children) -> Manifest:
+    containers = children.deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    result: Manifest = containers[0]
+    return result
+
+
+def pod_spec(children: render.Children) -> Manifest:
+    result: Manifest = children.deployment["spec"]["template"]["spec"]
+    return result
+
+
+def flags(children: render.Children) -> dict[str, str]:
+    """--name=value args as a dict (the value "" for a bare flag)."""
+    out = {}
+    for arg in container(children)["args"]:
+        name, _, value = arg.lstrip("-").partition("=")
+        assert name not in out, f"flag --{name} given twice"
+        out[name] = value
+    return out
+
+
+# ----- golden files -------------------------------------------------------------
+
+
+class _GoldenDumper(yaml.SafeDumper):
+    """Multi-line strings (the config files) as literal blocks: diffs read line by line."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # a shared sub-dict must read as itself, not as *id001
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_GoldenDumper.add_representer(str, _str)
+
+
+def golden_text(case: str) -> str:
+    """The golden file of a case: its input as a comment, then every child in apply order."""
+    body = CASES[case]
+    source = yaml.dump(body, Dumper=_GoldenDumper, sort_keys=True).rstrip("\n")
+    header = [
+        f"# Golden file for case {case!r} of tests/unit/golden/cases.py: what render.py",
+        "# makes of the ServedModel below. Regenerate with",
+        "# UPDATE_GOLDEN=1 pytest tests/unit/test_render.py",
+        "#",
+        *[f"#   {line}" for line in source.splitlines()],
+    ]
+    docs = yaml.dump_all(render_case(case).all(), Dumper=_GoldenDumper, sort_keys=True)
+    return "\n".join(header) + "\n---\n" + docs
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(case: str) -> None:
+    path = GOLDEN_DIR / f"{case}.yaml"
+    actual = golden_text(case)
+    if UPDATE:
+        path.write_text(actual)
+        return
+    expected = path.read_text() if path.exists() else ""
+    if actual != expected:
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(keepends=True),
+                actual.splitlines(keepends=True),
+                fromfile=f"{path.name} (golden)",
+                tofile=f"{path.name} (rendered now)",
+            )
+        )
+        pytest.fail(
+            f"render output for {case!r} differs from {path}; if the change is intended, "
+            f"regenerate with UPDATE_GOLDEN=1 and review the diff:\n{diff}",
+            pytrace=False,
+        )
+
+
+def test_golden_files_parse_back_to_the_rendered_objects() -> None:
+    """The text compare is enough: each golden file is exactly the rendered objects."""
+    for case in CASES:
+        path = GOLDEN_DIR / f"{case}.yaml"
+        docs = list(yaml.safe_load_all(path.read_text()))
+        assert docs == render_case(case).all(), case
+
+
+def test_no_orphan_golden_files() -> None:
+    """A golden file whose case was removed would pin nothing."""
+    files = {p.stem for p in GOLDEN_DIR.glob("*.yaml")}
+    assert files == set(CASES)
+
+
+def test_golden_mismatch_fails_with_a_diff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The golden check can fail, and says where."""
+    case = "minimal-hostpath"
+    (tmp_path / f"{case}.yaml").write_text(golden_text(case).replace("--port=8500", "--port=1"))
+    monkeypatch.setattr(f"{__name__}.GOLDEN_DIR", tmp_path)
+    monkeypatch.setattr(f"{__name__}.UPDATE", False)
+    with pytest.raises(pytest.fail.Exception) as failure:
+        test_golden(case)
+    assert "-        - --port=1" in str(failure.value)
+    assert "+        - --port=8500" in str(failure.value)
+
+
+# ----- the pod ------------------------------------------------------------------
+
+
+STORAGE_CASES = [c for c in CASES if "uri" not in CASES[c]["spec"]["storage"]]
+URI_CASES = [c for c in CASES if "uri" in CASES[c]["spec"]["storage"]]
+
+
+@pytest.mark.parametrize("case", STORAGE_CASES)
+def test_storage_is_mounted_read_only_at_the_base_path(case: str) -> None:
+    children = render_case(case)
+    sm = parse(CASES[case])
+    mounts = {m["name"]: m for m in container(children)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(children)["volumes"]}
+    storage = mounts["model-storage"]
+    assert storage["readOnly"] is True
+    assert storage["mountPath"] == sm.storage.base_path
+    assert f'base_path: "{sm.storage.base_path}"' in children.config_map["data"]["models.config"]
+    volume = volumes["model-storage"]
+    for source in ("persistentVolumeClaim", "nfs"):
+        if source in volume:
+            assert volume[source]["readOnly"] is True
+    # Only the scratch dir is writable.
+    writable = [m["name"] for m in container(children)["volumeMounts"] if not m.get("readOnly")]
+    assert writable == ["tmp"]
+
+
+def test_pvc_sub_path_and_mount_path() -> None:
+    mount = next(
+        m
+        for m in container(render_case("pvc-subpath-replicas"))["volumeMounts"]
+        if m["name"] == "model-storage"
+    )
+    assert mount == {
+        "name": "model-storage",
+        "mountPath": "/models/mnist",
+        "subPath": "mnist",
+        "readOnly": True,
+    }
+    custom = parse(CASES["pod-options"]).storage
+    assert (custom.mount_path, custom.base_path) == ("/data/tuned", "/data/tuned")
+
+
+@pytest.mark.parametrize("case", URI_CASES)
+def test_uri_storage_mounts_no_model_volume(case: str) -> None:
+    children = render_case(case)
+    names = {v["name"] for v in pod_spec(children)["volumes"]}
+    assert "model-storage" not in names
+    uri = CASES[case]["spec"]["storage"]["uri"].rstrip("/")
+    assert f'base_path: "{uri}"' in children.config_map["data"]["models.config"]
+
+
+def test_s3_credentials_come_from_the_secret() -> None:
+    env = {e["name"]: e for e in container(render_case("s3-credentials"))["env"]}
+    for key, optional in (
+        ("AWS_ACCESS_KEY_ID", False),
+        ("AWS_SECRET_ACCESS_KEY", False),
+        ("AWS_REGION", True),
+        ("S3_ENDPOINT", True),
+    ):
+        ref = env[key]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "s3-reader", "key": key, "optional": optional}
+        assert "value" not in env[key]
+
+
+def test_gs_credentials_are_a_read_only_secret_file() -> None:
+    children = render_case("gs-uri")
+    env = {e["name"]: e for e in container(children)["env"]}
+    mounts = {m["name"]: m for m in container(children)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(children)["volumes"]}
+    key_file = env["GOOGLE_APPLICATION_CREDENTIALS"]["value"]
+    mount = mounts["gcs-credentials"]
+    assert mount["readOnly"] is True
+    assert key_file == f"{mount['mountPath']}/service-account.json"
+    assert volumes["gcs-credentials"] == {
+        "name": "gcs-credentials",
+        "secret": {"secretName": "gcs-reader"},
+    }
+
+
+# Pod Security Standards, "restricted" profile: the volume types it allows.
+RESTRICTED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_pod_meets_the_restricted_profile(case: str) -> None:
+    children = render_case(case)
+    pod = pod_spec(children)
+    ctr = container(children)
+    pod_sc, ctr_sc = pod["securityContext"], ctr["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True and ctr_sc["runAsNonRoot"] is True
+    assert pod_sc["runAsUser"] != 0
+    assert ctr_sc["allowPrivilegeEscalation"] is False
+    assert ctr_sc["capabilities"] == {"drop": ["ALL"]}
+    assert ctr_sc["readOnlyRootFilesystem"] is True
+    assert "privileged" not in ctr_sc
+    for sc in (pod_sc, ctr_sc):
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    for host_field in ("hostNetwork", "hostPID", "hostIPC"):
+        assert host_field not in pod
+    assert all("hostPort" not in p for p in ctr["ports"])
+    assert pod["automountServiceAccountToken"] is False
+    # Volumes: all of restricted's types, except the storage the user picked
+    # (hostPath and nfs are theirs to choose; the cluster's policy decides).
+    for volume in pod["volumes"]:
+        kinds = set(volume) - {"name"}
+        assert len(kinds) == 1, volume
+        if volume["name"] != "model-storage":
+            assert kinds <= RESTRICTED_VOLUME_TYPES, volume
+
+
+@pytest.mark.parametrize("case", ["minimal-hostpath", "pod-options"])
+def test_graceful_termination(case: str) -> None:
+    children = render_case(case)
+    grace = parse(CASES[case]).termination_grace_period_seconds
+    assert pod_spec(children)["terminationGracePeriodSeconds"] == grace
+    pre_stop = container(children)["lifecycle"]["preStop"]
+    # The server ignores SIGTERM: the preStop sleep is the drain, and it ends
+    # before the kill at the end of the grace period.
+    assert pre_stop == {"sleep": {"seconds": grace - render.PRESTOP_MARGIN_SECONDS}}
+    assert grace == (45 if case == "minimal-hostpath" else 90)
+
+
+def test_short_grace_period_still_sleeps() -> None:
+    body = servedmodel("quick", {"storage": {"hostPath": {"path": "/m"}}, "version": 1})
+    body["spec"]["terminationGracePeriodSeconds"] = 5
+    pre_stop = container(render_body(body))["lifecycle"]["preStop"]
+    assert pre_stop["sleep"]["seconds"] == 1
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_readiness_gate_and_honest_probes(case: str) -> None:
+    children = render_case(case)
+    assert pod_spec(children)["readinessGates"] == [{"conditionType": api.GATE_CONDITION}]
+    ctr = container(children)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        # Never REST: GET /v1/models/NAME answers 200 with no version AVAILABLE.
+        assert "httpGet" not in ctr[probe]
+        assert ctr[probe]["tcpSocket"] == {"port": "grpc"}
+    # The startup probe waits as long as a version may take to load.
+    startup = ctr["startupProbe"]
+    timeout = parse(CASES[case]).availability_timeout_seconds
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= timeout
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rolling_update_never_drops_capacity(case: str) -> None:
+    deployment = render_case(case).deployment
+    rolling = deployment["spec"]["strategy"]["rollingUpdate"]
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert rolling == {"maxUnavailable": 0, "maxSurge": parse(CASES[case]).max_surge}
+    assert deployment["spec"]["replicas"] == parse(CASES[case]).replicas
+
+
+def test_gpu_limits_toleration_image_and_memory_fraction() -> None:
+    children = render_case("gpu")
+    ctr = container(children)
+    assert ctr["image"] == DEFAULT_GPU_IMAGE
+    assert ctr["image"].endswith("-gpu")
+    assert ctr["resources"]["limits"] == {api.GPU_RESOURCE: "2"}
+    assert ctr["resources"]["requests"] == {"cpu": "4", "memory": "16Gi"}
+    assert {"key": api.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"} in pod_spec(
+        children
+    )["tolerations"]
+    assert flags(children)["per_process_gpu_memory_fraction"] == "0.45"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c != "gpu"])
+def test_cpu_models_get_no_gpu(case: str) -> None:
+    children = render_case(case)
+    ctr = container(children)
+    assert "-gpu" not in ctr["image"]
+    assert api.GPU_RESOURCE not in (ctr.get("resources") or {}).get("limits", {})
+    tolerations = pod_spec(children).get("tolerations") or []
+    assert all(t.get("key") != api.GPU_RESOURCE for t in tolerations)
+    assert "per_process_gpu_memory_fraction" not in flags(children)
+
+
+def test_user_image_wins() -> None:
+    assert container(render_case("pod-options"))["image"] == (
+        "registry.example.com/serving:2.19.1-custom"
+    )
+    assert container(render_case("minimal-hostpath"))["image"] == DEFAULT_IMAGE
+
+
+# ----- flags --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_owned_flags(case: str) -> None:
+    children = render_case(case)
+    sm = parse(CASES[case])
+    got = flags(children)
+    data = children.config_map["data"]
+    assert got["port"] == str(sm.grpc_port)
+    assert got["rest_api_port"] == str(sm.rest_port)
+    assert got["model_config_file"] == f"{api.CONFIG_DIR}/{api.MODEL_CONFIG_FILE}"
+    assert got["file_system_poll_wait_seconds"] == str(sm.file_system_poll_wait_seconds)
+    assert got["enable_model_warmup"] == ("true" if sm.warmup else "false")
+    assert got["max_num_load_retries"] == str(sm.load_retries)
+    assert got["load_retry_interval_micros"] == str(sm.load_retry_interval_seconds * 1_000_000)
+    # Flags that follow from the spec, and the files they name exist.
+    assert ("allow_version_labels_for_unavailable_models" in got) == bool(sm.target.labels)
+    assert ("monitoring_config_file" in got) == (api.MONITORING_CONFIG_FILE in data)
+    assert ("monitoring_config_file" in got) == bool(sm.monitoring_path)
+    assert ("enable_batching" in got) == ("batching_parameters_file" in got)
+    assert ("enable_batching" in got) == (api.BATCHING_CONFIG_FILE in data)
+    for flag in ("model_config_file", "monitoring_config_file", "batching_parameters_file"):
+        if flag in got:
+            assert got[flag].startswith(f"{api.CONFIG_DIR}/")
+            assert got[flag].removeprefix(f"{api.CONFIG_DIR}/") in data
+    # The server never gets a model named on the command line: the config file says it all.
+    assert "model_name" not in got and "model_base_path" not in got
+    # The user's extra flags come last, unchanged.
+    args = container(children)["args"]
+    assert args[len(args) - len(sm.server_args) :] == list(sm.server_args)
+
+
+def test_rest_off_means_no_rest_anywhere() -> None:
+    children = render_case("rest-off-all")
+    assert flags(children)["rest_api_port"] == "0"
+    assert flags(children)["port"] == "9000"
+    assert [p["name"] for p in container(children)["ports"]] == ["grpc"]
+    names = [s["metadata"]["name"] for s in children.services]
+    assert names == ["grpc-only-grpc", "grpc-only-headless"]
+    for service in children.services:
+        assert [p["port"] for p in service["spec"]["ports"]] == [9000]
+
+
+def _owned_flag_pattern() -> re.Pattern[str]:
+    """The CRD's CEL rule that refuses owned flags in spec.serverArgs, as a Python regex."""
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    rules = schema["properties"]["spec"]["properties"]["serverArgs"]["x-kubernetes-validations"]
+    (rule,) = [r["rule"] for r in rules if ".matches(" in r["rule"]]
+    match = re.search(r"matches\('(.+)'\)\)", rule)
+    assert match, rule
+    return re.compile(match.group(1))
+
+
+def test_crd_refuses_every_flag_the_operator_renders() -> None:
+    """spec.serverArgs could otherwise override what the gate and the config rely on."""
+    owned = _owned_flag_pattern()
+    rendered = set()
+    for case in CASES:
+        sm = parse(CASES[case])
+        for arg in render.server_args(sm, sm.target):
+            if arg not in sm.server_args:
+                rendered.add(arg)
+    assert rendered
+    for arg in sorted(rendered):
+        assert owned.search(arg), f"{arg} is rendered by the operator but allowed in serverArgs"
+    for arg in CASES["pod-options"]["spec"]["serverArgs"]:
+        assert not owned.search(arg), f"{arg} should stay allowed"
+
+
+# ----- the config ---------------------------------------------------------------
+
+
+def _with(body: Manifest, **changes: Any) -> Manifest:
+    out = {**body, "spec": {**body["spec"], **changes}}
+    return out
+
+
+BASE = CASES["pvc-subpath-replicas"]
+SAME_CONFIG = {
+    "replicas": 5,
+    "resources": {"requests": {"cpu": "2"}},
+    "image": "tensorflow/serving:2.18.0",
+    "service": {"type": "NodePort"},
+    "podLabels": {"team": "x"},
+    "terminationGracePeriodSeconds": 60,
+    "serverArgs": ["--rest_api_timeout_in_ms=1000"],
+}
+OTHER_CONFIG = {
+    "version": 3,
+    "modelName": "mnist2",
+    "storage": {"persistentVolumeClaim": {"claimName": "models"}, "mountPath": "/m"},
+    "batching": {"maxBatchSize": 8},
+    "monitoring": {"path": "/metrics"},
+    "versionLabels": {"stable": 2},
+}
+
+
+def test_config_map_is_immutable_and_named_by_its_content() -> None:
+    children = render_case("minimal-hostpath")
+    cm = children.config_map
+    assert cm["immutable"] is True
+    assert children.config_hash == render.short_hash(cm["data"])
+    assert cm["metadata"]["name"] == f"half-plus-three-config-{children.config_hash}"
+    volumes = {v["name"]: v for v in pod_spec(children)["volumes"]}
+    assert volumes["config"]["configMap"] == {"name": cm["metadata"]["name"]}
+    annotations = children.deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[api.ANNOTATION_CONFIG_HASH] == children.config_hash
+    mounts = {m["name"]: m for m in container(children)["volumeMounts"]}
+    assert mounts["config"] == {"name": "config", "mountPath": api.CONFIG_DIR, "readOnly": True}
+
+
+@pytest.mark.parametrize("field", sorted(SAME_CONFIG))
+def test_config_hash_ignores_what_is_not_config(field: str) -> None:
+    base = render_body(BASE)
+    changed = render_body(_with(BASE, **{field: SAME_CONFIG[field]}))
+    assert changed.config_hash == base.config_hash
+    assert changed.config_map == base.config_map
+
+
+@pytest.mark.parametrize("field", sorted(OTHER_CONFIG))
+def test_config_hash_follows_the_config(field: str) -> None:
+    base = render_body(BASE)
+    changed = render_body(_with(BASE, **{field: OTHER_CONFIG[field]}))
+    assert changed.config_map["data"] != base.config_map["data"]
+    assert changed.config_hash != base.config_hash
+    assert changed.config_map["metadata"]["name"] != base.config_map["metadata"]["name"]
+
+
+def test_rendering_the_last_good_set_differs_from_the_target() -> None:
+    """After a refusal the operator renders other versions than the spec's."""
+    sm = parse(BASE)
+    target = render.render(sm, sm.target)
+    fallback = render.render(sm, spec.VersionSet.specific([1]))
+    assert fallback.config_hash != target.config_hash
+    annotations = fallback.deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[api.ANNOTATION_VERSIONS] == "1"
+
+
+# ----- ownership, labels, Services, PDB, NetworkPolicy ---------------------------
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_child_is_owned_and_labelled(case: str) -> None:
+    sm = parse(CASES[case])
+    children = render_case(case)
+    for obj in children.all():
+        meta = obj["metadata"]
+        assert meta["namespace"] == NAMESPACE
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": api.API_VERSION,
+                "kind": api.KIND,
+                "name": sm.name,
+                "uid": UID,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["labels"][api.LABEL_SERVEDMODEL] == sm.name
+        assert meta["labels"][api.LABEL_MANAGED_BY] == api.MANAGED_BY
+    # The Deployment is applied last: its pods never start without their config.
+    assert children.all()[0] is children.config_map
+    assert children.all()[-1] is children.deployment
+
+
+def test_pod_labels_cannot_override_the_selector() -> None:
+    body = _with(CASES["pod-options"], podLabels={api.LABEL_SERVEDMODEL: "other", "team": "x"})
+    deployment = render_body(body).deployment
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels[api.LABEL_SERVEDMODEL] == "tuned"
+    assert labels["team"] == "x"
+    assert deployment["spec"]["selector"] == {"matchLabels": {api.LABEL_SERVEDMODEL: "tuned"}}
+
+
+def test_pod_annotations_tell_the_gate_what_to_check() -> None:
+    annotations = render_case("labels-specific").deployment["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    assert annotations[api.ANNOTATION_VERSIONS] == "3,4"
+    assert annotations[api.ANNOTATION_MODEL_NAME] == "classifier"
+    assert annotations[api.ANNOTATION_GRPC_PORT] == "8500"
+    latest = render_case("latest-policy").deployment["spec"]["template"]["metadata"]
+    assert latest["annotations"][api.ANNOTATION_VERSIONS] == "latest:2"
+    monitored = render_case("batching-monitoring").deployment["spec"]["template"]["metadata"]
+    assert monitored["annotations"]["prometheus.io/path"] == "/monitoring/prometheus/metrics"
+    assert monitored["annotations"]["prometheus.io/port"] == "8501"
+    custom = render_case("pod-options").deployment["spec"]["template"]["metadata"]
+    assert custom["annotations"]["example.com/owner"] == "search"
+
+
+def test_services() -> None:
+    children = render_case("pod-options")
+    by_name = {s["metadata"]["name"]: s for s in children.services}
+    assert sorted(by_name) == ["tuned-grpc", "tuned-headless", "tuned-rest"]
+    grpc, rest, headless = by_name["tuned-grpc"], by_name["tuned-rest"], by_name["tuned-headless"]
+    assert grpc["spec"]["ports"] == [
+        {
+            "name": "grpc",
+            "port": 8500,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        }
+    ]
+    assert rest["spec"]["ports"][0]["appProtocol"] == "http"
+    assert rest["spec"]["ports"][0]["targetPort"] == "http"
+    for service in (grpc, rest):
+        assert service["spec"]["type"] == "LoadBalancer"
+        assert service["metadata"]["annotations"] == {"example.com/lb-scheme": "internal"}
+    assert headless["spec"]["clusterIP"] == "None"
+    assert "type" not in headless["spec"]
+    assert "annotations" not in headless["metadata"]
+    assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc", "http"]
+    for service in children.services:
+        assert service["spec"]["selector"] == {api.LABEL_SERVEDMODEL: "tuned"}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_pdb_only_with_several_replicas(case: str) -> None:
+    sm = parse(CASES[case])
+    pdb = render_case(case).pod_disruption_budget
+    if sm.replicas <= 1:
+        assert pdb is None
+        return
+    assert pdb is not None
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == {"matchLabels": {api.LABEL_SERVEDMODEL: sm.name}}
+
+
+def test_pdb_appears_and_disappears_with_replicas() -> None:
+    assert render_body(_with(BASE, replicas=1)).pod_disruption_budget is None
+    assert render_body(_with(BASE, replicas=0)).pod_disruption_budget is None
+    assert render_body(_with(BASE, replicas=2)).pod_disruption_budget is not None
+
+
+def test_network_policy() -> None:
+    assert render_case("minimal-hostpath").network_policy is None
+    policy = render_case("network-policy").network_policy
+    assert policy is not None
+    spec_ = policy["spec"]
+    assert spec_["podSelector"] == {"matchLabels": {api.LABEL_SERVEDMODEL: "private"}}
+    assert spec_["policyTypes"] == ["Ingress"]
+    clients, operator = spec_["ingress"]
+    assert clients["from"] == [
+        {
+            "podSelector": {"matchLabels": {"app": "frontend"}},
+            "namespaceSelector": {"matchLabels": {"team": "search"}},
+        }
+    ]
+    assert [p["port"] for p in clients["ports"]] == [8500, 8501]
+    # The operator reaches the gRPC port only: that is where it probes.
+    assert operator["ports"] == [{"protocol": "TCP", "port": 8500}]
+    assert operator["from"][0]["podSelector"] == {"matchLabels": render.OPERATOR_POD_LABELS}
+
+
+# ----- properties over generated specs ------------------------------------------
+
+NAMES = st.from_regex(r"[a-z][a-z0-9]{0,20}", fullmatch=True)
+VERSIONS = st.integers(min_value=1, max_value=10**6)
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> Manifest:
+    """Valid ServedModel specs, across the fields that change the rendering."""
+    storage = draw(
+        st.sampled_from(
+            [
+                {"hostPath": {"path": "/srv/m"}},
+                {"persistentVolumeClaim": {"claimName": "models", "subPath": "m"}},
+                {"nfs": {"server": "nfs", "path": "/exports/m"}},
+                {"uri": "s3://bucket/m", "credentials": {"secretName": "s"}},
+                {"uri": "gs://bucket/m"},
+            ]
+        )
+    )
+    out: Manifest = {"storage": storage}
+    selection = draw(st.sampled_from(["version", "specific", "latest", "all", "none"]))
+    if selection == "version":
+        out["version"] = draw(VERSIONS)
+    elif selection == "specific":
+        versions = draw(st.lists(VERSIONS, min_size=1, max_size=4, unique=True))
+        out["versionPolicy"] = {"specific": {"versions": versions}}
+        labels = draw(st.dictionaries(NAMES, st.sampled_from(versions), max_size=3))
+        if labels:
+            out["versionLabels"] = labels
+    elif selection == "latest":
+        out["versionPolicy"] = {"latest": {"numVersions": draw(st.integers(1, 5))}}
+    elif selection == "all":
+        out["versionPolicy"] = {"all": {}}
+    out["replicas"] = draw(st.integers(0, 6))
+    out["gpus"] = draw(st.integers(0, 4))
+    rest = draw(st.sampled_from([0, 8501, 9001]))
+    out["ports"] = {"grpc": 8500, "rest": rest}
+    if draw(st.booleans()):
+        size = draw(st.integers(1, 64))
+        out["batching"] = {"maxBatchSize": size, "allowedBatchSizes": [size]}
+    if rest and draw(st.booleans()):
+        out["monitoring"] = {}
+    if draw(st.booleans()):
+        out["networkPolicy"] = {"clientSelector": {"matchLabels": {"app": "x"}}}
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=NAMES, spec_=specs())
+def test_property_every_child_owned_labelled_and_config_named_by_hash(
+    name: str, spec_: Manifest
+) -> None:
+    body = servedmodel(name, spec_)
+    children = render_body(body)
+    again = render_body(body)
+    assert children == again, "render must be deterministic"
+    for obj in children.all():
+        meta = obj["metadata"]
+        (owner,) = meta["ownerReferences"]
+        assert owner["controller"] is True and owner["uid"] == UID and owner["name"] == name
+        assert meta["labels"][api.LABEL_SERVEDMODEL] == name
+    assert children.config_hash == render.short_hash(children.config_map["data"])
+    assert children.config_map["metadata"]["name"].endswith(f"-config-{children.config_hash}")
+    # Scaling never touches the config.
+    scaled = render_body(_with(body, replicas=spec_["replicas"] + 1))
+    assert scaled.config_hash == children.config_hash
+    assert (children.pod_disruption_budget is not None) == (spec_["replicas"] > 1)
+    assert (children.network_policy is not None) == ("networkPolicy" in spec_)
+    # Every child's name is a DNS label even at the longest name the CRD allows.
+    for obj in render_body(servedmodel("a" * 45, spec_)).all():
+        assert len(obj["metadata"]["name"]) <= 63
+
+
+# ----- resource quantities --------------------------------------------------------
+
+# Pairs observed from the API server (tests/cluster/test_admission.py checks
+# canonical_quantity against it for many more).
+STORED_AS = {
+    "0.5": "500m",
+    "1.5": "1500m",
+    "2000": "2k",
+    "1500": "1500",
+    "1024Mi": "1Gi",
+    "1536Mi": "1536Mi",
+    "1.5Gi": "1536Mi",
+    "0.5Ki": "512",
+    "1.2345e2": "123450e-3",
+    "1e3": "1e3",
+    "0.1m": "1m",
+    "1.0001": "1001m",
+    "1.500": "1.500",
+    "+1": "+1",
+    "007": "007",
+    "8Ki": "8Ki",
+    "lots": "lots",
+}
+
+
+@pytest.mark.parametrize(("written", "stored"), sorted(STORED_AS.items()))
+def test_quantities_render_as_the_api_server_stores_them(written: str, stored: str) -> None:
+    assert render.canonical_quantity(written) == stored
+
+
+def test_quantities_in_the_rendered_container() -> None:
+    resources = container(render_case("pod-options"))["resources"]
+    assert resources == {
+        "requests": {"cpu": "500m", "memory": "1536Mi"},
+        "limits": {"cpu": "2", "memory": "2Gi"},
+    }
+
+
+def _value(quantity: str) -> Decimal:
+    """The number a quantity stands for (an independent reading, for the property below)."""
+    quantity = quantity.lstrip("+")
+    if re.search(r"e-?[0-9]+$", quantity):
+        return Decimal(quantity)
+    binary = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+    decimal_ = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+    for suffix, factor in binary.items():
+        if quantity.endswith(suffix):
+            return Decimal(quantity[: -len(suffix)]) * factor
+    if quantity[-1] in decimal_:
+        return Decimal(quantity[:-1]).scaleb(decimal_[quantity[-1]])
+    return Decimal(quantity)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    number=st.decimals(min_value=0, max_value=10**7, places=4, allow_nan=False),
+    suffix=st.sampled_from(["", "m", "k", "M", "G", "Ki", "Mi", "Gi", "e3", "e-3"]),
+)
+def test_property_canonical_quantity_keeps_the_value(number: Decimal, suffix: str) -> None:
+    written = f"{number}{suffix}"
+    canonical = render.canonical_quantity(written)
+    exact, got = _value(written), _value(canonical)
+    # Rounded up to a thousandth, never down, never more.
+    assert exact <= got < exact + Decimal("0.001"), (written, canonical)
