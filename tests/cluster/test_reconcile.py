@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -262,11 +261,6 @@ def test_replicas_follow_and_a_pdb_appears(api_client, namespace, operator, mode
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconcile.py applies what render() returns but never deletes a child it no "
-    "longer renders (PDB at 1 replica, REST Service with REST off, NetworkPolicy unset)",
-)
 def test_children_no_longer_rendered_are_deleted(  # type: ignore[no-untyped-def]
     api_client, namespace, operator, model_store
 ) -> None:

@@ -341,7 +341,13 @@ def test_status_survives_pruning_unchanged(scenario: str) -> None:
 def test_conditions_have_the_standard_shape() -> None:
     for scenario in SCENARIOS:
         conditions = compute(scenario)["conditions"]
-        assert [c["type"] for c in conditions] == ["Ready", "Progressing", "Degraded"]
+        assert [c["type"] for c in conditions] == [
+            "Ready",
+            "Progressing",
+            "Degraded",
+            "Reconciling",
+            "Stalled",
+        ]
         for cond in conditions:
             assert set(cond) == {
                 "type",

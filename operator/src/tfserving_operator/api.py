@@ -47,11 +47,18 @@ GPU_RESOURCE: Final = "nvidia.com/gpu"
 
 
 class Condition:
-    """Condition types on a ServedModel (kstatus reads Ready and observedGeneration)."""
+    """Condition types on a ServedModel.
+
+    Ready, Progressing and Degraded are for people and Argo CD; Reconciling
+    and Stalled are kstatus's "abnormal-true" pair, so Flux and kpt tell an
+    unfinished rollout (InProgress) and a refused one (Failed) from a done one.
+    """
 
     READY: Final = "Ready"
     PROGRESSING: Final = "Progressing"
     DEGRADED: Final = "Degraded"
+    RECONCILING: Final = "Reconciling"
+    STALLED: Final = "Stalled"
 
 
 class Reason:

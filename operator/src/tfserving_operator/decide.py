@@ -267,11 +267,19 @@ def rollout_complete(
     """Every replica runs the current config, passed the gate, and old pods are gone."""
     if deployment is None or deployment.config_hash != config_hash or not deployment.settled:
         return False
+    # Every pod must come from the newest ReplicaSet: a pod-template change
+    # that keeps the config (an image, a resource) is a rollout too, and its
+    # old pods carry the same config hash.
+    if (
+        deployment.updated_replicas < sm.replicas
+        or deployment.current_replicas > deployment.updated_replicas
+    ):
+        return False
     live = [p for p in pods if not p.terminating]
     if any(p.config_hash != config_hash for p in live):
         return False
     ready = [p for p in serving_pods(live) if p.config_hash == config_hash]
-    return len(ready) >= sm.replicas and deployment.updated_replicas >= sm.replicas
+    return len(ready) >= sm.replicas
 
 
 # ----------------------------------------------------------------------------
@@ -312,6 +320,58 @@ def condition(
         "lastTransitionTime": transition,
         "observedGeneration": generation,
     }
+
+
+def invalid_status(
+    old: Mapping[str, Any], generation: int, message: str, now: str
+) -> dict[str, Any]:
+    """The status for a spec the API server refuses to accept rendered: nothing applied."""
+    previous = old.get("conditions") or []
+    reason = Reason.INVALID_SPEC
+    failed = (False, reason, message)
+    return {
+        **old,
+        "observedGeneration": generation,
+        "conditions": [
+            condition(Condition.READY, *failed, generation, previous, now),
+            condition(Condition.PROGRESSING, *failed, generation, previous, now),
+            condition(Condition.DEGRADED, True, reason, message, generation, previous, now),
+            *kstatus_conditions(
+                failed,
+                stalled=True,
+                degraded=(True, reason, message),
+                gen=generation,
+                previous=previous,
+                now=now,
+            ),
+        ],
+    }
+
+
+def kstatus_conditions(
+    ready: tuple[bool, str, str],
+    stalled: bool,
+    degraded: tuple[bool, str, str],
+    gen: int,
+    previous: Sequence[Mapping[str, Any]],
+    now: str,
+) -> list[dict[str, Any]]:
+    """Reconciling (work left to do) and Stalled (no progress without a spec change).
+
+    A refused target or a failure with nothing to fall back to is Stalled;
+    anything else short of Ready is Reconciling (an unschedulable replica may
+    still fit once the cluster scales up).
+    """
+    if stalled:
+        reconciling = (False, degraded[1], "waiting for a spec change")
+        stalled_cond = (True, degraded[1], degraded[2])
+    else:
+        reconciling = (not ready[0], ready[1], "" if ready[0] else ready[2])
+        stalled_cond = (False, Reason.AS_EXPECTED, "")
+    return [
+        condition(Condition.RECONCILING, *reconciling, gen, previous, now),
+        condition(Condition.STALLED, *stalled_cond, gen, previous, now),
+    ]
 
 
 def serving_versions(pods: Sequence[PodView], probes: Mapping[str, ProbeResult]) -> str:
@@ -429,6 +489,14 @@ def compute_status(
         condition(Condition.READY, *ready_cond, gen, previous_conditions, now),
         condition(Condition.PROGRESSING, *progressing, gen, previous_conditions, now),
         condition(Condition.DEGRADED, *degraded, gen, previous_conditions, now),
+        *kstatus_conditions(
+            ready_cond,
+            stalled=outcome.refused is not None or outcome.failure is not None,
+            degraded=degraded,
+            gen=gen,
+            previous=previous_conditions,
+            now=now,
+        ),
     ]
     names = {
         "grpc": f"{sm.name}-grpc.{sm.namespace}.svc:{sm.grpc_port}",
@@ -465,21 +533,36 @@ def compute_status(
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The merge patch turning `old` into `new` (None when nothing changed).
+    """The JSON merge patch turning `old` into `new` (None when nothing changed).
 
-    Conditions compare without lastTransitionTime (kept by `condition` when
-    unchanged anyway), so an idle ServedModel causes no write at all.
+    `condition` keeps lastTransitionTime while a condition's status holds, so
+    an idle ServedModel computes the status it already has and causes no
+    write at all.
     """
+    return _merge_diff(old, new) or None
+
+
+def _merge_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    # A merge patch merges nested objects key by key (RFC 7386): a key an
+    # object loses (a version label dropped from lastGood) must be sent as
+    # null, or it survives in the stored status and every pass writes again.
+    # Lists are replaced whole. None in `new` means "absent".
     patch: dict[str, Any] = {}
     for key, value in new.items():
-        if old.get(key) != value:
+        before = old.get(key)
+        if value is None:
+            if before is not None:
+                patch[key] = None
+        elif isinstance(value, Mapping) and isinstance(before, Mapping):
+            nested = _merge_diff(before, value)
+            if nested:
+                patch[key] = nested
+        elif before != value:
             patch[key] = value
-    for key in old:
-        if key not in new:
+    for key, before in old.items():
+        if key not in new and before is not None:
             patch[key] = None
-    # A None value for a key already absent is no change.
-    patch = {k: v for k, v in patch.items() if not (v is None and old.get(k) is None)}
-    return patch or None
+    return patch
 
 
 # ----------------------------------------------------------------------------
@@ -504,7 +587,13 @@ def events_for(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[EventSpec
         versions = ",".join(map(str, (new.get("rollout") or {}).get("versions") or [])) or (
             new.get("targetVersions", "")
         )
-        events.append(EventSpec("Normal", "RolloutStarted", f"rolling out versions {versions}"))
+        if new.get("refused"):
+            # The rollout to the last good versions that follows a refusal.
+            target = new.get("targetVersions", "")
+            message = f"rolling back to versions {versions} (target {target} refused)"
+            events.append(EventSpec("Normal", "RollingBack", message))
+        else:
+            events.append(EventSpec("Normal", "RolloutStarted", f"rolling out versions {versions}"))
     if new.get("servingVersions") != old.get("servingVersions") and new.get("servingVersions"):
         was = old.get("servingVersions") or "nothing"
         events.append(
@@ -537,11 +626,22 @@ def _degraded_message(status: Mapping[str, Any]) -> str:
     return str(_cond(status, Condition.DEGRADED).get("message", ""))
 
 
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with milliseconds, for times the operator measures against.
+
+    Whole seconds (as conditions carry) would start a rollout's clock up to a
+    second early, and a 10 s deadline would fire after 9.
+    """
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def parse_time(value: str) -> datetime | None:
-    """Parse an RFC 3339 timestamp written by now_iso (None for empty/bad)."""
+    """Parse an RFC 3339 UTC timestamp, whole seconds or fractional (None for empty/bad)."""
     if not value:
         return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
+    for layout in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(value, layout).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None

@@ -20,6 +20,7 @@ from tfserving_operator.wire.client import (
     ChannelPool,
     ModelState,
     ProbeError,
+    ServerUnreachable,
     VersionStatus,
 )
 
@@ -111,11 +112,12 @@ class DeploymentView:
 
     generation: int
     observed_generation: int
-    replicas: int
-    updated_replicas: int
+    replicas: int  # desired (spec)
+    updated_replicas: int  # pods of the newest ReplicaSet
     ready_replicas: int
     available_replicas: int
     config_hash: str
+    current_replicas: int = 0  # pods of every ReplicaSet it owns, old ones included
 
     @property
     def settled(self) -> bool:
@@ -135,6 +137,7 @@ def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
         generation=int(meta.get("generation") or 0),
         observed_generation=int(status.get("observedGeneration") or 0),
         replicas=int(spec.get("replicas") or 0),
+        current_replicas=int(status.get("replicas") or 0),
         updated_replicas=int(status.get("updatedReplicas") or 0),
         ready_replicas=int(status.get("readyReplicas") or 0),
         available_replicas=int(status.get("availableReplicas") or 0),
@@ -245,6 +248,11 @@ class Prober:
                     pod.target, pod.model_name, timeout=self.timeout
                 )
             except ProbeError as err:
+                if isinstance(err, ServerUnreachable):
+                    # gRPC holds a failed channel back from reconnecting for
+                    # up to its max reconnect backoff (5 s): a fresh channel
+                    # connects at the next probe, as soon as the server listens.
+                    await self._pool.discard(pod.target)
                 return ProbeResult(
                     pod.name,
                     error_reason=err.reason,
@@ -262,6 +270,11 @@ class Prober:
     async def retain(self, targets: Iterable[str]) -> None:
         """Close channels to servers that are gone."""
         await self._pool.retain(targets)
+
+    async def forget(self, targets: Iterable[str]) -> None:
+        """Close the channels of these servers (their pods are gone)."""
+        for target in targets:
+            await self._pool.discard(target)
 
     async def close(self) -> None:
         await self._pool.close()

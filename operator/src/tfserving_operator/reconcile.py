@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tfserving_operator import decide, render, spec
+from tfserving_operator.api import GateReason
 from tfserving_operator.apply import Applier, now_iso
 from tfserving_operator.kube import ApiError
 from tfserving_operator.observe import Cache, Key, PodView, Prober, ProbeResult
@@ -26,6 +27,18 @@ from tfserving_operator.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_IDLE_SECONDS = 60.0
+
+# Optional children: rendered or not depending on the spec.
+PRUNED_KINDS = frozenset({"Service", "PodDisruptionBudget", "NetworkPolicy"})
+
+# A server that answers "still LOADING", or refuses connections while it
+# starts (the real server opens its ports only once its versions have
+# loaded), is asked again at least this often: such a probe costs next to
+# nothing, and the time between the version turning AVAILABLE and the next
+# probe is the gate's latency. Slow failures (timeouts, odd answers) back
+# off up to the probe_backoff_max_seconds setting.
+QUICK_RETRY_MAX_SECONDS = 1.0
+QUICK_RETRY_REASONS = frozenset({GateReason.LOADING, GateReason.UNREACHABLE})
 
 
 @dataclass
@@ -36,6 +49,7 @@ class ProbeState:
     next_at: float = 0.0
     backoff: float = 0.0
     config_hash: str = ""
+    target: str = ""  # host:port last probed (its channel is closed when the pod goes)
 
 
 @dataclass
@@ -62,6 +76,7 @@ class Context:
         worker = self.workers.pop(key, None)
         if worker is not None:
             await worker.stop()
+            await self.prober.forget(s.target for s in worker.probes.values() if s.target)
         self.cache.forget(key)
 
     async def stop(self) -> None:
@@ -153,7 +168,7 @@ class Worker:
                 await self._invalid(problem, sm=sm, old_status=old_status)
                 return MAX_IDLE_SECONDS
             self._validated_generation = sm.generation
-        await self._ensure_children(children)
+        await self._ensure_children(children, sm.uid)
 
         pods = list(self.ctx.cache.pods.get(self.key, {}).values())
         probes = await self._probe(pods)
@@ -163,7 +178,7 @@ class Worker:
         rollout_start = (
             memory.rollout_start
             if memory.rollout_hash == children.config_hash and memory.rollout_start
-            else now_iso()
+            else decide.format_time(now)
         )
         deployment = self.ctx.cache.deployments.get(self.key)
         complete = decide.rollout_complete(sm, children.config_hash, deployment, pods)
@@ -194,9 +209,9 @@ class Worker:
             log.warning("%s/%s: refusing %s: %s", *self.key, serve.describe(), failure.message)
             serve = last_good
             children = render.render(sm, serve)
-            await self._ensure_children(children)
+            await self._ensure_children(children, sm.uid)
             failure = None
-            rollout_start = now_iso()
+            rollout_start = decide.format_time(now)
             complete = decide.rollout_complete(sm, children.config_hash, deployment, pods)
 
         outcome = decide.Outcome(
@@ -236,41 +251,12 @@ class Worker:
         assert self.body is not None
         old_status = old_status if old_status is not None else self._status()
         generation = int((self.body.get("metadata") or {}).get("generation") or 0)
-        previous = old_status.get("conditions") or []
-        now = now_iso()
-        from tfserving_operator.api import Condition, Reason
-
-        new_status = {
-            **old_status,
-            "observedGeneration": generation,
-            "conditions": [
-                decide.condition(
-                    Condition.READY, False, Reason.INVALID_SPEC, message, generation, previous, now
-                ),
-                decide.condition(
-                    Condition.PROGRESSING,
-                    False,
-                    Reason.INVALID_SPEC,
-                    message,
-                    generation,
-                    previous,
-                    now,
-                ),
-                decide.condition(
-                    Condition.DEGRADED,
-                    True,
-                    Reason.INVALID_SPEC,
-                    message,
-                    generation,
-                    previous,
-                    now,
-                ),
-            ],
-        }
+        new_status = decide.invalid_status(old_status, generation, message, now_iso())
         await self._write_status(old_status, new_status)
 
-    async def _ensure_children(self, children: render.Children) -> None:
-        """Apply each child that is missing or differs from what we render."""
+    async def _ensure_children(self, children: render.Children, owner_uid: str) -> None:
+        """Apply each child that is missing or differs from what we render, and
+        delete the ones the spec no longer asks for."""
         observed = self.ctx.cache.children.setdefault(self.key, {})
         for manifest in children.all():
             ident = (manifest["kind"], manifest["metadata"]["name"])
@@ -279,13 +265,31 @@ class Worker:
                 continue
             result = await self.ctx.applier.apply(manifest)
             self.ctx.cache.observe(manifest["kind"], result, deleted=False)
+        await self._prune_children(children, owner_uid)
+
+    async def _prune_children(self, children: render.Children, owner_uid: str) -> None:
+        # A PDB at one replica, the REST Service with REST off, a NetworkPolicy
+        # the spec dropped: rendered no more, so deleted. Only objects this
+        # ServedModel controls (owner uid), never one that merely carries our
+        # label; ConfigMaps go by _collect_config_maps once nothing uses them.
+        wanted = {(m["kind"], m["metadata"]["name"]) for m in children.all()}
+        observed = self.ctx.cache.children.get(self.key, {})
+        for ident, obj in list(observed.items()):
+            kind, name = ident
+            if kind not in PRUNED_KINDS or ident in wanted or not _controlled_by(obj, owner_uid):
+                continue
+            log.info("%s/%s: deleting %s %s: no longer rendered", *self.key, kind, name)
+            await self.ctx.applier.delete(kind, self.key[0], name)
+            observed.pop(ident, None)
 
     async def _probe(self, pods: list[PodView]) -> dict[str, ProbeResult]:
         """Ask the servers that are due; return the latest answer of every pod."""
         now = time.monotonic()
         live = {p.name for p in pods}
-        for gone in set(self.probes) - live:
-            del self.probes[gone]
+        gone = [self.probes.pop(name) for name in set(self.probes) - live]
+        # One channel per pod IP: without this the pool grows with every pod
+        # that ever ran (pod IPs are rarely reused).
+        await self.ctx.prober.forget(s.target for s in gone if s.target)
         due = []
         for pod in pods:
             state = self.probes.setdefault(pod.name, ProbeState())
@@ -296,6 +300,7 @@ class Worker:
         if due:
             results = await self.ctx.prober.probe_all(due)
             for pod in due:
+                self.probes[pod.name].target = pod.target
                 self._schedule(pod, results[pod.name])
         return {name: s.last for name, s in self.probes.items() if s.last is not None}
 
@@ -303,14 +308,15 @@ class Worker:
         settings = self.ctx.settings
         state = self.probes[pod.name]
         state.last = result
-        if decide.gate_for(pod, result).open:
+        decision = decide.gate_for(pod, result)
+        if decision.open:
             state.backoff = 0.0
             state.next_at = time.monotonic() + settings.probe_interval_seconds
             return
-        state.backoff = min(
-            settings.probe_backoff_max_seconds,
-            max(settings.probe_backoff_initial_seconds, state.backoff * 2),
-        )
+        longest = settings.probe_backoff_max_seconds
+        if decision.reason in QUICK_RETRY_REASONS:
+            longest = min(longest, QUICK_RETRY_MAX_SECONDS)
+        state.backoff = min(longest, max(settings.probe_backoff_initial_seconds, state.backoff * 2))
         state.next_at = time.monotonic() + state.backoff
 
     async def _apply_gates(
@@ -394,6 +400,11 @@ def contains(observed: Any, desired: Any) -> bool:
             return False
         return all(contains(o, d) for o, d in zip(observed, desired, strict=True))
     return bool(observed == desired)
+
+
+def _controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or ()
+    return bool(uid) and any(r.get("controller") and r.get("uid") == uid for r in refs)
 
 
 def _rv(body: Mapping[str, Any]) -> int:

@@ -31,7 +31,11 @@ class Settings:
     default_gpu_image: str = DEFAULT_GPU_IMAGE
     # gRPC deadline of one GetModelStatus call.
     probe_timeout_seconds: float = 2.0
-    # First retry delay while a pod's versions are loading; doubles up to the max.
+    # Retry delays for a pod whose gate is closed: from the initial delay,
+    # doubling. A pod answering LOADING (or refusing connections: the real
+    # server listens only once loaded) is asked again at least every second
+    # (reconcile.QUICK_RETRY_MAX_SECONDS); timeouts and other failures back
+    # off up to the max.
     probe_backoff_initial_seconds: float = 0.25
     probe_backoff_max_seconds: float = 5.0
     # How often a pod whose gate is open is asked again (steady-state probe load).

@@ -1,0 +1,858 @@
+"""decide.py: every decision of a gated rollout, from plain observations (no cluster).
+
+The scenarios follow a ServedModel through v2 serving, a rollout to v3, and
+what can happen to it: v3 loads, fails, crashes the server, or is too slow.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tfserving_operator import api, decide, spec
+from tfserving_operator.api import Condition, GateReason, Reason
+from tfserving_operator.observe import DeploymentView, PodView, ProbeResult
+from tfserving_operator.spec import VersionSet
+from tfserving_operator.wire.client import ModelState, VersionStatus
+
+NOW = "2026-03-04T05:06:07Z"
+LATER = "2026-03-04T05:09:00Z"
+OLD_HASH = "hash-v2"
+NEW_HASH = "hash-v3"
+LOAD_ERROR = "Failed to load SavedModel: saved_model.pb does not parse"
+
+# ----- builders -------------------------------------------------------------------
+
+
+def served(
+    generation: int = 4,
+    annotations: dict[str, str] | None = None,
+    **spec_fields: Any,
+) -> spec.ServedModel:
+    """A ServedModel asking for version 3 unless told otherwise."""
+    body = {
+        "metadata": {
+            "name": "mnist",
+            "namespace": "ml",
+            "uid": "uid-1",
+            "generation": generation,
+            "annotations": annotations or {},
+        },
+        "spec": {"storage": {"hostPath": {"path": "/srv/mnist"}}, "version": 3, **spec_fields},
+    }
+    return spec.parse(body, "tensorflow/serving:x", "tensorflow/serving:x-gpu")
+
+
+def pod(name: str, config_hash: str = NEW_HASH, versions: str = "3", **fields: Any) -> PodView:
+    """A Running pod whose gate the operator has not set yet."""
+    base: dict[str, Any] = {
+        "name": name,
+        "namespace": "ml",
+        "ip": "10.0.0.1",
+        "phase": "Running",
+        "ready": False,
+        "gate": None,
+        "gate_reason": "",
+        "terminating": False,
+        "config_hash": config_hash,
+        "versions": versions,
+        "model_name": "mnist",
+        "grpc_port": 8500,
+        "running": True,
+        "restart_count": 0,
+        "termination_message": "",
+        "unschedulable": "",
+    }
+    return PodView(**{**base, **fields})
+
+
+def serving_pod(
+    name: str, config_hash: str = OLD_HASH, versions: str = "2", **fields: Any
+) -> PodView:
+    """A pod that passed its gate and takes traffic."""
+    return pod(
+        name,
+        config_hash,
+        versions,
+        **{"ready": True, "gate": True, "gate_reason": GateReason.AVAILABLE, **fields},
+    )
+
+
+def status(v: int, state: ModelState, code: int = 0, message: str = "") -> VersionStatus:
+    return VersionStatus(version=v, state=state, error_code=code, error_message=message)
+
+
+def answered(name: str, *statuses: VersionStatus) -> ProbeResult:
+    return ProbeResult(name, tuple(statuses), at=1.0)
+
+
+def failed(name: str, reason: str, message: str = "") -> ProbeResult:
+    return ProbeResult(name, error_reason=reason, error_message=message, at=1.0)
+
+
+def deployment(config_hash: str = NEW_HASH, **fields: Any) -> DeploymentView:
+    base: dict[str, Any] = {
+        "generation": 7,
+        "observed_generation": 7,
+        "replicas": 1,
+        "updated_replicas": 1,
+        "ready_replicas": 1,
+        "available_replicas": 1,
+        "config_hash": config_hash,
+        "current_replicas": 1,
+    }
+    return DeploymentView(**{**base, **fields})
+
+
+def refusal(versions: tuple[int, ...] = (3,), token: str = "") -> decide.Refusal:
+    return decide.Refusal(
+        versions=versions,
+        labels=(),
+        reason=Reason.VERSION_LOAD_FAILED,
+        message=f"model server on pod mnist-b: version 3: {LOAD_ERROR}",
+        time=NOW,
+        retry_token=token,
+    )
+
+
+V2 = VersionSet.specific([2])
+V3 = VersionSet.specific([3])
+
+
+def outcome(**fields: Any) -> decide.Outcome:
+    base: dict[str, Any] = {
+        "serve": V3,
+        "config_hash": NEW_HASH,
+        "refused": None,
+        "failure": None,
+        "complete": False,
+        "last_good": V2,
+        "rollout_start": NOW,
+    }
+    return decide.Outcome(**{**base, **fields})
+
+
+def conditions_of(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in st["conditions"]}
+
+
+# ----- which versions to serve ---------------------------------------------------------
+
+
+class TestChooseServingSet:
+    def test_no_memory_serves_the_spec(self) -> None:
+        assert decide.choose_serving_set(served(), decide.Memory()) == (V3, None)
+
+    def test_refusal_in_force_serves_the_last_good_set(self) -> None:
+        memory = decide.Memory(last_good=V2, refused=refusal())
+        assert decide.choose_serving_set(served(), memory) == (V2, refusal())
+
+    def test_a_new_target_clears_the_refusal(self) -> None:
+        memory = decide.Memory(last_good=V2, refused=refusal())
+        serve, refused = decide.choose_serving_set(served(version=4), memory)
+        assert (serve, refused) == (VersionSet.specific([4]), None)
+
+    def test_spec_back_to_the_good_version_clears_the_refusal(self) -> None:
+        memory = decide.Memory(last_good=V2, refused=refusal())
+        assert decide.choose_serving_set(served(version=2), memory) == (V2, None)
+
+    def test_changed_labels_are_a_new_target(self) -> None:
+        memory = decide.Memory(last_good=V2, refused=refusal())
+        serve, refused = decide.choose_serving_set(served(versionLabels={"canary": 3}), memory)
+        assert refused is None
+        assert serve.labels == (("canary", 3),)
+
+    def test_retry_annotation_retries(self) -> None:
+        memory = decide.Memory(last_good=V2, refused=refusal(token=""))
+        retried = served(annotations={api.ANNOTATION_RETRY: "1"})
+        assert decide.choose_serving_set(retried, memory) == (V3, None)
+
+    def test_same_retry_token_keeps_the_refusal(self) -> None:
+        memory = decide.Memory(last_good=V2, refused=refusal(token="1"))
+        retried = served(annotations={api.ANNOTATION_RETRY: "1"})
+        assert decide.choose_serving_set(retried, memory) == (V2, refusal(token="1"))
+
+    def test_nothing_good_yet_keeps_the_target_deployed(self) -> None:
+        memory = decide.Memory(refused=refusal())
+        assert decide.choose_serving_set(served(), memory) == (V3, refusal())
+
+    def test_a_policy_target_never_matches_a_refusal(self) -> None:
+        memory = decide.Memory(last_good=V2, refused=refusal())
+        latest = served(version=None, versionPolicy={"latest": {}})
+        serve, refused = decide.choose_serving_set(latest, memory)
+        assert (serve.policy, refused) == ("latest", None)
+
+    def test_memory_round_trips_through_the_status(self) -> None:
+        labelled = VersionSet.specific([3], {"canary": 3, "stable": 2})
+        memory = decide.memory_from_status(
+            {
+                "lastGood": labelled.to_status(),
+                "refused": refusal((2, 3), token="7").to_status(),
+                "rollout": {"versions": [3], "configHash": NEW_HASH, "startTime": NOW},
+                "servingVersions": "2",
+            }
+        )
+        assert memory.last_good == labelled
+        assert memory.refused == refusal((2, 3), token="7")
+        assert (memory.rollout_hash, memory.rollout_start, memory.serving) == (
+            NEW_HASH,
+            NOW,
+            "2",
+        )
+
+    def test_empty_status_is_empty_memory(self) -> None:
+        assert decide.memory_from_status(None) == decide.Memory()
+        assert decide.memory_from_status({}) == decide.Memory()
+
+
+# ----- the availability gate ---------------------------------------------------------
+
+
+class TestGateFor:
+    @pytest.mark.parametrize(
+        ("error", "reason"),
+        [
+            ("ServerUnreachable", GateReason.UNREACHABLE),
+            ("ProbeTimeout", GateReason.TIMEOUT),
+            ("ModelNotFound", GateReason.NOT_FOUND),
+            ("ProbeFailed", GateReason.PROBE_FAILED),
+            ("SomethingNew", GateReason.PROBE_FAILED),
+        ],
+    )
+    def test_no_answer_closes_the_gate(self, error: str, reason: str) -> None:
+        decision = decide.gate_for(pod("a"), failed("a", error, f"model server a: {error}"))
+        assert decision == decide.GateDecision("a", False, reason, f"model server a: {error}")
+
+    def test_no_answer_without_message_says_the_reason(self) -> None:
+        decision = decide.gate_for(pod("a"), failed("a", "ProbeTimeout"))
+        assert decision.message == "ProbeTimeout"
+
+    def test_available_opens_the_gate(self) -> None:
+        decision = decide.gate_for(pod("a"), answered("a", status(3, ModelState.AVAILABLE)))
+        assert decision == decide.GateDecision("a", True, GateReason.AVAILABLE, "AVAILABLE: 3")
+
+    @pytest.mark.parametrize(
+        "state", [ModelState.START, ModelState.LOADING, ModelState.UNKNOWN, ModelState.UNLOADING]
+    )
+    def test_not_yet_available_keeps_it_closed(self, state: ModelState) -> None:
+        decision = decide.gate_for(pod("a"), answered("a", status(3, state)))
+        assert (decision.open, decision.reason) == (False, GateReason.LOADING)
+        assert decision.message == f"version 3 is {state.name}"
+
+    def test_version_unknown_to_the_server_keeps_it_closed(self) -> None:
+        decision = decide.gate_for(pod("a"), answered("a", status(2, ModelState.AVAILABLE)))
+        assert (decision.open, decision.reason) == (False, GateReason.LOADING)
+        assert "version 3 not yet known" in decision.message
+
+    def test_end_with_error_is_a_load_failure_in_the_servers_words(self) -> None:
+        probe = answered("a", status(3, ModelState.END, code=3, message=LOAD_ERROR))
+        decision = decide.gate_for(pod("a"), probe)
+        assert (decision.open, decision.reason) == (False, GateReason.FAILED)
+        assert decision.message == f"version 3: {LOAD_ERROR}"
+
+    def test_end_with_error_and_no_message_names_the_code(self) -> None:
+        probe = answered("a", status(3, ModelState.END, code=5))
+        assert decide.gate_for(pod("a"), probe).message == "version 3: NOT_FOUND"
+
+    def test_end_without_error_is_not_a_failure(self) -> None:
+        decision = decide.gate_for(pod("a"), answered("a", status(3, ModelState.END)))
+        assert (decision.open, decision.reason) == (False, GateReason.LOADING)
+
+    def test_every_labelled_version_must_be_available(self) -> None:
+        labelled = pod("a", versions="2,3")
+        loading = answered("a", status(3, ModelState.AVAILABLE), status(2, ModelState.LOADING))
+        assert decide.gate_for(labelled, loading).message == "version 2 is LOADING"
+        both = answered("a", status(3, ModelState.AVAILABLE), status(2, ModelState.AVAILABLE))
+        assert decide.gate_for(labelled, both).open
+
+    def test_other_versions_do_not_matter(self) -> None:
+        probe = answered(
+            "a",
+            status(4, ModelState.END, code=3, message="broken"),
+            status(3, ModelState.AVAILABLE),
+        )
+        assert decide.gate_for(pod("a"), probe).open
+
+    @pytest.mark.parametrize("policy", ["latest", "latest:2", "all"])
+    def test_policy_opens_on_any_available_version(self, policy: str) -> None:
+        probe = answered("a", status(5, ModelState.LOADING), status(4, ModelState.AVAILABLE))
+        decision = decide.gate_for(pod("a", versions=policy), probe)
+        assert decision == decide.GateDecision("a", True, GateReason.AVAILABLE, "AVAILABLE: 4")
+
+    def test_policy_with_nothing_available_yet_is_loading(self) -> None:
+        probe = answered(
+            "a", status(5, ModelState.LOADING), status(4, ModelState.END, code=3, message="x")
+        )
+        decision = decide.gate_for(pod("a", versions="latest"), probe)
+        assert (decision.open, decision.reason) == (False, GateReason.LOADING)
+
+    def test_policy_with_every_version_failed_is_a_failure(self) -> None:
+        probe = answered("a", status(5, ModelState.END, code=3, message=LOAD_ERROR))
+        decision = decide.gate_for(pod("a", versions="latest"), probe)
+        assert (decision.open, decision.reason) == (False, GateReason.FAILED)
+        assert LOAD_ERROR in decision.message
+
+    @pytest.mark.parametrize(
+        ("annotation", "required"),
+        [("3", (3,)), ("2,3", (2, 3)), (" 2, 3 ", (2, 3)), ("latest", None), ("", None)],
+    )
+    def test_required_versions(self, annotation: str, required: tuple[int, ...] | None) -> None:
+        assert decide.required_versions(annotation) == required
+
+
+class TestGateChanges:
+    def test_first_answer_sets_the_gate(self) -> None:
+        probes = {"a": answered("a", status(3, ModelState.LOADING))}
+        (change,) = decide.gate_changes([pod("a")], probes)
+        assert (change.open, change.reason) == (False, GateReason.LOADING)
+
+    def test_same_decision_writes_nothing(self) -> None:
+        probes = {
+            "a": answered("a", status(2, ModelState.AVAILABLE)),
+            "b": answered("b", status(3, ModelState.LOADING)),
+        }
+        waiting = pod("b", gate=False, gate_reason=GateReason.LOADING)
+        assert decide.gate_changes([serving_pod("a"), waiting], probes) == []
+
+    def test_new_reason_on_a_closed_gate_is_written(self) -> None:
+        probes = {"b": answered("b", status(3, ModelState.END, code=3, message=LOAD_ERROR))}
+        waiting = pod("b", gate=False, gate_reason=GateReason.LOADING)
+        (change,) = decide.gate_changes([waiting], probes)
+        assert change.reason == GateReason.FAILED
+
+    def test_open_gate_closes_when_the_version_goes(self) -> None:
+        probes = {"a": answered("a", status(2, ModelState.END))}
+        (change,) = decide.gate_changes([serving_pod("a")], probes)
+        assert not change.open
+
+    def test_terminating_and_unprobed_pods_are_left_alone(self) -> None:
+        probes = {"a": answered("a", status(3, ModelState.LOADING))}
+        assert decide.gate_changes([pod("a", terminating=True), pod("b")], probes) == []
+
+
+# ----- rollout failure and completion ----------------------------------------------------
+
+
+START = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+class TestDetectFailure:
+    def detect(
+        self, pods: list[PodView], probes: dict[str, ProbeResult], seconds: float = 5
+    ) -> decide.Failure | None:
+        return decide.detect_failure(
+            served(), NEW_HASH, pods, probes, START, START + timedelta(seconds=seconds)
+        )
+
+    def test_loading_is_no_failure(self) -> None:
+        probes = {"b": answered("b", status(3, ModelState.LOADING))}
+        assert self.detect([serving_pod("a"), pod("b")], probes) is None
+
+    def test_load_error_on_a_new_pod(self) -> None:
+        probes = {"b": answered("b", status(3, ModelState.END, code=3, message=LOAD_ERROR))}
+        failure = self.detect([serving_pod("a"), pod("b")], probes)
+        assert failure == decide.Failure(
+            Reason.VERSION_LOAD_FAILED, f"model server on pod b: version 3: {LOAD_ERROR}"
+        )
+
+    def test_errors_on_old_or_terminating_pods_do_not_count(self) -> None:
+        broken = answered("x", status(3, ModelState.END, code=3, message=LOAD_ERROR))
+        old = pod("a", config_hash=OLD_HASH)
+        going = pod("x", terminating=True)
+        probes = {"a": broken, "x": broken}
+        assert self.detect([old, going], probes) is None
+
+    def test_server_exited_while_loading(self) -> None:
+        crashed = pod(
+            "b",
+            running=False,
+            phase="Running",
+            restart_count=2,
+            termination_message="E0101 loader: Failed to load servable mnist version 3: "
+            + LOAD_ERROR,
+        )
+        failure = self.detect([serving_pod("a"), crashed], {})
+        assert failure is not None
+        assert failure.reason == Reason.VERSION_LOAD_FAILED
+        assert "pod b exited while loading" in failure.message
+        assert LOAD_ERROR in failure.message
+
+    def test_long_termination_message_keeps_its_end(self) -> None:
+        crashed = pod("b", restart_count=1, termination_message="x" * 5000 + LOAD_ERROR)
+        failure = self.detect([crashed], {})
+        assert failure is not None
+        assert failure.message.endswith(LOAD_ERROR)
+        assert len(failure.message) < 700
+
+    def test_restart_without_a_message_is_no_failure(self) -> None:
+        assert self.detect([pod("b", restart_count=1)], {}) is None
+
+    def test_restart_after_the_gate_opened_is_no_load_failure(self) -> None:
+        restarted = pod("b", restart_count=1, gate=True, termination_message="OOMKilled")
+        assert self.detect([restarted], {}) is None
+
+    def test_deadline_passed(self) -> None:
+        probes = {"b": answered("b", status(3, ModelState.LOADING))}
+        waiting = pod("b", gate=False, gate_reason=GateReason.LOADING)
+        failure = self.detect([serving_pod("a"), waiting], probes, seconds=601)
+        assert failure is not None
+        assert failure.reason == Reason.VERSION_LOAD_TIMEOUT
+        assert failure.message == (
+            "versions 3 not AVAILABLE on every new replica within 600 s (b: VersionLoading)"
+        )
+
+    def test_deadline_not_yet_passed(self) -> None:
+        assert self.detect([pod("b")], {}, seconds=599) is None
+
+    def test_deadline_with_no_new_pod_running(self) -> None:
+        failure = self.detect([serving_pod("a")], {}, seconds=700)
+        assert failure is not None
+        assert "(no new pod running)" in failure.message
+
+    def test_no_start_time_no_deadline(self) -> None:
+        failure = decide.detect_failure(served(), NEW_HASH, [pod("b")], {}, None, START)
+        assert failure is None
+
+    def test_custom_deadline(self) -> None:
+        sm = served(rollout={"availabilityTimeoutSeconds": 10})
+        late = START + timedelta(seconds=11)
+        failure = decide.detect_failure(sm, NEW_HASH, [pod("b")], {}, START, late)
+        assert failure is not None
+        assert "within 10 s" in failure.message
+
+
+class TestRolloutComplete:
+    def test_new_pod_serving_old_gone(self) -> None:
+        pods = [serving_pod("b", NEW_HASH, "3"), serving_pod("a", terminating=True)]
+        assert decide.rollout_complete(served(), NEW_HASH, deployment(), pods)
+
+    def test_no_deployment_yet(self) -> None:
+        assert not decide.rollout_complete(served(), NEW_HASH, None, [])
+
+    def test_deployment_not_yet_on_the_new_config(self) -> None:
+        pods = [serving_pod("a")]
+        assert not decide.rollout_complete(served(), NEW_HASH, deployment(OLD_HASH), pods)
+
+    def test_deployment_controller_behind(self) -> None:
+        pods = [serving_pod("b", NEW_HASH, "3")]
+        behind = deployment(observed_generation=6)
+        assert not decide.rollout_complete(served(), NEW_HASH, behind, pods)
+
+    def test_old_pod_still_running(self) -> None:
+        pods = [serving_pod("b", NEW_HASH, "3"), serving_pod("a")]
+        assert not decide.rollout_complete(served(), NEW_HASH, deployment(), pods)
+
+    def test_new_pod_not_through_its_gate(self) -> None:
+        pods = [pod("b", ready=True, gate=False)]
+        assert not decide.rollout_complete(served(), NEW_HASH, deployment(), pods)
+
+    def test_template_change_with_the_same_config(self) -> None:
+        # An image change: old and new pods carry the same config hash; the
+        # Deployment still counts the old ReplicaSet's pod.
+        pods = [serving_pod("a", NEW_HASH, "3"), serving_pod("b", NEW_HASH, "3")]
+        rolling = deployment(current_replicas=2, updated_replicas=1)
+        assert not decide.rollout_complete(served(), NEW_HASH, rolling, pods)
+
+    def test_too_few_replicas(self) -> None:
+        pods = [serving_pod("b", NEW_HASH, "3")]
+        two = deployment(replicas=2, updated_replicas=1)
+        assert not decide.rollout_complete(served(replicas=2), NEW_HASH, two, pods)
+
+    def test_scaled_to_zero(self) -> None:
+        none = deployment(replicas=0, updated_replicas=0, current_replicas=0)
+        assert decide.rollout_complete(served(replicas=0), NEW_HASH, none, [])
+
+
+# ----- status ---------------------------------------------------------------------------
+
+
+class TestComputeStatus:
+    def compute(
+        self,
+        result: decide.Outcome,
+        pods: list[PodView],
+        probes: dict[str, ProbeResult] | None = None,
+        sm: spec.ServedModel | None = None,
+        previous: list[dict[str, Any]] | None = None,
+        now: str = NOW,
+    ) -> dict[str, Any]:
+        return decide.compute_status(
+            sm or served(), result, deployment(), pods, probes or {}, previous or [], now
+        )
+
+    def test_rolling_out(self) -> None:
+        probes = {
+            "a": answered("a", status(2, ModelState.AVAILABLE)),
+            "b": answered("b", status(3, ModelState.LOADING)),
+        }
+        waiting = pod("b", gate=False, gate_reason=GateReason.LOADING)
+        st = self.compute(outcome(), [serving_pod("a"), waiting], probes)
+        conds = conditions_of(st)
+        assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "RollingOut")
+        assert conds["Progressing"]["status"] == "True"
+        assert conds["Progressing"]["message"] == (
+            "rolling out 3: 0/1 new replicas AVAILABLE, serving 2"
+        )
+        assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == (
+            "False",
+            "AsExpected",
+        )
+        assert st["servingVersions"] == "2"
+        assert st["targetVersions"] == "3"
+        assert st["rollout"] == {"versions": [3], "configHash": NEW_HASH, "startTime": NOW}
+        assert (st["replicas"], st["readyReplicas"], st["updatedReplicas"]) == (2, 1, 1)
+        assert st["replicasSummary"] == "1/1"
+        assert st["pods"] == [
+            {
+                "name": "a",
+                "ready": True,
+                "gate": "ModelAvailable",
+                "versions": [{"version": 2, "state": "AVAILABLE"}],
+            },
+            {
+                "name": "b",
+                "ready": False,
+                "gate": "VersionLoading",
+                "versions": [{"version": 3, "state": "LOADING"}],
+            },
+        ]
+        assert st["lastGood"] == {"versions": [2], "labels": {}}
+        assert st["refused"] is None
+
+    def test_complete(self) -> None:
+        probes = {"b": answered("b", status(3, ModelState.AVAILABLE))}
+        st = self.compute(
+            outcome(complete=True, last_good=V3), [serving_pod("b", NEW_HASH, "3")], probes
+        )
+        conds = conditions_of(st)
+        assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == (
+            "True",
+            "VersionsAvailable",
+        )
+        assert conds["Ready"]["message"] == "1/1 replicas serve 3"
+        assert (conds["Progressing"]["status"], conds["Progressing"]["reason"]) == (
+            "False",
+            "RolloutComplete",
+        )
+        assert conds["Degraded"]["status"] == "False"
+        assert st["rollout"] is None
+        assert st["servingVersions"] == "3"
+        assert st["lastGood"] == {"versions": [3], "labels": {}}
+        assert all(c["observedGeneration"] == 4 for c in st["conditions"])
+        assert st["observedGeneration"] == 4
+
+    def test_refused_serving_the_last_good_set(self) -> None:
+        refused = refusal()
+        result = outcome(serve=V2, config_hash=OLD_HASH, refused=refused, complete=True)
+        probes = {"a": answered("a", status(2, ModelState.AVAILABLE))}
+        st = self.compute(result, [serving_pod("a")], probes)
+        conds = conditions_of(st)
+        assert conds["Degraded"]["status"] == "True"
+        assert conds["Degraded"]["reason"] == "VersionLoadFailed"
+        assert conds["Degraded"]["message"] == (
+            f"target 3 refused, serving 2: model server on pod mnist-b: version 3: {LOAD_ERROR}"
+        )
+        assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == (
+            "False",
+            "VersionLoadFailed",
+        )
+        assert conds["Ready"]["message"] == "target 3 refused, serving 2"
+        assert (conds["Progressing"]["status"], conds["Progressing"]["reason"]) == (
+            "False",
+            "RolledBack",
+        )
+        assert (st["targetVersions"], st["servingVersions"]) == ("3", "2")
+        assert st["refused"]["versions"] == [3]
+        assert st["refused"]["reason"] == "VersionLoadFailed"
+        assert st["rollout"] is None
+
+    def test_refused_while_rolling_back(self) -> None:
+        result = outcome(serve=V2, config_hash=OLD_HASH, refused=refusal())
+        st = self.compute(result, [serving_pod("a"), pod("b")])
+        conds = conditions_of(st)
+        assert conds["Degraded"]["reason"] == "VersionLoadFailed"
+        assert conds["Progressing"]["status"] == "True"
+        assert st["rollout"]["versions"] == [2]
+
+    def test_refused_with_nothing_to_fall_back_to(self) -> None:
+        result = outcome(refused=refusal(), last_good=None)
+        st = self.compute(result, [pod("b")])
+        assert "target 3 refused, serving nothing" in conditions_of(st)["Degraded"]["message"]
+
+    def test_failure_with_nothing_to_fall_back_to(self) -> None:
+        failure = decide.Failure(Reason.VERSION_LOAD_FAILED, f"pod b: {LOAD_ERROR}")
+        st = self.compute(outcome(failure=failure, last_good=None), [pod("b")])
+        conds = conditions_of(st)
+        assert (conds["Degraded"]["status"], conds["Degraded"]["message"]) == (
+            "True",
+            f"pod b: {LOAD_ERROR}",
+        )
+        assert (conds["Ready"]["reason"], conds["Ready"]["message"]) == (
+            "VersionLoadFailed",
+            f"pod b: {LOAD_ERROR}",
+        )
+
+    def test_scaled_to_zero(self) -> None:
+        st = self.compute(outcome(complete=True), [], sm=served(replicas=0))
+        conds = conditions_of(st)
+        assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("True", "ScaledToZero")
+        assert (conds["Progressing"]["status"], conds["Progressing"]["reason"]) == (
+            "False",
+            "ScaledToZero",
+        )
+        assert conds["Degraded"]["status"] == "False"
+        assert st["replicasSummary"] == "0/0"
+
+    def test_unschedulable(self) -> None:
+        stuck = pod(
+            "b",
+            ip="",
+            phase="Pending",
+            running=False,
+            unschedulable="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+        )
+        st = self.compute(outcome(), [serving_pod("a"), stuck])
+        conds = conditions_of(st)
+        assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == (
+            "True",
+            "Unschedulable",
+        )
+        assert "pod b cannot be scheduled: 0/3 nodes" in conds["Degraded"]["message"]
+        assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "Unschedulable")
+        assert conds["Progressing"]["status"] == "True"
+
+    def test_errors_per_replica_and_version(self) -> None:
+        probes = {
+            "b": answered(
+                "b",
+                status(3, ModelState.END, code=3, message=LOAD_ERROR),
+                status(2, ModelState.AVAILABLE),
+            )
+        }
+        st = self.compute(outcome(), [pod("b", gate=False, gate_reason=GateReason.FAILED)], probes)
+        (entry,) = st["pods"]
+        assert entry["gate"] == "VersionLoadFailed"
+        assert entry["versions"] == [
+            {"version": 3, "state": "END", "errorMessage": LOAD_ERROR},
+            {"version": 2, "state": "AVAILABLE"},
+        ]
+
+    def test_pods_never_probed_are_pending(self) -> None:
+        st = self.compute(outcome(), [pod("b", ip="", phase="Pending", running=False)])
+        assert st["pods"] == [{"name": "b", "ready": False, "gate": "Pending"}]
+
+    def test_transition_time_moves_only_when_the_status_flips(self) -> None:
+        first = self.compute(outcome(), [serving_pod("a")], now=NOW)
+        same = self.compute(outcome(), [serving_pod("a")], previous=first["conditions"], now=LATER)
+        assert same["conditions"] == first["conditions"]
+        done = self.compute(
+            outcome(complete=True, last_good=V3),
+            [serving_pod("b", NEW_HASH, "3")],
+            previous=first["conditions"],
+            now=LATER,
+        )
+        times = {c["type"]: c["lastTransitionTime"] for c in done["conditions"]}
+        assert times == {
+            "Ready": LATER,
+            "Progressing": LATER,
+            "Degraded": NOW,
+            "Reconciling": LATER,
+            "Stalled": NOW,
+        }
+
+    def test_kstatus_pair_tells_in_progress_failed_and_current_apart(self) -> None:
+        rolling = conditions_of(self.compute(outcome(), [serving_pod("a")]))
+        assert (rolling["Reconciling"]["status"], rolling["Stalled"]["status"]) == ("True", "False")
+        done = conditions_of(
+            self.compute(outcome(complete=True, last_good=V3), [serving_pod("b", NEW_HASH, "3")])
+        )
+        assert (done["Reconciling"]["status"], done["Stalled"]["status"]) == ("False", "False")
+
+    def test_invalid_spec_is_stalled_and_keeps_the_rest_of_the_status(self) -> None:
+        old = {"servingVersions": "2", "conditions": []}
+        st = decide.invalid_status(old, 7, "Deployment x: bad env", NOW)
+        conds = conditions_of(st)
+        assert st["servingVersions"] == "2" and st["observedGeneration"] == 7
+        assert conds["Stalled"]["status"] == "True"
+        assert conds["Degraded"]["reason"] == "InvalidSpec"
+        assert conds["Ready"]["status"] == "False"
+
+    def test_served_under_a_policy_reports_what_the_servers_say(self) -> None:
+        latest = served(version=None, versionPolicy={"latest": {"numVersions": 2}})
+        probes = {
+            "a": answered("a", status(5, ModelState.AVAILABLE), status(4, ModelState.AVAILABLE))
+        }
+        result = outcome(serve=latest.target, complete=True, last_good=None)
+        st = self.compute(result, [serving_pod("a", NEW_HASH, "latest:2")], probes, sm=latest)
+        assert (st["servingVersions"], st["targetVersions"]) == ("4,5", "latest:2")
+
+
+class TestStatusPatch:
+    def test_idle_means_no_write(self) -> None:
+        probes = {"a": answered("a", status(2, ModelState.AVAILABLE))}
+        args: tuple[Any, ...] = (
+            served(version=2),
+            outcome(serve=V2, config_hash=OLD_HASH, complete=True),
+            deployment(OLD_HASH),
+            [serving_pod("a")],
+            probes,
+        )
+        first = decide.compute_status(*args, [], NOW)
+        # What the API server stores: the merge patch applied, nulls dropped.
+        stored = {k: v for k, v in first.items() if v is not None}
+        again = decide.compute_status(*args, stored["conditions"], LATER)
+        assert decide.status_patch(stored, again) is None
+
+    def test_changed_fields_only(self) -> None:
+        old = {"servingVersions": "1", "readyReplicas": 1, "modelName": "m"}
+        new = {"servingVersions": "2", "readyReplicas": 1, "modelName": "m"}
+        assert decide.status_patch(old, new) == {"servingVersions": "2"}
+
+    def test_none_removes_a_field_that_is_there(self) -> None:
+        old = {"refused": {"versions": [3]}, "rollout": None}
+        assert decide.status_patch(old, {"refused": None, "rollout": None}) == {"refused": None}
+
+    def test_none_for_an_absent_field_is_no_change(self) -> None:
+        assert decide.status_patch({}, {"refused": None}) is None
+
+    def test_fields_no_longer_computed_are_removed(self) -> None:
+        assert decide.status_patch({"stale": 1, "kept": 2}, {"kept": 2}) == {"stale": None}
+
+    def test_a_key_dropped_from_a_nested_object_is_nulled(self) -> None:
+        # Merge patches merge objects: without the null, "canary" would stay
+        # in the stored lastGood and every pass would write again.
+        old = {"lastGood": {"versions": [1, 2], "labels": {"stable": 1, "canary": 2}}}
+        new = {"lastGood": {"versions": [2], "labels": {"stable": 2}}}
+        assert decide.status_patch(old, new) == {
+            "lastGood": {"versions": [2], "labels": {"stable": 2, "canary": None}}
+        }
+
+    def test_lists_are_replaced_whole(self) -> None:
+        old = {"pods": [{"name": "a"}, {"name": "b"}]}
+        assert decide.status_patch(old, {"pods": [{"name": "b"}]}) == {"pods": [{"name": "b"}]}
+
+
+# ----- events -----------------------------------------------------------------------
+
+
+def cond(ctype: str, state: str, reason: str, message: str = "") -> dict[str, Any]:
+    return {"type": ctype, "status": state, "reason": reason, "message": message}
+
+
+SERVING_2 = {
+    "servingVersions": "2",
+    "conditions": [
+        cond(Condition.READY, "True", Reason.AVAILABLE, "1/1 replicas serve 2"),
+        cond(Condition.DEGRADED, "False", Reason.AS_EXPECTED),
+    ],
+}
+ROLLING_3 = {
+    "servingVersions": "2",
+    "targetVersions": "3",
+    "rollout": {"versions": [3], "configHash": NEW_HASH, "startTime": NOW},
+    "conditions": [
+        cond(Condition.READY, "False", Reason.ROLLING_OUT),
+        cond(Condition.DEGRADED, "False", Reason.AS_EXPECTED),
+    ],
+}
+
+
+def reasons(events: list[decide.EventSpec]) -> list[tuple[str, str]]:
+    return [(e.type, e.reason) for e in events]
+
+
+class TestEventsFor:
+    def test_no_change_no_event(self) -> None:
+        assert decide.events_for(SERVING_2, SERVING_2) == []
+        assert decide.events_for(ROLLING_3, ROLLING_3) == []
+
+    def test_rollout_started(self) -> None:
+        (event,) = decide.events_for(SERVING_2, ROLLING_3)
+        assert (event.type, event.reason, event.message) == (
+            "Normal",
+            "RolloutStarted",
+            "rolling out versions 3",
+        )
+
+    def test_new_versions_served_and_ready(self) -> None:
+        done = {
+            "servingVersions": "3",
+            "conditions": [
+                cond(Condition.READY, "True", Reason.AVAILABLE, "1/1 replicas serve 3"),
+                cond(Condition.DEGRADED, "False", Reason.AS_EXPECTED),
+            ],
+        }
+        events = decide.events_for(ROLLING_3, done)
+        assert reasons(events) == [("Normal", "ServingVersions"), ("Normal", "Ready")]
+        assert events[0].message == "now serving 3 (was 2)"
+        assert events[1].message == "1/1 replicas serve 3"
+
+    def test_first_versions_served(self) -> None:
+        (event, _) = decide.events_for({}, SERVING_2)
+        assert event.message == "now serving 2 (was nothing)"
+
+    def test_refusal_is_a_warning_in_the_servers_words(self) -> None:
+        message = f"target 3 refused, serving 2: model server on pod b: version 3: {LOAD_ERROR}"
+        refused = {
+            "servingVersions": "2",
+            "refused": refusal().to_status(),
+            "conditions": [
+                cond(Condition.READY, "False", Reason.VERSION_LOAD_FAILED),
+                cond(Condition.DEGRADED, "True", Reason.VERSION_LOAD_FAILED, message),
+            ],
+        }
+        (event,) = decide.events_for(ROLLING_3, refused)
+        assert (event.type, event.reason, event.message) == (
+            "Warning",
+            "VersionLoadFailed",
+            message,
+        )
+        assert decide.events_for(refused, refused) == []
+
+    def test_rolling_back_after_a_refusal(self) -> None:
+        back = {
+            **ROLLING_3,
+            "rollout": {"versions": [2], "configHash": OLD_HASH, "startTime": NOW},
+            "refused": refusal().to_status(),
+        }
+        events = decide.events_for(ROLLING_3, back)
+        assert reasons(events) == [("Normal", "RollingBack"), ("Warning", "VersionLoadFailed")]
+        assert events[0].message == "rolling back to versions 2 (target 3 refused)"
+
+    def test_other_degradation_is_a_warning_once(self) -> None:
+        stuck = {
+            **ROLLING_3,
+            "conditions": [
+                cond(Condition.READY, "False", Reason.UNSCHEDULABLE, "pod b cannot be scheduled"),
+                cond(Condition.DEGRADED, "True", Reason.UNSCHEDULABLE, "pod b cannot be scheduled"),
+            ],
+        }
+        (event,) = decide.events_for(ROLLING_3, stuck)
+        assert (event.type, event.reason, event.message) == (
+            "Warning",
+            "Unschedulable",
+            "pod b cannot be scheduled",
+        )
+        assert decide.events_for(stuck, stuck) == []
+
+
+def test_parse_time() -> None:
+    assert decide.parse_time(NOW) == datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    assert decide.parse_time("2026-03-04T05:06:07.250Z") == datetime(
+        2026, 3, 4, 5, 6, 7, 250000, tzinfo=UTC
+    )
+    assert decide.parse_time("") is None
+    assert decide.parse_time("yesterday") is None
+
+
+def test_format_time_keeps_milliseconds_and_round_trips() -> None:
+    moment = datetime(2026, 3, 4, 5, 6, 7, 250999, tzinfo=UTC)
+    assert decide.format_time(moment) == "2026-03-04T05:06:07.250Z"
+    assert decide.parse_time(decide.format_time(moment)) == moment.replace(microsecond=250000)
+
+
+def test_condition_messages_are_bounded() -> None:
+    made = decide.condition("Degraded", True, "X", "m" * 40000, 1, [], NOW)
+    assert len(made["message"]) == 32768

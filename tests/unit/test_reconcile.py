@@ -1,0 +1,527 @@
+"""reconcile.py: one pass sequenced against fakes of the API and the model servers.
+
+The fakes record every write, so these tests pin what a pass writes (and that
+an idle pass writes nothing), how a refusal re-renders the last good versions,
+and how often each pod's server is asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from tfserving_operator import api, decide, render, spec
+from tfserving_operator.api import GateReason
+from tfserving_operator.observe import Cache, DeploymentView, PodView, ProbeResult
+from tfserving_operator.reconcile import (
+    QUICK_RETRY_MAX_SECONDS,
+    Context,
+    ProbeState,
+    Worker,
+    contains,
+)
+from tfserving_operator.settings import Settings
+from tfserving_operator.spec import VersionSet
+from tfserving_operator.wire.client import ModelState, VersionStatus
+
+KEY = ("ml", "mnist")
+LOAD_ERROR = "Failed to load SavedModel: saved_model.pb does not parse"
+
+
+class FakeApplier:
+    """Records every write; the API server's answers are the objects sent."""
+
+    def __init__(self) -> None:
+        self.applied: list[dict[str, Any]] = []
+        self.dry_runs = 0
+        self.gates: list[tuple[str, bool, str]] = []
+        self.status_patches: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.deleted: list[tuple[str, str]] = []
+        self.status: dict[str, Any] = {}
+        self.rv = 100
+
+    @property
+    def writes(self) -> int:
+        return (
+            len(self.applied)
+            + len(self.gates)
+            + len(self.status_patches)
+            + len(self.events)
+            + len(self.deleted)
+        )
+
+    async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        if dry_run:
+            self.dry_runs += 1
+        else:
+            self.applied.append(manifest)
+        return copy.deepcopy(manifest)
+
+    async def set_gate(
+        self, namespace: str, pod: str, is_open: bool, reason: str, message: str
+    ) -> None:
+        self.gates.append((pod, is_open, reason))
+
+    async def patch_status(
+        self, namespace: str, name: str, status_patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        self.status_patches.append(status_patch)
+        self.status = merge(self.status, status_patch)
+        self.rv += 1
+        return {"metadata": {"resourceVersion": str(self.rv)}, "status": self.status}
+
+    async def event(
+        self, involved: dict[str, Any], event_type: str, reason: str, message: str
+    ) -> None:
+        self.events.append((event_type, reason, message))
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        self.deleted.append((kind, name))
+
+
+def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386, as the API server applies a merge patch."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            base = out.get(key)
+            out[key] = merge(base if isinstance(base, dict) else {}, value)
+        else:
+            out[key] = value
+    return out
+
+
+class FakeProber:
+    """Answers GetModelStatus from a table; counts the calls per pod."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, ProbeResult] = {}
+        self.calls: dict[str, int] = {}
+        self.forgotten: list[str] = []
+
+    async def probe_all(self, pods: Iterable[PodView]) -> dict[str, ProbeResult]:
+        out = {}
+        for pod in pods:
+            self.calls[pod.name] = self.calls.get(pod.name, 0) + 1
+            out[pod.name] = self.answers.get(pod.name) or ProbeResult(
+                pod.name, error_reason="ServerUnreachable", error_message="refused"
+            )
+        return out
+
+    async def retain(self, targets: Iterable[str]) -> None:
+        pass
+
+    async def forget(self, targets: Iterable[str]) -> None:
+        self.forgotten.extend(targets)
+
+    async def close(self) -> None:
+        pass
+
+
+def body(version: int = 3, status: dict[str, Any] | None = None, rv: int = 50) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {
+            "name": "mnist",
+            "namespace": "ml",
+            "uid": "uid-1",
+            "generation": 2,
+            "resourceVersion": str(rv),
+        },
+        "spec": {"storage": {"hostPath": {"path": "/srv/mnist"}}, "version": version},
+        "status": status or {},
+    }
+
+
+def config_hash(version: int) -> str:
+    sm = spec.parse(body(version), "img", "img-gpu")
+    return render.render(sm, VersionSet.specific([version])).config_hash
+
+
+def pod(name: str, version: int, serving: bool = False, **fields: Any) -> PodView:
+    base: dict[str, Any] = {
+        "name": name,
+        "namespace": "ml",
+        "ip": "10.0.0.9",
+        "phase": "Running",
+        "ready": serving,
+        "gate": True if serving else None,
+        "gate_reason": GateReason.AVAILABLE if serving else "",
+        "terminating": False,
+        "config_hash": config_hash(version),
+        "versions": str(version),
+        "model_name": "mnist",
+        "grpc_port": 8500,
+        "running": True,
+        "restart_count": 0,
+        "termination_message": "",
+        "unschedulable": "",
+    }
+    return PodView(**{**base, **fields})
+
+
+def settled_deployment(version: int) -> DeploymentView:
+    return DeploymentView(
+        generation=1,
+        observed_generation=1,
+        replicas=1,
+        updated_replicas=1,
+        ready_replicas=1,
+        available_replicas=1,
+        config_hash=config_hash(version),
+        current_replicas=1,
+    )
+
+
+def answer(name: str, version: int, state: ModelState, message: str = "") -> ProbeResult:
+    code = 3 if message else 0
+    return ProbeResult(name, (VersionStatus(version, state, code, message),), at=1.0)
+
+
+class Harness:
+    """A Worker whose task is stopped: the test runs its passes by hand."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.applier = FakeApplier()
+        self.prober = FakeProber()
+        self.ctx = Context(
+            settings=settings or Settings(),
+            applier=self.applier,  # type: ignore[arg-type]
+            cache=Cache(),
+            prober=self.prober,  # type: ignore[arg-type]
+        )
+        self.worker: Worker | None = None
+
+    async def start(self, sm_body: dict[str, Any]) -> Worker:
+        self.worker = self.ctx.workers[KEY] = Worker(KEY, self.ctx)
+        await self.worker.stop()
+        self.worker.body = sm_body
+        return self.worker
+
+    def pods(self, *pods: PodView) -> None:
+        self.ctx.cache.pods[KEY] = {p.name: p for p in pods}
+
+    async def settle_children(self) -> None:
+        """What the watches would have delivered: every applied child, as applied."""
+        for manifest in self.applier.applied:
+            self.ctx.cache.observe(manifest["kind"], manifest, deleted=False)
+        self.applier.applied.clear()
+
+    async def next_pass(self) -> float:
+        """Run a pass after the worker's status came back through the watch."""
+        assert self.worker is not None
+        assert self.worker.body is not None
+        self.worker.body = {
+            **self.worker.body,
+            "status": self.applier.status,
+            "metadata": {
+                **self.worker.body["metadata"],
+                "resourceVersion": str(self.applier.rv),
+            },
+        }
+        for state in self.worker.probes.values():
+            state.next_at = 0.0  # every probe due: the pass sees fresh answers
+        return await self.worker.reconcile()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# ----- tests ---------------------------------------------------------------------------
+
+
+def test_first_pass_applies_children_and_reports_rolling_out() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        await worker.reconcile()
+        kinds = [m["kind"] for m in h.applier.applied]
+        assert kinds == ["ConfigMap", "Service", "Service", "Service", "Deployment"]
+        assert h.applier.dry_runs == len(kinds)
+        conditions = {c["type"]: c for c in h.applier.status["conditions"]}
+        assert conditions["Progressing"]["reason"] == "RollingOut"
+        assert ("Normal", "RolloutStarted") in [(t, r) for t, r, _ in h.applier.events]
+
+    run(scenario())
+
+
+def test_idle_pass_writes_nothing() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=2))
+        h.pods(pod("a", 2, serving=True))
+        h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
+        await worker.reconcile()
+        await h.settle_children()
+        h.ctx.cache.deployments[KEY] = settled_deployment(2)
+        await h.next_pass()
+        assert h.applier.status["servingVersions"] == "2"
+        assert h.applier.status["lastGood"] == {"versions": [2], "labels": {}}
+        before = h.applier.writes
+        for _ in range(3):
+            await h.next_pass()
+        assert h.applier.writes == before, (h.applier.status_patches[-1:], h.applier.events)
+
+    run(scenario())
+
+
+def test_loading_pod_gets_a_closed_gate_once() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        h.pods(pod("b", 3))
+        h.prober.answers["b"] = answer("b", 3, ModelState.LOADING)
+        await worker.reconcile()
+        assert h.applier.gates == [("b", False, GateReason.LOADING)]
+        h.pods(pod("b", 3, gate=False, gate_reason=GateReason.LOADING))
+        await h.next_pass()
+        assert h.applier.gates == [("b", False, GateReason.LOADING)]
+        h.prober.answers["b"] = answer("b", 3, ModelState.AVAILABLE)
+        await h.next_pass()
+        assert h.applier.gates[-1] == ("b", True, GateReason.AVAILABLE)
+
+    run(scenario())
+
+
+def test_load_failure_refuses_and_re_renders_the_last_good_version() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        good = {"lastGood": {"versions": [2], "labels": {}}, "servingVersions": "2"}
+        worker = await h.start(body(version=3, status=good))
+        h.applier.status = dict(good)
+        h.pods(pod("a", 2, serving=True), pod("b", 3))
+        h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
+        h.prober.answers["b"] = answer("b", 3, ModelState.END, LOAD_ERROR)
+        await worker.reconcile()
+
+        deployments = [m for m in h.applier.applied if m["kind"] == "Deployment"]
+        assert len(deployments) == 2, "the target, then the last good set"
+        back = deployments[-1]["spec"]["template"]["metadata"]["annotations"]
+        assert back[api.ANNOTATION_VERSIONS] == "2"
+        assert back[api.ANNOTATION_CONFIG_HASH] == config_hash(2)
+        refused = h.applier.status["refused"]
+        assert (refused["versions"], refused["reason"]) == ([3], "VersionLoadFailed")
+        assert LOAD_ERROR in refused["message"]
+        degraded = {c["type"]: c for c in h.applier.status["conditions"]}["Degraded"]
+        assert degraded["status"] == "True"
+        assert degraded["message"].startswith("target 3 refused, serving 2: ")
+        warnings = [(r, m) for t, r, m in h.applier.events if t == "Warning"]
+        assert warnings == [("VersionLoadFailed", degraded["message"])]
+
+        # Later passes keep serving 2 while the spec still says 3.
+        await h.settle_children()
+        h.pods(pod("a", 2, serving=True))
+        h.ctx.cache.deployments[KEY] = settled_deployment(2)
+        await h.next_pass()
+        assert all(
+            m["spec"]["template"]["metadata"]["annotations"][api.ANNOTATION_VERSIONS] == "2"
+            for m in h.applier.applied
+            if m["kind"] == "Deployment"
+        )
+        assert h.applier.status["refused"]["versions"] == [3]
+        assert h.applier.status["targetVersions"] == "3"
+        assert "rollout" not in h.applier.status, "the rollback is over"
+
+    run(scenario())
+
+
+def test_failure_with_nothing_to_go_back_to_is_reported_not_refused() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        h.pods(pod("b", 3))
+        h.prober.answers["b"] = answer("b", 3, ModelState.END, LOAD_ERROR)
+        await worker.reconcile()
+        assert "refused" not in h.applier.status
+        degraded = {c["type"]: c for c in h.applier.status["conditions"]}["Degraded"]
+        assert (degraded["status"], degraded["reason"]) == ("True", "VersionLoadFailed")
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("probe", "longest"),
+    [
+        (answer("b", 3, ModelState.LOADING), QUICK_RETRY_MAX_SECONDS),
+        (ProbeResult("b", error_reason="ServerUnreachable"), QUICK_RETRY_MAX_SECONDS),
+        (ProbeResult("b", error_reason="ProbeTimeout"), 5.0),
+        (ProbeResult("b", error_reason="ProbeFailed"), 5.0),
+        (answer("b", 3, ModelState.END, LOAD_ERROR), 5.0),
+    ],
+)
+def test_probe_cadence(probe: ProbeResult, longest: float) -> None:
+    """Cheap "not yet" answers are asked again within a second; slow failures back off."""
+
+    async def scenario() -> None:
+        h = Harness(Settings(probe_backoff_initial_seconds=0.25, probe_backoff_max_seconds=5.0))
+        worker = await h.start(body(version=3))
+        waiting = pod("b", 3)
+        worker.probes["b"] = ProbeState()
+        delays = []
+        for _ in range(8):
+            worker._schedule(waiting, probe)
+            delays.append(worker.probes["b"].backoff)
+        assert delays[0] == 0.25
+        assert max(delays) == longest
+        assert delays == sorted(delays)
+
+    run(scenario())
+
+
+def test_open_gate_is_asked_at_the_steady_interval() -> None:
+    async def scenario() -> None:
+        h = Harness(Settings(probe_interval_seconds=30.0))
+        worker = await h.start(body(version=3))
+        worker.probes["a"] = ProbeState()
+        before = time.monotonic()
+        worker._schedule(pod("a", 3, serving=True), answer("a", 3, ModelState.AVAILABLE))
+        assert worker.probes["a"].backoff == 0.0
+        assert worker.probes["a"].next_at >= before + 30.0
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("observed", "desired", "same"),
+    [
+        ({"a": 1, "extra": 2}, {"a": 1}, True),
+        ({"a": 1}, {"a": 2}, False),
+        ({"a": {"b": [1, {"c": 2, "d": 3}]}}, {"a": {"b": [1, {"c": 2}]}}, True),
+        ({"a": [1, 2]}, {"a": [1]}, False),
+        ({}, {"a": None}, False),
+        ({"a": "1"}, {"a": 1}, False),
+    ],
+)
+def test_contains(observed: Any, desired: Any, same: bool) -> None:
+    assert contains(observed, desired) is same
+
+
+def test_status_the_worker_wrote_wins_over_an_older_watch_event() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3, rv=50))
+        await worker.reconcile()
+        written = worker._status()
+        assert written == h.applier.status
+        worker.body = body(version=3, status={"stale": True}, rv=10)
+        assert worker._status() == written
+
+    run(scenario())
+
+
+def test_memory_survives_a_restart_through_the_status() -> None:
+    """A new worker (the operator restarted) keeps the refusal it finds in the status."""
+
+    async def scenario() -> None:
+        status = {
+            "lastGood": {"versions": [2], "labels": {}},
+            "refused": decide.Refusal(
+                (3,), (), "VersionLoadFailed", LOAD_ERROR, "2026-01-01T00:00:00Z"
+            ).to_status(),
+        }
+        h = Harness()
+        worker = await h.start(body(version=3, status=status))
+        h.applier.status = dict(status)
+        await worker.reconcile()
+        (deployment,) = [m for m in h.applier.applied if m["kind"] == "Deployment"]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations[api.ANNOTATION_VERSIONS] == "2"
+
+    run(scenario())
+
+
+def test_a_label_dropped_from_last_good_leaves_no_write_loop() -> None:
+    """lastGood loses a label: the merge patch must delete it, or the stored status
+    never matches and every pass writes again."""
+
+    async def scenario() -> None:
+        before = {"lastGood": {"versions": [1, 2], "labels": {"stable": 1, "canary": 2}}}
+        sm_body = body(version=2, status=before)
+        sm_body["spec"]["versionLabels"] = {"stable": 2}
+        labelled = VersionSet.specific([2], {"stable": 2})
+        sm = spec.parse(sm_body, "img", "img-gpu")
+        new_hash = render.render(sm, labelled).config_hash
+        h = Harness()
+        worker = await h.start(sm_body)
+        h.applier.status = copy.deepcopy(before)
+        h.pods(pod("a", 2, serving=True, config_hash=new_hash))
+        h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
+        await worker.reconcile()
+        await h.settle_children()
+        h.ctx.cache.deployments[KEY] = DeploymentView(
+            generation=1,
+            observed_generation=1,
+            replicas=1,
+            updated_replicas=1,
+            ready_replicas=1,
+            available_replicas=1,
+            config_hash=new_hash,
+            current_replicas=1,
+        )
+        await h.next_pass()
+        assert h.applier.status["lastGood"] == {"versions": [2], "labels": {"stable": 2}}
+        writes = len(h.applier.status_patches)
+        await h.next_pass()
+        await h.next_pass()
+        assert len(h.applier.status_patches) == writes
+
+    run(scenario())
+
+
+def test_channels_of_gone_pods_are_closed() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        h.pods(pod("a", 3, ip="10.0.0.1"), pod("b", 3, ip="10.0.0.2"))
+        await worker.reconcile()
+        h.pods(pod("b", 3, ip="10.0.0.2"))
+        await h.next_pass()
+        assert h.prober.forgotten == ["10.0.0.1:8500"]
+        assert set(worker.probes) == {"b"}
+        await h.ctx.forget(KEY)
+        assert h.prober.forgotten == ["10.0.0.1:8500", "10.0.0.2:8500"]
+
+    run(scenario())
+
+
+def test_children_no_longer_rendered_are_deleted() -> None:
+    """Two replicas render a PDB; back at one replica it goes. Objects this
+    ServedModel does not control are never deleted, whatever their labels."""
+
+    async def scenario() -> None:
+        h = Harness()
+        two = body(version=2)
+        two["spec"]["replicas"] = 2
+        worker = await h.start(two)
+        await worker.reconcile()
+        assert "PodDisruptionBudget" in [m["kind"] for m in h.applier.applied]
+        await h.settle_children()
+        foreign = {
+            "kind": "Service",
+            "metadata": {
+                "name": "mnist-extra",
+                "namespace": "ml",
+                "labels": {api.LABEL_SERVEDMODEL: "mnist"},
+                "ownerReferences": [{"uid": "someone-else", "controller": True}],
+            },
+        }
+        h.ctx.cache.observe("Service", foreign, deleted=False)
+
+        one = body(version=2)
+        worker.body = one
+        await worker.reconcile()
+        assert h.applier.deleted == [("PodDisruptionBudget", "mnist")]
+        await worker.reconcile()
+        assert h.applier.deleted == [("PodDisruptionBudget", "mnist")], "deleted once"
+
+    run(scenario())
