@@ -17,7 +17,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.sim.cluster import POD_CIDR, SimCluster
+from tests.sim.cluster import Ports, SimCluster
 from tests.sim.nodes import GPU_RESOURCE, GPU_TAINT, MAX_GPUS_PER_NODE, SIM_NODES
 from tests.support.waiting import wait_until
 
@@ -163,7 +163,7 @@ def test_deployment_gets_replicaset_and_ready_pods(api_client, namespace):
 
     pods = core.list_namespaced_pod(namespace, label_selector="app=web").items
     assert len(pods) == 2
-    pod_net = ipaddress.ip_network(POD_CIDR)
+    pod_net = ipaddress.ip_network(Ports(0).pod_cidr)
     for pod in pods:
         (pod_owner,) = pod.metadata.owner_references
         assert (pod_owner.kind, pod_owner.uid) == ("ReplicaSet", rs.metadata.uid)
