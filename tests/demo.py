@@ -100,7 +100,8 @@ class Demo:
             [self.kubectl, f"--kubeconfig={self.kubeconfig}", *args], show=shown, check=check
         )
 
-    def sm(self) -> dict[str, Any]:
+    def get_json(self, *args: str) -> dict[str, Any]:
+        """`kubectl -n <ns> get ... -o json`, quietly (for polling, not for show)."""
         out = subprocess.run(
             [
                 self.kubectl,
@@ -108,8 +109,7 @@ class Demo:
                 "-n",
                 self.namespace,
                 "get",
-                "servedmodel",
-                "mnist",
+                *args,
                 "-o",
                 "json",
             ],
@@ -120,6 +120,9 @@ class Demo:
         body: dict[str, Any] = json.loads(out)
         return body
 
+    def sm(self) -> dict[str, Any]:
+        return self.get_json("servedmodel", "mnist")
+
     def condition(self, ctype: str) -> dict[str, Any]:
         for cond in (self.sm().get("status") or {}).get("conditions") or []:
             if cond["type"] == ctype:
@@ -127,25 +130,9 @@ class Demo:
         return {}
 
     def ready_pod_ips(self) -> list[str]:
-        out = subprocess.run(
-            [
-                self.kubectl,
-                f"--kubeconfig={self.kubeconfig}",
-                "-n",
-                self.namespace,
-                "get",
-                "pods",
-                "-l",
-                "serving.tfoperator.dev/servedmodel=mnist",
-                "-o",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        pods = self.get_json("pods", "-l", "serving.tfoperator.dev/servedmodel=mnist")
         ips = []
-        for pod in json.loads(out)["items"]:
+        for pod in pods["items"]:
             ready = any(
                 c["type"] == "Ready" and c["status"] == "True"
                 for c in pod["status"].get("conditions", [])
