@@ -278,6 +278,10 @@ class SimCluster:
                     "--concurrent-deployment-syncs=10",
                     "--concurrent-replicaset-syncs=10",
                     "--concurrent-gc-syncs=30",
+                    # The default 20 requests/s throttles Deployment rollouts
+                    # of hundreds of ServedModels in the benchmarks.
+                    "--kube-api-qps=200",
+                    "--kube-api-burst=400",
                     "--v=1",
                 ],
             ),

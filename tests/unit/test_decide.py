@@ -856,3 +856,18 @@ def test_format_time_keeps_milliseconds_and_round_trips() -> None:
 def test_condition_messages_are_bounded() -> None:
     made = decide.condition("Degraded", True, "X", "m" * 40000, 1, [], NOW)
     assert len(made["message"]) == 32768
+
+
+class TestAlreadyValidated:
+    """A restart skips the dry run only for a generation the status already accepted."""
+
+    def test_current_generation_without_invalid_spec_is_validated(self) -> None:
+        conds = [{"type": "Degraded", "status": "False", "reason": "AsExpected"}]
+        assert decide.already_validated({"observedGeneration": 4, "conditions": conds}, 4)
+
+    def test_new_generation_or_invalid_spec_is_not(self) -> None:
+        ok = [{"type": "Degraded", "status": "False", "reason": "AsExpected"}]
+        bad = [{"type": "Degraded", "status": "True", "reason": "InvalidSpec"}]
+        assert not decide.already_validated({"observedGeneration": 3, "conditions": ok}, 4)
+        assert not decide.already_validated({"observedGeneration": 4, "conditions": bad}, 4)
+        assert not decide.already_validated({}, 4)

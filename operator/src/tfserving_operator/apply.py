@@ -67,6 +67,7 @@ class Applier:
             path_for("ServedModel", namespace, name, sub="status"),
             body={"status": status_patch},
             content_type=MERGE_CONTENT_TYPE,
+            query=[("fieldManager", self.field_manager)],
         )
 
     async def set_gate(
@@ -86,6 +87,7 @@ class Applier:
                 path_for("Pod", namespace, pod, sub="status"),
                 body={"status": {"conditions": [condition]}},
                 content_type=STRATEGIC_CONTENT_TYPE,
+                query=[("fieldManager", self.field_manager)],
             )
         except ApiError as err:
             if not err.not_found:  # a pod deleted meanwhile needs no gate
@@ -131,6 +133,7 @@ class Applier:
                 path_for("Event", meta["namespace"]),
                 body=body,
                 content_type="application/json",
+                query=[("fieldManager", self.field_manager)],
             )
         except Exception as err:
             log.warning("could not record event %s on %s: %s", reason, meta["name"], err)

@@ -322,6 +322,17 @@ def condition(
     }
 
 
+def already_validated(status: Mapping[str, Any], generation: int) -> bool:
+    """The status already describes this generation without InvalidSpec: a restarted
+    operator need not dry-run every child again (thousands of requests at start-up)."""
+    if status.get("observedGeneration") != generation:
+        return False
+    degraded: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or () if c.get("type") == Condition.DEGRADED), {}
+    )
+    return bool(status.get("conditions")) and degraded.get("reason") != Reason.INVALID_SPEC
+
+
 def invalid_status(
     old: Mapping[str, Any], generation: int, message: str, now: str
 ) -> dict[str, Any]:

@@ -1,0 +1,54 @@
+"""The operator under test: a real process (the image's entry point), cluster-wide."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.sim.cluster import SimCluster
+from tests.support.operator import OperatorProcess
+
+# The operator's defaults, not the test suite's faster backoff (OperatorProcess sets 1 s).
+BENCH_ENV = {"TFSO_PROBE_BACKOFF_MAX_SECONDS": "5", "TFSO_LOG_LEVEL": "INFO"}
+
+
+@dataclass
+class RunningOperator:
+    """A started operator, when it was started, and how long /healthz took to answer."""
+
+    process: OperatorProcess
+    started_at: float  # time.monotonic() just before the process was spawned
+    healthy_after: float
+
+    @property
+    def pid(self) -> int:
+        assert self.process.proc is not None
+        return self.process.proc.pid
+
+    def health(self) -> dict[str, Any]:
+        """kopf's /healthz answer: our probes (`servedmodels`, `probe_calls`), cached 10 s."""
+        url = f"http://127.0.0.1:{self.process.liveness_port}/healthz"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+def start_operator(
+    cluster: SimCluster, label: str, env: dict[str, str] | None = None, namespaces: str = ""
+) -> RunningOperator:
+    """Start the operator (cluster-wide unless `namespaces`) and wait for /healthz."""
+    log = Path(cluster.logs) / f"operator-{label}.log"
+    process = OperatorProcess(cluster.kubeconfig, namespaces, log, env={**BENCH_ENV, **(env or {})})
+    started = time.monotonic()
+    process.start()
+    return RunningOperator(process, started, time.monotonic() - started)

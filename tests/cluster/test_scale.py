@@ -1,0 +1,265 @@
+"""The scale story (docs/scale.md): shards that never touch each other's ServedModels,
+peered replicas of which exactly one acts, a takeover when the active one is
+SIGKILLed, and `make bench --quick` proving the benchmarks run.
+
+These tests start cluster instance 7 of their own (other ports and state than
+the session's instance 0): the benchmark reads cluster-wide API counters, and
+peering needs kopf's cluster-scoped CRDs. Two operators that split the work
+are told apart by their /healthz `servedmodels` probe (how many ServedModels
+each reconciles) and by what happens to a shard's objects while its
+operator is stopped: nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.harness import BENCH_NODES
+from tests.sim.cluster import SimCluster
+from tests.support.k8s import create_sm, get_sm, patch_sm, servedmodel, wait_sm
+from tests.support.operator import OperatorProcess
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INSTANCE = 7
+PEERING_CRDS = REPO_ROOT / "charts" / "tfserving-operator" / "crds" / "kopf.dev-peerings.yaml"
+# kopf's peering lifetime (its default, which the operator keeps): a SIGKILLed
+# replica's keep-alive is trusted this long, so the standby waits up to this.
+PEERING_LIFETIME = 60
+KOPF_PROBE_CACHE = 10.5  # kopf answers /healthz from a cache refreshed every 10 s
+
+
+@pytest.fixture(scope="module")
+def scale_sim() -> Iterator[SimCluster]:
+    """Cluster instance 7 with the ServedModel and kopf peering CRDs; stopped afterwards."""
+    cluster = SimCluster(instance=INSTANCE, nodes=BENCH_NODES, with_standin=False)
+    was_running = cluster.healthy()
+    cluster.up()
+    cluster.install_crds()
+    kubectl = [str(cluster.kubectl_path()), f"--kubeconfig={cluster.kubeconfig}"]
+    subprocess.run(
+        [*kubectl, "apply", "--server-side", "--field-manager=sim", "-f", str(PEERING_CRDS)],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*kubectl, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(PEERING_CRDS)],
+        check=True,
+        capture_output=True,
+    )
+    yield cluster
+    if not was_running and not os.environ.get("TFSO_KEEP_SIM"):
+        cluster.down()
+
+
+@pytest.fixture(scope="module")
+def scale_api(scale_sim: SimCluster) -> Iterator[Any]:
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(scale_sim.kubeconfig))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_namespace(scale_api: Any) -> Iterator[Any]:
+    """Creates namespaces on demand; deletes them all afterwards."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(scale_api)
+    made: list[str] = []
+
+    def make(prefix: str = "scale") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        core.create_namespace({"metadata": {"name": name}})
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture
+def operators(scale_sim: SimCluster) -> Iterator[Any]:
+    """Starts operator processes on demand; stops every one that is still running."""
+    started: list[OperatorProcess] = []
+
+    def start(label: str, namespaces: str, **env: str) -> OperatorProcess:
+        log = scale_sim.logs / f"operator-scale-{label}-{uuid.uuid4().hex[:4]}.log"
+        proc = OperatorProcess(scale_sim.kubeconfig, namespaces, log, env=env).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def _spec(replicas: int = 0) -> dict[str, Any]:
+    # replicas 0: nothing to schedule, the operator's own work is all there is.
+    return {
+        "modelName": "half_plus_three",
+        "storage": {"hostPath": {"path": "/tmp/tfso-test-models/half_plus_three"}},
+        "version": 1,
+        "replicas": replicas,
+    }
+
+
+def _reconciled(body: dict[str, Any]) -> bool:
+    status = body.get("status") or {}
+    return bool(status) and status.get("observedGeneration") == body["metadata"]["generation"]
+
+
+def _workers(proc: OperatorProcess) -> int:
+    """How many ServedModels the process reconciles (a fresh /healthz answer)."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{proc.liveness_port}/healthz"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return int(json.loads(resp.read())["servedmodels"])
+
+
+def _fresh_workers(proc: OperatorProcess) -> int:
+    _workers(proc)
+    time.sleep(KOPF_PROBE_CACHE)
+    return _workers(proc)
+
+
+def _wait_untouched(api: Any, namespace: str, name: str, seconds: float) -> None:
+    """Nobody writes the status of `namespace/name` for `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert not (get_sm(api, namespace, name).get("status")), f"{namespace}/{name} touched"
+        time.sleep(0.5)
+
+
+def test_namespace_shards_touch_only_their_own(scale_api, make_namespace, operators):
+    """TFSO_NAMESPACES: two operators, two namespaces, no overlap."""
+    ns_a, ns_b = make_namespace("shard-a"), make_namespace("shard-b")
+    op_a = operators("ns-a", ns_a)
+    op_b = operators("ns-b", ns_b)
+    for ns in (ns_a, ns_b):
+        for i in range(3):
+            create_sm(scale_api, ns, servedmodel(f"m{i}", _spec()))
+    for ns in (ns_a, ns_b):
+        for i in range(3):
+            wait_sm(scale_api, ns, f"m{i}", "reconciled", _reconciled, timeout=60)
+    assert _fresh_workers(op_a) == 3
+    assert _workers(op_b) == 3
+
+    # With B stopped, a new ServedModel in B's namespace waits for B; A ignores it.
+    op_b.stop()
+    create_sm(scale_api, ns_b, servedmodel("late", _spec()))
+    _wait_untouched(scale_api, ns_b, "late", 8)
+    assert _fresh_workers(op_a) == 3
+    op_b.start()
+    wait_sm(scale_api, ns_b, "late", "reconciled by its own shard", _reconciled, timeout=60)
+
+
+def test_label_shards_touch_only_their_own(scale_api, make_namespace, operators):
+    """TFSO_LABEL_SELECTOR: two operators on one namespace, split by a label."""
+    ns = make_namespace("shard-label")
+    op_a = operators("label-a", ns, TFSO_LABEL_SELECTOR="shard=a")
+    op_b = operators("label-b", ns, TFSO_LABEL_SELECTOR="shard=b")
+    for shard, count in (("a", 2), ("b", 3)):
+        for i in range(count):
+            body = servedmodel(f"{shard}{i}", _spec())
+            body["metadata"]["labels"] = {"shard": shard}
+            create_sm(scale_api, ns, body)
+    unlabelled = servedmodel("nobody", _spec())
+    create_sm(scale_api, ns, unlabelled)
+    for name in ("a0", "a1", "b0", "b1", "b2"):
+        wait_sm(scale_api, ns, name, "reconciled", _reconciled, timeout=60)
+    assert _fresh_workers(op_a) == 2
+    assert _workers(op_b) == 3
+    # Outside every shard: no operator acts on it.
+    _wait_untouched(scale_api, ns, "nobody", 3)
+
+    op_a.stop()
+    patch_sm(scale_api, ns, "a0", {"spec": {"fileSystemPollWaitSeconds": 31}})
+    time.sleep(5)
+    body = get_sm(scale_api, ns, "a0")
+    assert body["status"]["observedGeneration"] < body["metadata"]["generation"], (
+        "shard b acted on a ServedModel of shard a"
+    )
+
+
+def test_peered_replicas_one_acts_and_the_other_takes_over(
+    scale_api, scale_sim, make_namespace, operators, record_property, capsys
+):
+    """TFSO_PEERING: of two replicas only the higher-priority one acts; SIGKILL it and
+    the other takes over once kopf's peering lifetime has passed."""
+    from kubernetes import client
+
+    ns = make_namespace("peered")
+    peering = "tfso-scale"
+    client.CustomObjectsApi(scale_api).create_namespaced_custom_object(
+        "kopf.dev",
+        "v1",
+        ns,
+        "kopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": peering}},
+    )
+    active = operators("peer-active", ns, TFSO_PEERING=peering, TFSO_PEERING_PRIORITY="200")
+    standby = operators("peer-standby", ns, TFSO_PEERING=peering, TFSO_PEERING_PRIORITY="100")
+    create_sm(scale_api, ns, servedmodel("m0", _spec()))
+    wait_sm(scale_api, ns, "m0", "reconciled", _reconciled, timeout=60)
+    assert _fresh_workers(active) == 1
+    assert _workers(standby) == 0, "the standby replica reconciles too"
+
+    active.kill()
+    killed = time.monotonic()
+    patch_sm(scale_api, ns, "m0", {"spec": {"fileSystemPollWaitSeconds": 31}})
+    wait_sm(
+        scale_api,
+        ns,
+        "m0",
+        "reconciled by the standby",
+        _reconciled,
+        timeout=PEERING_LIFETIME + 60,
+    )
+    takeover = time.monotonic() - killed
+    record_property("takeover_seconds", round(takeover, 1))
+    with capsys.disabled():
+        print(f"\n[scale] standby took over {takeover:.1f} s after SIGKILL of the active replica")
+    assert _fresh_workers(standby) == 1
+    assert takeover <= PEERING_LIFETIME + 30
+
+
+def test_quick_benchmark_runs(scale_sim, tmp_path):
+    """`python -m benchmarks --quick` runs every benchmark and writes its results."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            f"--instance={INSTANCE}",
+            f"--out={tmp_path}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "quick.json").read_text())
+    errors = {k: v["error"] for k, v in results.items() if isinstance(v, dict) and "error" in v}
+    assert not errors, errors
+    assert results["throughput"]["summary"][0]["applied_seconds_median"] > 0
+    assert "operator_writes" in results["idle"]
+    assert results["startup"]["cold_starts"][0]["all_applied_seconds"] is not None
+    assert results["probe_load"]["probe_calls"] >= 0
+    assert (tmp_path / "quick.md").read_text().startswith("# Benchmark results")
+    assert time.monotonic() - started < 300
