@@ -62,6 +62,11 @@ test: setup sim-build lint ## Every test: lint, unit, wire, training, and the lo
 test-unit: setup ## Only the tests that need no cluster
 	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
 
+.PHONY: chaos
+chaos: setup sim-build ## Long fault tests (operator kills, API server/etcd restarts, replicas, broken servers); writes docs/reliability.md
+	$(PY) -m pytest -m chaos tests/reliability $(PYTEST_ARGS); status=$$?; \
+	  $(PY) -m tests.reliability.report; exit $$status
+
 .PHONY: demo
 demo: setup sim-build ## The whole mission on the local cluster: train, serve, roll v1->v2, refuse broken v3
 	$(PY) -m tests.demo

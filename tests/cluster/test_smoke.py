@@ -8,7 +8,11 @@ from tests.support.models import make_model_dir
 
 def test_servedmodel_becomes_ready(api_client, namespace, operator, model_store):  # type: ignore[no-untyped-def]
     base = make_model_dir(model_store, "smoke", good=(1,))
-    spec = {"modelName": "half_plus_three", "storage": {"hostPath": {"path": str(base)}}, "version": 1}
+    spec = {
+        "modelName": "half_plus_three",
+        "storage": {"hostPath": {"path": str(base)}},
+        "version": 1,
+    }
     create_sm(api_client, namespace, servedmodel("smoke", spec))
     body = wait_condition(api_client, namespace, "smoke", "Ready")
     assert body["status"]["servingVersions"] == "1"

@@ -11,7 +11,10 @@ so that a corrupt or missing ``saved_model.pb`` really fails to load.
 
 Run it with ``python -m tests.standin --kubeconfig PATH``. A pod annotation
 ``standin.tests.tfoperator.dev/load-delay-seconds`` (``"3"`` for every version,
-or ``"4=30,5=2.5"`` per version) keeps versions in LOADING for that long.
+or ``"4=30,5=2.5"`` per version) keeps versions in LOADING for that long, and
+``standin.tests.tfoperator.dev/fault`` (``hang``, ``garbage``, ``slow=<seconds>``
+or ``vanish``) breaks the pod's server on purpose, for the reliability tests
+(see ``faults.py``).
 
 Known differences from the real server:
 

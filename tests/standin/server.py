@@ -7,6 +7,8 @@ override the host and ports (tests bind 127.0.0.1 with ephemeral ports).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -25,6 +27,7 @@ from .config import (
     parse_server_args,
     server_argv,
 )
+from .faults import FAULT_ANNOTATION, NO_FAULT, FaultInterceptor, parse_fault
 from .grpc_service import add_services
 from .models import ModelCache
 from .paths import ClusterLookup, PathResolver
@@ -124,6 +127,12 @@ class PodServer:
         self.rest_port = 0
         self._load_delays = LoadDelays()
         self._delay_text: str | None = None
+        self.fault = NO_FAULT
+        self._fault_text: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners_lock = asyncio.Lock()
+        self._sync_task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.update_annotations(spec.annotations)
         self.manager = VersionManager(
             name=spec.key,
@@ -135,9 +144,15 @@ class PodServer:
         self._grpc: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
 
+    @property
+    def listening(self) -> bool:
+        """The gRPC listener is open (False while a ``vanish`` fault holds)."""
+        return self._grpc is not None
+
     def update_annotations(self, annotations: Mapping[str, str]) -> None:
-        """Take the pod's current annotations (the load delay may change)."""
+        """Take the pod's current annotations (the load delay and the fault may change)."""
         self.spec.annotations = dict(annotations)
+        self._update_fault(annotations.get(FAULT_ANNOTATION))
         text = annotations.get(LOAD_DELAY_ANNOTATION)
         if text == self._delay_text:
             return
@@ -148,8 +163,52 @@ class PodServer:
             log.error("%s: ignoring annotation %s: %s", self.spec.key, LOAD_DELAY_ANNOTATION, e)
             self._load_delays = LoadDelays()
 
+    def _update_fault(self, text: str | None) -> None:
+        if text == self._fault_text:
+            return
+        self._fault_text = text
+        try:
+            fault = parse_fault(text)
+        except ValueError as e:
+            log.error("%s: ignoring annotation %s: %s", self.spec.key, FAULT_ANNOTATION, e)
+            fault = NO_FAULT
+        if fault == self.fault:
+            return
+        log.info("%s: fault %s -> %s", self.spec.key, self.fault.describe(), fault.describe())
+        self.fault = fault
+        if self._loop is not None:
+            # Listeners open and close in the event loop, whichever thread saw the pod.
+            self._loop.call_soon_threadsafe(self._schedule_listener_sync)
+
+    def _schedule_listener_sync(self) -> None:
+        if self._stopping:
+            return
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_task = asyncio.create_task(
+                self._sync_listeners(), name=f"{self.spec.key} listeners"
+            )
+
+    async def _sync_listeners(self) -> None:
+        """Close the listeners under a ``vanish`` fault, reopen them once it clears."""
+        while not self._stopping:
+            async with self._listeners_lock:
+                if self.fault.vanish and self.listening:
+                    await self._close_listeners()
+                    log.info("%s: listeners closed (fault vanish)", self.spec.key)
+                elif not self.fault.vanish and not self.listening:
+                    try:
+                        await self._open_listeners()
+                        log.info("%s: listeners open again", self.spec.key)
+                    except BindError as e:
+                        log.warning("%s: reopening listeners: %s; retrying", self.spec.key, e)
+                        await asyncio.sleep(0.5)
+                        continue
+            if self.fault.vanish != self.listening:
+                return
+
     async def start(self) -> None:
         """Bind the listeners and start the core; raises ``BindError``."""
+        self._loop = asyncio.get_running_loop()
         flags = self.spec.flags
         for name in flags.unknown_flags:
             log.warning(
@@ -158,6 +217,25 @@ class PodServer:
                 self.spec.key,
                 name,
             )
+        if not self.fault.vanish:
+            async with self._listeners_lock:
+                await self._open_listeners()
+        try:
+            await self.manager.start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "serving pod %s on %s: gRPC %d, REST %s%s",
+            self.spec.key,
+            self.host,
+            self.grpc_port,
+            self.rest_port or "off",
+            f" (fault: {self.fault.describe()})" if self.fault.kind else "",
+        )
+
+    async def _open_listeners(self) -> None:
+        flags = self.spec.flags
         server = grpc.aio.server(
             options=[
                 # Without this, two servers could silently share an address.
@@ -165,10 +243,12 @@ class PodServer:
                 # The real server lifts gRPC's message size limits.
                 ("grpc.max_receive_message_length", -1),
                 ("grpc.max_send_message_length", -1),
-            ]
+            ],
+            interceptors=[FaultInterceptor(lambda: self.fault, self.spec.key)],
         )
         add_services(server, self.manager, self.runtime.infer_executor)
-        address = f"{self.host}:{self._grpc_port_wanted}"
+        # Reopened after a vanish fault: the same port as before, not a new ephemeral one.
+        address = f"{self.host}:{self.grpc_port or self._grpc_port_wanted}"
         try:
             self.grpc_port = server.add_insecure_port(address)
         except RuntimeError as e:
@@ -189,35 +269,32 @@ class PodServer:
                 shutdown_timeout=0.5,
             )
             await runner.setup()
+            rest_port = self.rest_port or self._rest_port_wanted
             try:
-                await web.TCPSite(runner, self.host, self._rest_port_wanted).start()
+                await web.TCPSite(runner, self.host, rest_port).start()
             except OSError as e:
                 await runner.cleanup()
                 await server.stop(None)
                 self._grpc = None
-                raise BindError(f"REST {self.host}:{self._rest_port_wanted}: {e}") from None
+                raise BindError(f"REST {self.host}:{rest_port}: {e}") from None
             self._runner = runner
             self.rest_port = int(runner.addresses[0][1])
-        try:
-            await self.manager.start()
-        except BaseException:
-            await self.stop()
-            raise
-        log.info(
-            "serving pod %s on %s: gRPC %d, REST %s",
-            self.spec.key,
-            self.host,
-            self.grpc_port,
-            self.rest_port or "off",
-        )
 
-    async def stop(self) -> None:
-        """Close the listeners and let go of the loaded models."""
-        await self.manager.stop()
+    async def _close_listeners(self) -> None:
         if self._grpc is not None:
             await self._grpc.stop(0.2)
             self._grpc = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def stop(self) -> None:
+        """Close the listeners and let go of the loaded models."""
+        self._stopping = True
+        if self._sync_task is not None and not self._sync_task.done():
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        await self.manager.stop()
+        await self._close_listeners()
         log.info("stopped serving pod %s (%s)", self.spec.key, self.host)

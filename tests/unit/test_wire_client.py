@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+
 from tfserving_operator.wire import client
 from tfserving_operator.wire import tfserving_wire_pb2 as pb
 from tfserving_operator.wire.client import (

@@ -25,6 +25,7 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 from tensorflow_serving.config import file_system_storage_path_source_pb2, model_server_config_pb2
+
 from tfserving_operator.wire import client, regenerate
 from tfserving_operator.wire import tfserving_wire_pb2 as ours
 

@@ -1,0 +1,1 @@
+"""Reliability and security: faults survived, bad input refused (see docs/reliability.md)."""

@@ -1,0 +1,218 @@
+"""Write docs/reliability.md from the results the reliability tests recorded.
+
+    .venv/bin/python -m tests.reliability.report [--check]
+
+Reads .sim/reliability-results.json (written by tests/reliability/, see
+results.py; `make test` fills the bad-input and security rows, `make chaos`
+the fault rows) and writes the table. Rows never recorded show as "not run".
+``--check`` writes nothing and exits 1 when a row is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tests.reliability.results import RESULTS_FILE, SECTIONS, Result, load, load_raw
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOC = REPO_ROOT / "docs" / "reliability.md"
+
+# Every row the suite records, in table order.
+EXPECTED = (
+    "operator-sigkill-during-create",
+    "operator-sigkill-during-update",
+    "operator-sigkill-during-rollout",
+    "operator-sigkill-during-delete",
+    "kube-apiserver-restart",
+    "etcd-restart",
+    "kube-apiserver-long-outage",
+    "model-server-hang",
+    "model-server-garbage",
+    "model-server-slow",
+    "model-server-vanish",
+    "model-server-hung-neighbours",
+    "model-server-hung-outnumber-slots",
+    "two-replicas-peering",
+    "spec-properties-admitted",
+    "spec-properties-refused",
+    "spec-breaks-listed",
+    "spec-properties-operator",
+    "spec-non-bmp-characters",
+    "spec-ssa-type-errors",
+    "model-folder-empty-pinned",
+    "model-folder-empty-latest",
+    "model-folder-non-numeric",
+    "model-folder-half-pinned",
+    "model-folder-half-latest",
+    "model-folder-half-written-live",
+    "model-folder-half-written-live-condition",
+    "model-folder-tmp-folder",
+    "model-folder-unreadable",
+    "model-folder-chmod-000",
+    "pod-security-restricted",
+    "pod-security-hostpath-nfs",
+    "pod-security-refusal-in-status",
+    "storage-read-only",
+    "secret-values",
+    "network-policy",
+    "network-policy-operator-peer",
+)
+
+INTRO = """\
+# Reliability and security
+
+What the operator was put through, how often, and how it came out. Every row
+is written by a test: `make test` runs the bad-input and security tests,
+`make chaos` the long fault tests (`@pytest.mark.chaos`, also run by CI);
+each records its row in `.sim/reliability-results.json`, and
+`python -m tests.reliability.report` (run by `make chaos`) turns that file
+into this page. Don't edit the tables by hand.
+
+A row reading *k/n* came out as expected *k* times out of *n*. A row marked
+**known bug** is one where the expected outcome does not hold yet: its test is
+marked `xfail(strict=True)` with the cause, so the suite stays green and
+flips to a failure (XPASS) the moment the bug is fixed.
+
+How the faults are made:
+
+* **Operator killed**: an operator process of the test's own (watching an
+  `r-<hex>-*` namespace) gets SIGKILL at a random moment of a create, an
+  update, a delete or a gated rollout (seeded RNG, `TFSO_CHAOS_SEED`; half
+  the kills within 0.25 s of the change), is sometimes given a new spec
+  while dead, and is restarted. "Converged" means: status current, Ready,
+  Progressing False/RolloutComplete, no `status.rollout`; exactly one
+  Deployment, the three Services, only ConfigMaps some ReplicaSet uses,
+  every pod on the current config with its gate open, nothing owned by an
+  older incarnation; after a delete nothing left and nothing coming back.
+* **Control plane**: on a separate local cluster (instance 2: own ports, own
+  pod range), kube-apiserver or etcd gets SIGKILL while a rollout is in
+  flight, stays down 3 s, is started again, and another ServedModel is
+  changed right after. "Operator acted" is the time from the API answering
+  again to the operator's status naming the new generation; "all converged"
+  includes the controller manager, kwok and the stand-in reconnecting.
+* **Model servers**: the stand-in model server honours a pod annotation
+  `standin.tests.tfoperator.dev/fault: hang | garbage | slow=<s> | vanish`
+  (tests/standin/faults.py): ModelService calls never answer, answer bytes
+  that are no protobuf, answer late, or the ports close.
+* **Replicas**: two operator processes with kopf peering (`TFSO_PEERING`,
+  priorities 200 and 100); which one acts is read from each one's liveness
+  endpoint (ServedModel workers, probes sent).
+* **Bad input**: hypothesis draws specs from the CRD's own schema (the
+  structural rules; the CEL rules are repaired most of the time and left
+  broken sometimes) and submits them to the API server (dry run); admitted
+  ones are parsed and rendered and every child is dry-run applied exactly as
+  the operator applies it. Model folders are real folders the stand-in
+  loads with TensorFlow.
+"""
+
+LIMITS = """\
+## What these tests cannot show
+
+* **NetworkPolicy enforcement.** The local cluster has no CNI plugin (kwok
+  pods send no packets): the tests check the applied NetworkPolicy's
+  selectors, peers and ports, not the traffic.
+* **Unreadable files.** The tests run as root, and root reads a mode-000
+  file; the unreadable case is played by a `saved_model.pb` that is a
+  directory (EISDIR), and the chmod row says whether it could be tested.
+* **The real model server.** The stand-in behaves like
+  `tensorflow_model_server` where the operator depends on it (states, error
+  messages, the availability-preserving policy, a failed version not being
+  retried while it stays aspired) but listens at once and never crash-loops
+  (tests/standin/__init__.py lists the differences).
+* **Takeover after a crash** depends on kopf's peering lifetime (60 s): a
+  SIGKILLed replica counts as alive until its last keep-alive is that old,
+  so the figure varies between runs from a few seconds to about a minute.
+* **Control-plane figures.** "Operator acted" is the operator's own
+  catch-up. "All converged" after an API server restart is dominated by the
+  local cluster's kube-controller-manager, which took about 30 s to create
+  the new ReplicaSet's pods; kwok also drops pod stages it could not write
+  during an outage, so the test touches such pods (a kubelet would retry).
+* **An operator starting during an outage.** A running operator outlives a
+  60 s API outage (row above). One seen starting while the API was
+  unreachable exited after about 55 s, when kopf's namespace observer gave
+  up on its first list (an exploratory run, not a test here); its pod would
+  be restarted by Kubernetes.
+* **Publishing versions.** Copy a version folder under a temporary name
+  (`tmp-3`, `.3`: not numeric, so ignored) and rename it when complete. A
+  version seen half-written fails to load and, like the real server, the
+  stand-in does not retry it while it stays in the folder.
+"""
+
+
+def _figures(result: Result) -> str:
+    return "; ".join(
+        f"{k}: {v:.1f}" if isinstance(v, float) else f"{k}: {v}"
+        for k, v in result.figures.items()
+        if k != "notes" and v not in ("", None)
+    )
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render(results: list[Result], machine: str = "") -> tuple[str, list[str]]:
+    """The page, and the expected rows no test has recorded yet."""
+    by_key = {r.key: r for r in results}
+    order = [k for k in EXPECTED if k in by_key] + sorted(set(by_key) - set(EXPECTED))
+    missing = [k for k in EXPECTED if k not in by_key]
+    lines = [INTRO]
+    if machine:
+        lines.append(f"Last recorded on: {machine}.\n")
+    for section in SECTIONS:
+        rows = [by_key[k] for k in order if by_key[k].section == section]
+        lines.append(f"## {section}\n")
+        lines.append("| What | Tried | Outcome | Figures | Suite |")
+        lines.append("|---|---|---|---|---|")
+        for r in rows:
+            outcome = f"{r.passed}/{r.tried} {r.outcome}"
+            if r.bug:
+                outcome += f" — **known bug**: {r.bug}"
+            lines.append(
+                f"| {_cell(r.title)} | {r.tried} | {_cell(outcome)} | {_cell(_figures(r))} | "
+                f"`{r.suite}` |"
+            )
+        section_missing = [k for k in missing if _section_of(k) == section]
+        for key in section_missing:
+            lines.append(f"| `{key}` | 0 | not run yet | | |")
+        lines.append("")
+    bugs = [by_key[k] for k in order if by_key[k].bug]
+    if bugs:
+        lines.append("## Known bugs these tests hold open\n")
+        for r in bugs:
+            lines.append(f"* `{r.key}`: {r.bug}.")
+        lines.append("")
+    lines.append(LIMITS)
+    return "\n".join(lines), missing
+
+
+def _section_of(key: str) -> str:
+    if key.startswith(("spec-", "model-folder-")):
+        return "Bad input"
+    if key.startswith(("pod-security", "storage-", "secret-", "network-")):
+        return "Security"
+    return "Faults"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.reliability.report", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail when a row was never recorded")
+    parser.add_argument("--output", type=Path, default=DOC)
+    args = parser.parse_args(argv)
+    page, missing = render(load(), str(load_raw().get("machine", "")))
+    if missing:
+        print(
+            f"{len(missing)} rows not recorded in {RESULTS_FILE}: {', '.join(missing)}",
+            file=sys.stderr,
+        )
+    if args.check:
+        return 1 if missing else 0
+    args.output.write_text(page)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
