@@ -75,13 +75,8 @@ class Reason:
     AS_EXPECTED: Final = "AsExpected"
     VERSION_LOAD_FAILED: Final = "VersionLoadFailed"
     VERSION_LOAD_TIMEOUT: Final = "VersionLoadTimeout"
-    SERVER_CRASHING: Final = "ModelServerCrashing"
     UNSCHEDULABLE: Final = "Unschedulable"
     INVALID_SPEC: Final = "InvalidSpec"
-    APPLY_FAILED: Final = "ApplyFailed"
-    PROBE_FAILED: Final = "ProbeFailed"
-    VERSION_UNAVAILABLE: Final = "VersionUnavailable"
-    NO_VERSIONS: Final = "NoVersionsAvailable"
 
 
 # Gate reasons, written on the pod's readiness-gate condition.
