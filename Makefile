@@ -24,23 +24,23 @@ setup: $(SETUP_STAMP) ## Create the virtualenv with every dependency (idempotent
 
 .PHONY: sim-build
 sim-build: setup ## Build the pinned control plane from source into ~/.cache (once per machine)
-	$(PY) -m tests.sim build
+	$(PY) -m localdev.sim build
 
 .PHONY: sim-up
 sim-up: setup ## Start the local cluster (admin kubeconfig: .sim/kubeconfig, kubectl+helm: .sim/bin)
-	$(PY) -m tests.sim up
+	$(PY) -m localdev.sim up
 
 .PHONY: sim-down
 sim-down: ## Stop the local cluster and every process it started
-	@if [ -x $(PY) ]; then $(PY) -m tests.sim down; fi
+	@if [ -x $(PY) ]; then $(PY) -m localdev.sim down; fi
 
 .PHONY: sim-status
 sim-status: setup ## Show which local-cluster components are running
-	$(PY) -m tests.sim status
+	$(PY) -m localdev.sim status
 
 .PHONY: run
 run: sim-up ## Run the operator in the foreground against the local cluster
-	$(PY) -m tests.sim install-crds
+	$(PY) -m localdev.sim install-crds
 	KUBECONFIG=$(KUBECONFIG_SIM) $(VENV)/bin/tfserving-operator
 
 .PHONY: lint
@@ -64,12 +64,11 @@ test-unit: setup ## Only the tests that need no cluster
 
 .PHONY: chaos
 chaos: setup sim-build ## Long fault tests (operator kills, API server/etcd restarts, replicas, broken servers); writes docs/reliability.md
-	$(PY) -m pytest -m chaos tests/reliability $(PYTEST_ARGS); status=$$?; \
-	  $(PY) -m tests.reliability.report; exit $$status
+	TFSO_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md $(PY) -m pytest -m chaos tests/reliability $(PYTEST_ARGS)
 
 .PHONY: demo
 demo: setup sim-build ## The whole mission on the local cluster: train, serve, roll v1->v2, refuse broken v3
-	$(PY) -m tests.demo
+	$(PY) -m localdev.demo
 
 .PHONY: bench
 bench: setup sim-build ## Benchmarks: print figures (reconcile throughput, idle writes, memory, gate latency)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from benchmarks import procstat
-from tests.sim.cluster import COMPONENT_NAMES, SimCluster
+from localdev.sim.cluster import COMPONENT_NAMES, SimCluster
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 

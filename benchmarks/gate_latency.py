@@ -27,9 +27,9 @@ from typing import Any
 
 import grpc
 
-from tests.support.clients import PodWatcher, model_status
-from tests.support.k8s import create_sm, delete_sm, servedmodel
-from tests.support.models import make_model_dir
+from localdev.support.clients import PodWatcher, model_status
+from localdev.support.k8s import create_sm, delete_sm, servedmodel
+from localdev.support.models import make_model_dir
 
 MODEL = "half_plus_three"
 LOAD_DELAY_ANNOTATION = "standin.tests.tfoperator.dev/load-delay-seconds"
@@ -141,9 +141,9 @@ def main(argv: list[str]) -> int:
     """Start an operator with the shipped defaults in a namespace of its own; print figures."""
     from kubernetes import client, config
 
-    from tests.sim.cluster import SimCluster
-    from tests.support.operator import OperatorProcess
-    from tests.support.waiting import wait_until
+    from localdev.sim.cluster import SimCluster
+    from localdev.support.operator import OperatorProcess
+    from localdev.support.waiting import wait_until
 
     samples = int(argv[0]) if argv else 20
     sim = SimCluster(with_standin=True).up()

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.kubeapi import Api
-from tests.sim.cluster import SimCluster
-from tests.sim.nodes import SimNode
+from localdev.sim.cluster import SimCluster
+from localdev.sim.nodes import SimNode
 
 # Instance 0 is the developers' and the test suite's cluster: never this one.
 DEFAULT_INSTANCE = 1

@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
-from tests.sim.cluster import SimCluster
+from localdev.sim.cluster import SimCluster
 
 Body = dict[str, Any]
 

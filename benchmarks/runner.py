@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.sim.cluster import SimCluster
-from tests.support.operator import OperatorProcess
+from localdev.sim.cluster import SimCluster
+from localdev.support.operator import OperatorProcess
 
 # The operator's defaults, not the test suite's faster backoff (OperatorProcess sets 1 s).
 BENCH_ENV = {"TFSO_PROBE_BACKOFF_MAX_SECONDS": "5", "TFSO_LOG_LEVEL": "INFO"}

@@ -1,6 +1,6 @@
 """Generate docs/reference.md from the CRD's OpenAPI schema (`make docs`).
 
-The CRD in crds/ is the one source of truth; tests/unit/test_docs.py fails
+The CRD in crds/ is the one source of truth; tests/contract/test_docs.py fails
 when reference.md no longer matches what this script writes.
 """
 

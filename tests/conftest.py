@@ -16,17 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.sim.cluster import SimCluster
-from tests.support.operator import OperatorProcess
-from tests.support.waiting import wait_until
+from localdev.sim.cluster import SimCluster
+from localdev.support.operator import OperatorProcess
+from localdev.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test under tests/cluster/ needs the cluster: mark it so `-m 'not cluster'` works."""
+    """Every test under tests/cluster/, and every test that uses the `sim` fixture
+    (directly or through another fixture), needs the cluster: mark it so
+    `-m 'not cluster'` works."""
     for item in items:
-        if "tests/cluster/" in str(item.fspath).replace(os.sep, "/"):
+        in_cluster_suite = "tests/cluster/" in str(item.fspath).replace(os.sep, "/")
+        if in_cluster_suite or "sim" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cluster)
 
 

@@ -21,8 +21,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.support.k8s import custom, servedmodel
-from tests.support.waiting import wait_until
+from localdev.support.k8s import custom, servedmodel
+from localdev.support.waiting import wait_until
 from tests.unit.golden.cases import CASES
 from tfserving_operator import api, render, spec
 from tfserving_operator.observe import strip_object

@@ -16,7 +16,7 @@ def test_demo_runs_the_whole_mission(sim, crds, tmp_path) -> None:  # type: igno
         [
             sys.executable,
             "-m",
-            "tests.demo",
+            "localdev.demo",
             f"--namespace={namespace}",
             f"--models={tmp_path / 'mnist'}",
             "--stop-operator",

@@ -33,8 +33,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from tests.sim.cluster import SimCluster
-from tests.support.k8s import (
+from localdev.sim.cluster import SimCluster
+from localdev.support.k8s import (
     create_sm,
     get_sm,
     patch_sm,
@@ -42,9 +42,9 @@ from tests.support.k8s import (
     servedmodel,
     wait_condition,
 )
-from tests.support.models import make_model_dir
-from tests.support.operator import OperatorProcess
-from tests.support.waiting import wait_until
+from localdev.support.models import make_model_dir
+from localdev.support.operator import OperatorProcess
+from localdev.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "tfserving-operator"

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from localdev.support.k8s import create_sm, pod_condition, pods_of, servedmodel, wait_condition
 from tests.conftest import REPO_ROOT, _export
-from tests.support.k8s import create_sm, pod_condition, pods_of, servedmodel, wait_condition
 
 CLIENT = REPO_ROOT / "training_jobs" / "mnist" / "mnist_client.py"
 

@@ -17,8 +17,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.sim.nodes import MAX_GPUS_PER_NODE, SIM_NODES
-from tests.support.k8s import (
+from localdev.sim.nodes import MAX_GPUS_PER_NODE, SIM_NODES
+from localdev.support.k8s import (
     condition,
     create_sm,
     delete_sm,
@@ -29,8 +29,8 @@ from tests.support.k8s import (
     wait_condition,
     wait_sm,
 )
-from tests.support.models import make_model_dir
-from tests.support.waiting import wait_until
+from localdev.support.models import make_model_dir
+from localdev.support.waiting import wait_until
 from tfserving_operator import api, render, spec
 from tfserving_operator.reconcile import contains
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE

@@ -15,7 +15,7 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.support.clients import (
+from localdev.support.clients import (
     PodInfo,
     PodWatcher,
     hung_grpc_server,
@@ -23,7 +23,7 @@ from tests.support.clients import (
     predict,
     predict_load,
 )
-from tests.support.k8s import (
+from localdev.support.k8s import (
     condition,
     create_sm,
     get_sm,
@@ -31,9 +31,9 @@ from tests.support.k8s import (
     servedmodel,
     wait_sm,
 )
-from tests.support.models import make_model_dir
-from tests.support.operator import OperatorProcess
-from tests.support.waiting import wait_until
+from localdev.support.models import make_model_dir
+from localdev.support.operator import OperatorProcess
+from localdev.support.waiting import wait_until
 from tfserving_operator import api
 
 MODEL = "half_plus_three"

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from benchmarks.harness import BENCH_NODES
-from tests.sim.cluster import SimCluster
-from tests.support.k8s import create_sm, get_sm, patch_sm, servedmodel, wait_sm
-from tests.support.operator import OperatorProcess
+from localdev.sim.cluster import SimCluster
+from localdev.support.k8s import create_sm, get_sm, patch_sm, servedmodel, wait_sm
+from localdev.support.operator import OperatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTANCE = 7

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.support.k8s import create_sm, servedmodel, wait_condition
-from tests.support.models import make_model_dir
+from localdev.support.k8s import create_sm, servedmodel, wait_condition
+from localdev.support.models import make_model_dir
 
 
 def test_servedmodel_becomes_ready(api_client, namespace, operator, model_store):  # type: ignore[no-untyped-def]

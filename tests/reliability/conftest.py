@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
+from localdev.sim.cluster import SimCluster, SimError
+from localdev.support.operator import OperatorProcess
+from localdev.support.waiting import wait_until
 from tests.reliability import results
-from tests.sim.cluster import SimCluster, SimError
-from tests.support.operator import OperatorProcess
-from tests.support.waiting import wait_until
 
 OWN_INSTANCE = 2
 # kopf's peering kinds, as the install paths ship them; the first that exists
@@ -49,6 +49,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if chaos:
         config.hook.pytest_deselected(items=chaos)
         items[:] = [i for i in items if i.get_closest_marker("chaos") is None]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """`make chaos` sets TFSO_RELIABILITY_REPORT: write docs/reliability.md from the results."""
+    target = os.environ.get("TFSO_RELIABILITY_REPORT")
+    if target:
+        from tests.reliability.report import write_report
+
+        write_report(Path(target))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -145,7 +154,7 @@ def install_crds(cluster: SimCluster) -> None:
 def heal_nodes(cluster: SimCluster) -> list[str]:
     """Post Ready for simulated nodes the node controller marked Unknown; returns their names.
 
-    kwok's heartbeat stage (tests/sim/kwok-stages.yaml) only renews nodes
+    kwok's heartbeat stage (localdev/sim/kwok-stages.yaml) only renews nodes
     whose Ready is True, so a node marked Unknown during a long API server
     outage stayed NotReady (and tainted, NoExecute included) for minutes
     here. A real kubelet posts Ready at its next heartbeat; this does it for

@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.support.k8s import condition, get_sm
+from localdev.support.k8s import condition, get_sm
 from tfserving_operator import api
 
 Body = dict[str, Any]

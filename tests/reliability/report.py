@@ -1,16 +1,15 @@
 """Write docs/reliability.md from the results the reliability tests recorded.
 
-    .venv/bin/python -m tests.reliability.report [--check]
+`make chaos` sets TFSO_RELIABILITY_REPORT=docs/reliability.md and the
+reliability conftest calls `write_report` when the session ends.
 
 Reads .sim/reliability-results.json (written by tests/reliability/, see
 results.py; `make test` fills the bad-input and security rows, `make chaos`
 the fault rows) and writes the table. Rows never recorded show as "not run".
-``--check`` writes nothing and exits 1 when a row is missing.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -94,7 +93,7 @@ How the faults are made:
   includes the controller manager, kwok and the stand-in reconnecting.
 * **Model servers**: the stand-in model server honours a pod annotation
   `standin.tests.tfoperator.dev/fault: hang | garbage | slow=<s> | vanish`
-  (tests/standin/faults.py): ModelService calls never answer, answer bytes
+  (localdev/standin/faults.py): ModelService calls never answer, answer bytes
   that are no protobuf, answer late, or the ports close.
 * **Replicas**: two operator processes with kopf peering (`TFSO_PEERING`,
   priorities 200 and 100); which one acts is read from each one's liveness
@@ -120,7 +119,7 @@ LIMITS = """\
   `tensorflow_model_server` where the operator depends on it (states, error
   messages, the availability-preserving policy, a failed version not being
   retried while it stays aspired) but listens at once and never crash-loops
-  (tests/standin/__init__.py lists the differences).
+  (localdev/standin/__init__.py lists the differences).
 * **Takeover after a crash** depends on kopf's peering lifetime (60 s): a
   SIGKILLed replica counts as alive until its last keep-alive is that old,
   so the figure varies between runs from a few seconds to about a minute.
@@ -196,23 +195,14 @@ def _section_of(key: str) -> str:
     return "Faults"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.reliability.report", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail when a row was never recorded")
-    parser.add_argument("--output", type=Path, default=DOC)
-    args = parser.parse_args(argv)
+def write_report(output: Path = DOC) -> list[str]:
+    """Render the page into `output`; return the rows never recorded."""
     page, missing = render(load(), str(load_raw().get("machine", "")))
     if missing:
         print(
             f"{len(missing)} rows not recorded in {RESULTS_FILE}: {', '.join(missing)}",
             file=sys.stderr,
         )
-    if args.check:
-        return 1 if missing else 0
-    args.output.write_text(page)
-    print(f"wrote {args.output}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    output.write_text(page)
+    print(f"wrote {output}", file=sys.stderr)
+    return missing

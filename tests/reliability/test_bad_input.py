@@ -24,13 +24,13 @@ from typing import Any
 
 import pytest
 
+from localdev.support.k8s import condition, create_sm, get_sm, servedmodel
+from localdev.support.models import add_good_version, make_model_dir
+from localdev.support.operator import OperatorProcess
+from localdev.support.waiting import wait_until
 from tests.reliability import results
 from tests.reliability.conftest import REL_PREFIX, delete_namespace, make_namespace
 from tests.reliability.kubeapi import dry_apply, dry_create_servedmodel
-from tests.support.k8s import condition, create_sm, get_sm, servedmodel
-from tests.support.models import add_good_version, make_model_dir
-from tests.support.operator import OperatorProcess
-from tests.support.waiting import wait_until
 from tfserving_operator import render, spec
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
 

@@ -1,6 +1,6 @@
 """Model servers that hang, answer garbage, answer slowly, or vanish.
 
-The stand-in's fault annotation (tests/standin/faults.py) breaks one pod's
+The stand-in's fault annotation (localdev/standin/faults.py) breaks one pod's
 server. The operator must bound every probe by TFSO_PROBE_TIMEOUT_SECONDS,
 close that pod's gate with a reason that names the fault (ProbeTimeout,
 ProbeFailed, ServerUnreachable), show it in the ServedModel's status with
@@ -23,15 +23,15 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from localdev.sim.cluster import SimCluster
+from localdev.standin.faults import FAULT_ANNOTATION
+from localdev.support.k8s import condition, create_sm, get_sm, patch_sm, pods_of, servedmodel
+from localdev.support.models import make_model_dir
+from localdev.support.operator import OperatorProcess
+from localdev.support.waiting import wait_until
 from tests.reliability import results
 from tests.reliability.conftest import REL_PREFIX, delete_namespace, make_namespace
 from tests.reliability.invariants import wait_converged
-from tests.sim.cluster import SimCluster
-from tests.standin.faults import FAULT_ANNOTATION
-from tests.support.k8s import condition, create_sm, get_sm, patch_sm, pods_of, servedmodel
-from tests.support.models import make_model_dir
-from tests.support.operator import OperatorProcess
-from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.chaos]
 

@@ -25,13 +25,13 @@ from typing import Any
 
 import pytest
 
+from localdev.sim.cluster import SimCluster
+from localdev.support.k8s import condition, create_sm, delete_sm, get_sm, patch_sm, servedmodel
+from localdev.support.models import make_model_dir
+from localdev.support.operator import OperatorProcess
 from tests.reliability import results
 from tests.reliability.conftest import REL_PREFIX, delete_namespace, make_namespace
 from tests.reliability.invariants import leftovers, wait_converged, wait_gone
-from tests.sim.cluster import SimCluster
-from tests.support.k8s import condition, create_sm, delete_sm, get_sm, patch_sm, servedmodel
-from tests.support.models import make_model_dir
-from tests.support.operator import OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.chaos]
 
@@ -246,7 +246,7 @@ def test_sigkill_during_delete(chaos: Chaos) -> None:
 
 def _delete_all(c: Chaos) -> None:
     """Drop this iteration's ServedModels: the shared stand-in serves every pod."""
-    from tests.support.k8s import custom
+    from localdev.support.k8s import custom
     from tfserving_operator import api
 
     custom(c.api).delete_collection_namespaced_custom_object(

@@ -21,6 +21,11 @@ from typing import Any
 
 import pytest
 
+from localdev.sim.cluster import SimCluster
+from localdev.support.k8s import create_sm, get_sm, patch_sm, servedmodel
+from localdev.support.models import make_model_dir
+from localdev.support.operator import OperatorProcess
+from localdev.support.waiting import wait_until
 from tests.reliability import results
 from tests.reliability.conftest import (
     PEERING_CRDS,
@@ -29,11 +34,6 @@ from tests.reliability.conftest import (
     make_namespace,
 )
 from tests.reliability.invariants import wait_converged
-from tests.sim.cluster import SimCluster
-from tests.support.k8s import create_sm, get_sm, patch_sm, servedmodel
-from tests.support.models import make_model_dir
-from tests.support.operator import OperatorProcess
-from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.chaos]
 

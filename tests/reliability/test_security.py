@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from localdev.support.k8s import condition, create_sm, get_sm, patch_sm, servedmodel
+from localdev.support.models import make_model_dir
+from localdev.support.waiting import wait_until
 from tests.reliability import results
 from tests.reliability.conftest import delete_namespace, make_namespace
 from tests.reliability.kubeapi import dry_create_pod, dry_create_servedmodel
-from tests.support.k8s import condition, create_sm, get_sm, patch_sm, servedmodel
-from tests.support.models import make_model_dir
-from tests.support.waiting import wait_until
 from tfserving_operator import render, spec
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
 

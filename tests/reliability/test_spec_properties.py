@@ -29,12 +29,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from localdev.support.k8s import create_sm, get_sm, servedmodel
+from localdev.support.waiting import wait_until
 from tests.reliability import results
 from tests.reliability.conftest import OperatorFactory, delete_namespace, make_namespace
 from tests.reliability.kubeapi import dry_apply, dry_create_servedmodel
 from tests.reliability.specgen import BREAKS, broken_specs, specs
-from tests.support.k8s import create_sm, get_sm, servedmodel
-from tests.support.waiting import wait_until
 from tfserving_operator import render, spec
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
 

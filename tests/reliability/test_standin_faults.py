@@ -17,11 +17,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.standin.faults import FAULT_ANNOTATION, parse_fault
-from tests.standin.models import configure_tensorflow
-from tests.standin.paths import NoCluster
-from tests.standin.server import PodServer, Runtime, serving_spec_from_pod
-from tests.standin_tests.helpers import (
+from localdev.standin.faults import FAULT_ANNOTATION, parse_fault
+from localdev.standin.models import configure_tensorflow
+from localdev.standin.paths import NoCluster
+from localdev.standin.server import PodServer, Runtime, serving_spec_from_pod
+from tests.tooling.standin.helpers import (
     LoopThread,
     add_version,
     models_config,

@@ -5,7 +5,7 @@ Run from anywhere, with the dev extras installed (grpcio-tools)::
     python operator/src/tfserving_operator/wire/regenerate.py
 
 The generated files are committed so the operator image needs neither protoc nor
-grpcio-tools. ``tests/unit/test_wire_compat.py`` regenerates into a temporary
+grpcio-tools. ``tests/contract/test_wire_compat.py`` regenerates into a temporary
 directory and fails when the committed files are stale.
 
 The .proto is compiled with ``operator/src`` as its include root, so protobuf

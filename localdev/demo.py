@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.sim.cluster import SimCluster, _terminate_group
-from tests.support.operator import OperatorProcess
+from localdev.sim.cluster import SimCluster, terminate_group
+from localdev.support.operator import OperatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = REPO_ROOT / "manifests" / "mnist-servedmodel.yaml"
@@ -197,7 +197,7 @@ class Demo:
         # A previous `make demo` left its operator running: replace it.
         previous = self.cluster._pid("operator")
         if self.cluster._alive(previous) and previous is not None:
-            _terminate_group(previous)
+            terminate_group(previous)
         log = self.cluster.state_dir / "logs" / "operator-demo.log"
         self.operator = OperatorProcess(self.cluster.kubeconfig, self.namespace, log).start()
         if self.keep_operator and self.operator.proc is not None:
@@ -342,7 +342,7 @@ class Demo:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m localdev.demo", description=__doc__)
     parser.add_argument("--namespace", default="demo")
     parser.add_argument("--models", type=Path, default=REPO_ROOT / ".sim" / "demo-models" / "mnist")
     parser.add_argument(

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.sim import toolchain
+from localdev.sim import toolchain
 
 
 @pytest.mark.parametrize(

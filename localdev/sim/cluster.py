@@ -2,7 +2,7 @@
 
 Usable three ways: as a library (``SimCluster(...).up()``), as pytest fixtures
 (``tests/conftest.py``), and as ``make sim-up`` / ``make sim-down``
-(``python -m tests.sim up|down|status``).
+(``python -m localdev.sim up|down|status``).
 
 Processes are started detached (their own session) and recorded in
 ``.sim/pids/``, so ``up`` is idempotent across invocations: a second ``up``
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.sim import toolchain
-from tests.sim.nodes import SIM_NODES, SimNode, node_manifest, node_status_patch
-from tests.sim.pki import Pki, ensure_pki
+from localdev.sim import toolchain
+from localdev.sim.nodes import SIM_NODES, SimNode, node_manifest, node_status_patch
+from localdev.sim.pki import Pki, ensure_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
@@ -44,8 +44,15 @@ class Ports:
 
     instance: int = 0
 
+    @property
+    def slot(self) -> int:
+        """The instance plus TFSO_SIM_INSTANCE_OFFSET: several clones on one
+        machine (each with its own .sim) run their clusters side by side when
+        each sets its own offset (10, 20, ...)."""
+        return self.instance + int(os.environ.get("TFSO_SIM_INSTANCE_OFFSET", "0") or 0)
+
     def _port(self, base: int) -> int:
-        return base + 100 * self.instance
+        return base + 100 * self.slot
 
     @property
     def etcd_client(self) -> int:
@@ -73,7 +80,7 @@ class Ports:
 
     @property
     def pod_cidr(self) -> str:
-        return f"127.{1 + self.instance}.0.0/16"
+        return f"127.{1 + self.slot}.0.0/16"
 
 
 # Pod IPs come from a loopback range (Ports.pod_cidr) so this machine can
@@ -317,7 +324,7 @@ class SimCluster:
             comps.append(
                 Component(
                     "standin",
-                    [sys.executable, "-m", "tests.standin", f"--kubeconfig={self.kubeconfig}"],
+                    [sys.executable, "-m", "localdev.standin", f"--kubeconfig={self.kubeconfig}"],
                     env={"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
                 )
             )
@@ -494,13 +501,13 @@ class SimCluster:
             pid = self._pid(name)
             if self._alive(pid):
                 assert pid is not None
-                _terminate_group(pid)
+                terminate_group(pid)
             (self.pids / f"{name}.pid").unlink(missing_ok=True)
         # etcd's data goes too: the next `up` starts from an empty cluster.
         subprocess.run(["rm", "-rf", str(self.state_dir / "etcd")], check=True)
 
     def status(self) -> dict[str, str]:
-        """Each component's state, for `python -m tests.sim status`."""
+        """Each component's state, for `python -m localdev.sim status`."""
         return {
             n: ("running" if self._alive(self._pid(n)) else "stopped")
             for n in COMPONENT_NAMES
@@ -508,7 +515,7 @@ class SimCluster:
         }
 
 
-def _terminate_group(pid: int, grace: float = 10.0) -> None:
+def terminate_group(pid: int, grace: float = 10.0) -> None:
     """SIGTERM the process group, then SIGKILL what is left after `grace` s."""
     try:
         os.killpg(pid, signal.SIGTERM)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.standin.config import (
+from localdev.standin.config import (
     ServerFlags,
     parse_load_delays,
     parse_model_server_config,
@@ -17,8 +17,8 @@ from tests.standin.config import (
     server_argv,
     validate_config,
 )
-from tests.standin.errors import ServingError
-from tests.standin.paths import (
+from localdev.standin.errors import ServingError
+from localdev.standin.paths import (
     ConfigMapFile,
     HostPath,
     PathError,

@@ -17,9 +17,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.sim.cluster import Ports, SimCluster
-from tests.sim.nodes import GPU_RESOURCE, GPU_TAINT, MAX_GPUS_PER_NODE, SIM_NODES
-from tests.support.waiting import wait_until
+from localdev.sim.cluster import Ports, SimCluster
+from localdev.sim.nodes import GPU_RESOURCE, GPU_TAINT, MAX_GPUS_PER_NODE, SIM_NODES
+from localdev.support.waiting import wait_until
 
 GPU_NODES = {n.name for n in SIM_NODES if n.gpus}
 CPU_NODES = {n.name for n in SIM_NODES if not n.gpus}

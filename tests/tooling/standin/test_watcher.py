@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.standin.pods import Watcher
+from localdev.standin.pods import Watcher
 
 from .helpers import wait_until
 

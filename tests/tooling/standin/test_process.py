@@ -16,7 +16,7 @@ from .helpers import wait_until
 
 pytestmark = pytest.mark.tensorflow
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 KUBECONFIG = """\
 apiVersion: v1
@@ -41,7 +41,7 @@ def test_retries_unreachable_api_and_stops_on_signal(tmp_path: Path, signum: int
     log_path = tmp_path / "standin.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.standin", "--kubeconfig", str(kubeconfig)],
+            [sys.executable, "-m", "localdev.standin", "--kubeconfig", str(kubeconfig)],
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -7,7 +7,7 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.support.waiting import wait_until
+from localdev.support.waiting import wait_until
 from tfserving_operator import api
 
 Body = dict[str, Any]

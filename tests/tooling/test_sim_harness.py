@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.sim.cluster import COMPONENT_NAMES, SimCluster
+from localdev.sim.cluster import COMPONENT_NAMES, SimCluster
 
 # The operator is recorded only while `make demo` leaves one running.
 CLUSTER_COMPONENTS = tuple(n for n in COMPONENT_NAMES if n != "operator")

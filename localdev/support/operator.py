@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.waiting import wait_until
+from localdev.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENTRY_POINT = Path(sys.executable).with_name("tfserving-operator")

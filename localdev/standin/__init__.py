@@ -9,7 +9,7 @@ ports what the real server would (``ModelService`` and ``PredictionService``
 over gRPC, the REST API over HTTP), loading SavedModels with TensorFlow for real
 so that a corrupt or missing ``saved_model.pb`` really fails to load.
 
-Run it with ``python -m tests.standin --kubeconfig PATH``. A pod annotation
+Run it with ``python -m localdev.standin --kubeconfig PATH``. A pod annotation
 ``standin.tests.tfoperator.dev/load-delay-seconds`` (``"3"`` for every version,
 or ``"4=30,5=2.5"`` per version) keeps versions in LOADING for that long, and
 ``standin.tests.tfoperator.dev/fault`` (``hang``, ``garbage``, ``slow=<seconds>``

@@ -1,16 +1,16 @@
-"""`python -m tests.sim up|down|status|build` (what `make sim-up` / `make sim-down` run)."""
+"""`python -m localdev.sim up|down|status|build` (what `make sim-up` / `make sim-down` run)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from tests.sim import toolchain
-from tests.sim.cluster import SimCluster, SimError
+from localdev.sim import toolchain
+from localdev.sim.cluster import SimCluster, SimError
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.sim", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m localdev.sim", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status", "build", "install-crds"])
     parser.add_argument(
         "--no-standin",

@@ -1,7 +1,7 @@
 """Build the local control plane from source at pinned versions.
 
 Every binary comes from the Go module proxy through a small Go module of ours
-under ``tests/sim/toolchain/<name>/`` (go.mod and go.sum committed, the tool
+under ``localdev/sim/toolchain/<name>/`` (go.mod and go.sum committed, the tool
 recorded with a ``tool`` directive), so the versions are visible in the
 repository and ``go build`` is all it takes. Binaries land in a cache outside
 the clone, keyed by a hash of those go.mod/go.sum files, the Go version and

@@ -1,4 +1,4 @@
-"""``python -m tests.standin --kubeconfig PATH``: play tensorflow_model_server for
+"""``python -m localdev.standin --kubeconfig PATH``: play tensorflow_model_server for
 every Running ServedModel pod of the local test cluster (test infrastructure)."""
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 # TensorFlow's C++ start-up chatter drowns the stand-in's own log lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-log = logging.getLogger("tests.standin")
+log = logging.getLogger("localdev.standin")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m tests.standin",
+        prog="python -m localdev.standin",
         description="Stand-in for tensorflow_model_server in the local test cluster.",
     )
     parser.add_argument("--kubeconfig", required=True, help="kubeconfig of the cluster to watch")

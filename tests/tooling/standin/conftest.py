@@ -22,9 +22,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tests.standin.models import configure_tensorflow
-from tests.standin.paths import ClusterLookup, NoCluster
-from tests.standin.server import PodServer, Runtime, serving_spec_from_pod
+from localdev.standin.models import configure_tensorflow
+from localdev.standin.paths import ClusterLookup, NoCluster
+from localdev.standin.server import PodServer, Runtime, serving_spec_from_pod
 
 from .helpers import LoopThread, pod_dict, save_example_scorer, save_half_plus_three
 

@@ -10,9 +10,9 @@ import grpc
 import pytest
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
-from tests.standin.paths import NoCluster
-from tests.standin.pods import PodSupervisor
-from tests.standin.server import Runtime
+from localdev.standin.paths import NoCluster
+from localdev.standin.pods import PodSupervisor
+from localdev.standin.server import Runtime
 
 from .helpers import LoopThread, add_version, models_config, pod_dict, wait_until
 
