@@ -44,7 +44,7 @@ run: sim-up ## Run the operator in the foreground against the local cluster
 	KUBECONFIG=$(KUBECONFIG_SIM) $(VENV)/bin/tfserving-operator
 
 .PHONY: lint
-lint: setup ## ruff (lint + format check) and mypy --strict on the operator
+lint: setup ## ruff (lint + format check) and mypy --strict on the operator and the tests
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

@@ -51,7 +51,7 @@ def sim() -> Iterator[SimCluster]:
 
 
 @pytest.fixture(scope="session")
-def api_client(sim: SimCluster):  # type: ignore[no-untyped-def]
+def api_client(sim: SimCluster):
     """An admin kubernetes.client.ApiClient for the local cluster."""
     from kubernetes import config
 
@@ -61,7 +61,7 @@ def api_client(sim: SimCluster):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def namespace(api_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def namespace(api_client) -> Iterator[str]:
     """A fresh namespace (with its default ServiceAccount), deleted afterwards."""
     from kubernetes import client
 
@@ -84,7 +84,7 @@ def crds(sim: SimCluster) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(sim: SimCluster, crds: None, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def operator(sim: SimCluster, crds: None, tmp_path_factory: pytest.TempPathFactory):
     """The operator, a real process watching this session's namespaces."""
     log = sim.state_dir / "logs" / f"operator-{SESSION_PREFIX}.log"
     proc = OperatorProcess(sim.kubeconfig, f"{SESSION_PREFIX}-*", log).start()

@@ -291,7 +291,7 @@ INVALID: list[tuple[str, str, dict[str, Any], str]] = [
 
 
 @pytest.fixture(scope="module")
-def admission_namespace(api_client, operator) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def admission_namespace(api_client, operator) -> Iterator[str]:
     """One namespace for the module, watched by the running operator (so a wrongly
     admitted ServedModel would get children)."""
     core = client.CoreV1Api(api_client)
@@ -315,7 +315,7 @@ def servedmodels(api_client: Any, namespace: str) -> list[Any]:
     return list(result["items"])
 
 
-def test_the_base_spec_is_valid(api_client, admission_namespace) -> None:  # type: ignore[no-untyped-def]
+def test_the_base_spec_is_valid(api_client, admission_namespace) -> None:
     """The spec every case changes is accepted, so each refusal is its change's doing."""
     create(api_client, admission_namespace, servedmodel("m", BASE), dry_run=True)
     for _, name, spec_, _ in INVALID:
@@ -327,7 +327,7 @@ def test_the_base_spec_is_valid(api_client, admission_namespace) -> None:  # typ
     ("name", "spec_", "field"),
     [pytest.param(n, s, f, id=i) for i, n, s, f in INVALID],
 )
-def test_invalid_servedmodel_is_refused(  # type: ignore[no-untyped-def]
+def test_invalid_servedmodel_is_refused(
     api_client, admission_namespace, name, spec_, field
 ) -> None:
     with pytest.raises(ApiException) as refused:
@@ -338,7 +338,7 @@ def test_invalid_servedmodel_is_refused(  # type: ignore[no-untyped-def]
     assert servedmodels(api_client, admission_namespace) == []
 
 
-def test_nothing_was_created(api_client, admission_namespace) -> None:  # type: ignore[no-untyped-def]
+def test_nothing_was_created(api_client, admission_namespace) -> None:
     apps = client.AppsV1Api(api_client)
     core = client.CoreV1Api(api_client)
     selector = api.LABEL_SERVEDMODEL
@@ -366,7 +366,7 @@ def _cel_messages() -> list[str]:
     return messages
 
 
-def test_every_cel_rule_refuses_some_case(api_client, admission_namespace) -> None:  # type: ignore[no-untyped-def]
+def test_every_cel_rule_refuses_some_case(api_client, admission_namespace) -> None:
     """Each CEL rule of the CRD is exercised: its message comes back for some case."""
     answers = []
     for _, name, spec_, _ in INVALID:
@@ -392,7 +392,7 @@ def kubectl(sim: Any, *args: str, stdin: str | None = None) -> subprocess.Comple
     )
 
 
-def test_kubectl_explain_teaches_the_api(sim, crds) -> None:  # type: ignore[no-untyped-def]
+def test_kubectl_explain_teaches_the_api(sim, crds) -> None:
     def explained() -> str | None:
         result = kubectl(sim, "explain", "servedmodel.spec.storage")
         return (
@@ -429,7 +429,7 @@ def _rendered(case: str, namespace: str) -> render.Children:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_every_golden_case_passes_the_api_server(sim, admission_namespace, case) -> None:  # type: ignore[no-untyped-def]
+def test_every_golden_case_passes_the_api_server(sim, admission_namespace, case) -> None:
     """Server-side apply as a dry run, as the operator does before its first write."""
     manifests = _rendered(case, admission_namespace).all()
     result = kubectl(
@@ -463,7 +463,7 @@ QUANTITIES_TEXT = """
 """
 
 
-def test_rendered_quantities_are_what_the_api_server_stores(sim, admission_namespace) -> None:  # type: ignore[no-untyped-def]
+def test_rendered_quantities_are_what_the_api_server_stores(sim, admission_namespace) -> None:
     rng = random.Random(7)
     suffixes = ["", "m", "k", "M", "G", "Ki", "Mi", "Gi", "e3", "e-2"]
     generated = [
@@ -494,7 +494,7 @@ def test_rendered_quantities_are_what_the_api_server_stores(sim, admission_names
 
 
 @pytest.fixture(scope="module")
-def restricted_namespace(api_client, operator) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def restricted_namespace(api_client, operator) -> Iterator[str]:
     core = client.CoreV1Api(api_client)
     name = f"{operator.namespaces.rstrip('*')}psa-{uuid.uuid4().hex[:6]}"
     labels = {"tfso-test": "true", "pod-security.kubernetes.io/enforce": "restricted"}
@@ -520,14 +520,14 @@ def _pod_of(case: str, namespace: str) -> dict[str, Any]:
     "case",
     ["pvc-subpath-replicas", "s3-credentials", "gs-uri", "batching-monitoring", "pod-options"],
 )
-def test_model_server_pod_passes_pod_security_restricted(  # type: ignore[no-untyped-def]
+def test_model_server_pod_passes_pod_security_restricted(
     api_client, restricted_namespace, case
 ) -> None:
     pod = _pod_of(case, restricted_namespace)
     client.CoreV1Api(api_client).create_namespaced_pod(restricted_namespace, pod, dry_run="All")
 
 
-def test_gpu_pod_passes_pod_security_restricted(api_client, restricted_namespace) -> None:  # type: ignore[no-untyped-def]
+def test_gpu_pod_passes_pod_security_restricted(api_client, restricted_namespace) -> None:
     body = copy.deepcopy(CASES["gpu"])
     body["spec"]["storage"] = PVC  # nfs is not a restricted volume type; the GPU bits are
     sm = spec.parse(body, DEFAULT_IMAGE, DEFAULT_GPU_IMAGE)
@@ -536,7 +536,7 @@ def test_gpu_pod_passes_pod_security_restricted(api_client, restricted_namespace
     client.CoreV1Api(api_client).create_namespaced_pod(restricted_namespace, pod, dry_run="All")
 
 
-def test_pod_security_check_can_fail(api_client, restricted_namespace) -> None:  # type: ignore[no-untyped-def]
+def test_pod_security_check_can_fail(api_client, restricted_namespace) -> None:
     """hostPath storage is the user's choice, and restricted namespaces refuse it."""
     with pytest.raises(ApiException) as refused:
         client.CoreV1Api(api_client).create_namespaced_pod(
@@ -549,7 +549,7 @@ def test_pod_security_check_can_fail(api_client, restricted_namespace) -> None: 
 # ----- the example manifest -----------------------------------------------------
 
 
-def test_mnist_manifest_applies_cleanly(sim, admission_namespace) -> None:  # type: ignore[no-untyped-def]
+def test_mnist_manifest_applies_cleanly(sim, admission_namespace) -> None:
     manifest = REPO_ROOT / "manifests" / "mnist-servedmodel.yaml"
     result = kubectl(
         sim,

@@ -9,7 +9,7 @@ import uuid
 from tests.conftest import REPO_ROOT
 
 
-def test_demo_runs_the_whole_mission(sim, crds, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_runs_the_whole_mission(sim, crds, tmp_path) -> None:
     # A namespace outside this session's prefix: the demo runs its own operator.
     namespace = f"demo-{uuid.uuid4().hex[:6]}"
     result = subprocess.run(

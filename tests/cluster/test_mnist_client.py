@@ -15,7 +15,7 @@ CLIENT = REPO_ROOT / "training_jobs" / "mnist" / "mnist_client.py"
 
 
 @pytest.fixture(scope="module")
-def mnist_models(model_store):  # type: ignore[no-untyped-def]
+def mnist_models(model_store):
     """MNIST version 1 (100 iterations), exported by the training job once per machine."""
     base = model_store / "mnist"
     _export("mnist", base, 1)
@@ -33,7 +33,7 @@ def run_client(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_client_reports_the_error_rate_of_the_served_version(  # type: ignore[no-untyped-def]
+def test_client_reports_the_error_rate_of_the_served_version(
     api_client, namespace, operator, mnist_models
 ) -> None:
     spec = {

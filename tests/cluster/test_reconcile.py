@@ -136,7 +136,7 @@ def ready(api_client: Any, namespace: str, name: str, timeout: float = 60) -> di
 # ----- create -------------------------------------------------------------------
 
 
-def test_create_renders_every_child_and_reports_ready(  # type: ignore[no-untyped-def]
+def test_create_renders_every_child_and_reports_ready(
     api_client, namespace, operator, model_store, sim
 ) -> None:
     base = make_model_dir(model_store, "create", good=(1,))
@@ -215,7 +215,7 @@ def test_create_renders_every_child_and_reports_ready(  # type: ignore[no-untype
 # ----- update -------------------------------------------------------------------
 
 
-def test_replicas_follow_and_a_pdb_appears(api_client, namespace, operator, model_store) -> None:  # type: ignore[no-untyped-def]
+def test_replicas_follow_and_a_pdb_appears(api_client, namespace, operator, model_store) -> None:
     base = make_model_dir(model_store, "scale", good=(1,))
     create_sm(api_client, namespace, servedmodel("scaled", model_spec(base)))
     ready(api_client, namespace, "scaled")
@@ -261,7 +261,7 @@ def test_replicas_follow_and_a_pdb_appears(api_client, namespace, operator, mode
     )
 
 
-def test_children_no_longer_rendered_are_deleted(  # type: ignore[no-untyped-def]
+def test_children_no_longer_rendered_are_deleted(
     api_client, namespace, operator, model_store
 ) -> None:
     base = make_model_dir(model_store, "prune", good=(1,))
@@ -298,7 +298,7 @@ def test_children_no_longer_rendered_are_deleted(  # type: ignore[no-untyped-def
     )
 
 
-def test_resources_follow(api_client, namespace, operator, model_store) -> None:  # type: ignore[no-untyped-def]
+def test_resources_follow(api_client, namespace, operator, model_store) -> None:
     base = make_model_dir(model_store, "resources", good=(1,))
     create_sm(api_client, namespace, servedmodel("res", model_spec(base)))
     ready(api_client, namespace, "res")
@@ -332,7 +332,7 @@ def test_resources_follow(api_client, namespace, operator, model_store) -> None:
     assert contains(raw(api_client, "Deployment", namespace, "res"), rendered(body).deployment)
 
 
-def test_version_update_ends_serving_the_new_version(  # type: ignore[no-untyped-def]
+def test_version_update_ends_serving_the_new_version(
     api_client, namespace, operator, model_store
 ) -> None:
     base = make_model_dir(model_store, "version", good=(1, 2))
@@ -391,7 +391,7 @@ def children_config_name(body: dict[str, Any]) -> str:
 # ----- drift --------------------------------------------------------------------
 
 
-def test_drift_is_corrected(api_client, namespace, operator, model_store) -> None:  # type: ignore[no-untyped-def]
+def test_drift_is_corrected(api_client, namespace, operator, model_store) -> None:
     base = make_model_dir(model_store, "drift", good=(1,))
     create_sm(api_client, namespace, servedmodel("drift", model_spec(base)))
     body = ready(api_client, namespace, "drift")
@@ -463,7 +463,7 @@ def test_drift_is_corrected(api_client, namespace, operator, model_store) -> Non
 # ----- delete -------------------------------------------------------------------
 
 
-def test_delete_removes_children_by_garbage_collection(  # type: ignore[no-untyped-def]
+def test_delete_removes_children_by_garbage_collection(
     api_client, namespace, operator, model_store
 ) -> None:
     base = make_model_dir(model_store, "delete", good=(1,))
@@ -492,7 +492,7 @@ def test_delete_removes_children_by_garbage_collection(  # type: ignore[no-untyp
 # ----- GPUs ---------------------------------------------------------------------
 
 
-def test_gpu_servedmodel_lands_on_a_gpu_node(api_client, namespace, operator, model_store) -> None:  # type: ignore[no-untyped-def]
+def test_gpu_servedmodel_lands_on_a_gpu_node(api_client, namespace, operator, model_store) -> None:
     base = make_model_dir(model_store, "gpu", good=(1,))
     create_sm(api_client, namespace, servedmodel("gpu", model_spec(base, gpus=1)))
     body = ready(api_client, namespace, "gpu")
@@ -505,7 +505,7 @@ def test_gpu_servedmodel_lands_on_a_gpu_node(api_client, namespace, operator, mo
     assert any(t.key == api.GPU_RESOURCE and t.operator == "Exists" for t in pod.spec.tolerations)
 
 
-def test_unfittable_gpu_servedmodel_is_reported(  # type: ignore[no-untyped-def]
+def test_unfittable_gpu_servedmodel_is_reported(
     api_client, namespace, operator, model_store, sim
 ) -> None:
     gpus = MAX_GPUS_PER_NODE + 1
@@ -529,7 +529,7 @@ def test_unfittable_gpu_servedmodel_is_reported(  # type: ignore[no-untyped-def]
 # ----- kubectl ------------------------------------------------------------------
 
 
-def test_kubectl_scale_and_wait(api_client, namespace, operator, model_store, sim) -> None:  # type: ignore[no-untyped-def]
+def test_kubectl_scale_and_wait(api_client, namespace, operator, model_store, sim) -> None:
     base = make_model_dir(model_store, "kubectl", good=(1,))
     create_sm(api_client, namespace, servedmodel("kube", model_spec(base)))
 

@@ -6,7 +6,7 @@ from localdev.support.k8s import create_sm, servedmodel, wait_condition
 from localdev.support.models import make_model_dir
 
 
-def test_servedmodel_becomes_ready(api_client, namespace, operator, model_store):  # type: ignore[no-untyped-def]
+def test_servedmodel_becomes_ready(api_client, namespace, operator, model_store):
     base = make_model_dir(model_store, "smoke", good=(1,))
     spec = {
         "modelName": "half_plus_three",

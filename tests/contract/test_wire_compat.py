@@ -9,6 +9,7 @@ the committed generated code in step with the .proto.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -253,14 +254,22 @@ OURS_CASES: dict[str, Callable[[], Message]] = {
         status=ours.StatusProto(error_code=3, error_message="bad base_path")
     ),
 }
-for _state in ours.ModelVersionStatus.State.values():
-    OURS_CASES[f"version-status-state-{_state}"] = lambda s=_state: ours.ModelVersionStatus(
-        version=7, state=s, status=ours.StatusProto(error_code=0)
+
+
+def _ours_version_status(state: str) -> Message:
+    return ours.ModelVersionStatus(version=7, state=state, status=ours.StatusProto(error_code=0))
+
+
+def _ours_status(code: int, name: str) -> Message:
+    return ours.StatusProto(error_code=code, error_message=name)
+
+
+for _state_name, _state in ours.ModelVersionStatus.State.items():
+    OURS_CASES[f"version-status-state-{_state}"] = functools.partial(
+        _ours_version_status, _state_name
     )
 for _name, _code in ERROR_CODES.items():
-    OURS_CASES[f"status-code-{_code:02d}"] = lambda c=_code, n=_name: ours.StatusProto(
-        error_code=c, error_message=n
-    )
+    OURS_CASES[f"status-code-{_code:02d}"] = functools.partial(_ours_status, _code, _name)
 
 
 def full_model_config() -> ours.ModelConfig:
@@ -342,10 +351,15 @@ REAL_CASES: dict[str, Callable[[], Message]] = {
         status=status_pb2.StatusProto(error_code=ERROR_CODES["INVALID_ARGUMENT"], error_message="x")
     ),
 }
+
+
+def _real_version_status(state: int) -> Message:
+    message: Message = get_model_status_pb2.ModelVersionStatus(version=9, state=state)
+    return message
+
+
 for _state in get_model_status_pb2.ModelVersionStatus.State.values():
-    REAL_CASES[f"version-status-state-{_state}"] = lambda s=_state: (
-        get_model_status_pb2.ModelVersionStatus(version=9, state=s)
-    )
+    REAL_CASES[f"version-status-state-{_state}"] = functools.partial(_real_version_status, _state)
 
 
 @pytest.mark.parametrize("name", sorted(REAL_CASES))

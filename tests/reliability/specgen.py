@@ -30,7 +30,7 @@ MAX_TEXT = 24
 # Any text the API can carry (UTF-8: no lone surrogates), within the Basic
 # Multilingual Plane: characters beyond it break the operator's server-side
 # apply (a known bug, test_bad_input.py::test_characters_beyond_the_bmp...).
-TEXT = st.characters(codec="utf-8", exclude_categories=("Cs",), max_codepoint=0xFFFF)
+TEXT = st.characters(codec="utf-8", exclude_categories=["Cs"], max_codepoint=0xFFFF)
 
 Schema = Mapping[str, Any]
 

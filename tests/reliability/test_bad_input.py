@@ -14,6 +14,7 @@ read), which no user can read.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -89,6 +90,16 @@ def _serving(body: dict[str, Any]) -> str:
     return str((body.get("status") or {}).get("servingVersions", ""))
 
 
+def _if_explained(f: Folders, name: str, words: tuple[str, ...]) -> dict[str, Any] | None:
+    """The ServedModel once its status explains the failure with one of `words`."""
+    body: dict[str, Any] = get_sm(f.api, f.namespace, name)
+    return body if _explained(body, words) else None
+
+
+def _status_text(f: Folders, name: str) -> str:
+    return str(get_sm(f.api, f.namespace, name).get("status"))[:1500]
+
+
 def test_bad_model_folders(folders: Folders) -> None:
     f = folders
     cases: dict[str, tuple[str, tuple[str, ...], str]] = {}
@@ -133,14 +144,10 @@ def test_bad_model_folders(folders: Folders) -> None:
     for name, (what, words, allowed) in cases.items():
         try:
             body = wait_until(
-                lambda name=name, words=words: (
-                    b if _explained(b := get_sm(f.api, f.namespace, name), words) else None
-                ),
+                functools.partial(_if_explained, f, name, words),
                 timeout=AVAILABILITY_TIMEOUT + 30,
                 what=f"{name}: Ready False, Degraded True, naming {words}",
-                describe=lambda name=name: str(get_sm(f.api, f.namespace, name).get("status"))[
-                    :1500
-                ],
+                describe=functools.partial(_status_text, f, name),
             )
             if _serving(body) != allowed:
                 failures.append(f"{name}: serving {_serving(body)!r} ({what})")
@@ -344,7 +351,7 @@ def test_characters_beyond_the_bmp_reach_the_children(api_client: Any, folders: 
 
 # Specs the CRD admits whose Deployment or NetworkPolicy server-side apply
 # cannot even type-check (HTTP 500 "failed to create typed patch object").
-SSA_REFUSED = {
+SSA_REFUSED: dict[str, dict[str, Any]] = {
     "dup-env": {"env": [{"name": "MODE", "value": "a"}, {"name": "MODE", "value": "b"}]},
     "dup-pull-secrets": {"imagePullSecrets": [{"name": "registry"}, {"name": "registry"}]},
     # The operator sets AWS_* itself from storage.credentials.

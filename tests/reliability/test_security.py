@@ -10,6 +10,7 @@ never send a packet): the applied object is checked, not the traffic.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import secrets
 import time
@@ -312,7 +313,7 @@ def test_applied_storage_mounts_are_read_only(
         checked = 0
         for name in kinds:
             deployment = wait_until(
-                lambda name=name: apps.read_namespaced_deployment(name, namespace),
+                functools.partial(apps.read_namespaced_deployment, name, namespace),
                 timeout=30,
                 what=f"Deployment {name}",
             )
@@ -369,7 +370,7 @@ def test_network_policy_admits_only_clients_and_the_operator(
         problems: list[str] = []
         for name, policy in cases.items():
             obj = wait_until(
-                lambda name=name: net.read_namespaced_network_policy(name, namespace),
+                functools.partial(net.read_namespaced_network_policy, name, namespace),
                 timeout=30,
                 what=f"NetworkPolicy {name}",
             )

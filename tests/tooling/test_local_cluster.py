@@ -69,6 +69,13 @@ def condition(pod: client.V1Pod, kind: str) -> client.V1PodCondition | None:
     return None
 
 
+def required_condition(pod: client.V1Pod, kind: str) -> client.V1PodCondition:
+    """The pod's condition of this type; fails the test when it has none."""
+    cond = condition(pod, kind)
+    assert cond is not None, f"pod {pod.metadata.name} has no {kind} condition: {pod.status}"
+    return cond
+
+
 def condition_status(pod: client.V1Pod, kind: str) -> str | None:
     cond = condition(pod, kind)
     return cond.status if cond else None
@@ -195,7 +202,7 @@ def test_pod_asking_more_gpus_than_any_node_has_stays_pending(api_client, namesp
     pod = wait_unschedulable(core, namespace, "too-many")
     assert pod.spec.node_name is None
     assert pod.status.phase == "Pending"
-    message = condition(pod, "PodScheduled").message
+    message = required_condition(pod, "PodScheduled").message
     assert f"Insufficient {GPU_RESOURCE}" in message, message
 
 
@@ -204,7 +211,7 @@ def test_gpu_pod_without_toleration_is_unschedulable(api_client, namespace):
     core.create_namespaced_pod(namespace, gpu_pod("no-toleration", gpus=1, tolerate=False))
     pod = wait_unschedulable(core, namespace, "no-toleration")
     assert pod.spec.node_name is None
-    message = condition(pod, "PodScheduled").message
+    message = required_condition(pod, "PodScheduled").message
     # CPU nodes have no GPUs; GPU nodes carry a taint the pod does not tolerate.
     assert f"Insufficient {GPU_RESOURCE}" in message, message
     assert "untolerated taint" in message, message
@@ -408,7 +415,7 @@ def test_readiness_gate_controls_pod_ready(api_client, namespace):
         describe=describe,
     )
     # Containers are ready but the gate has no condition yet: not Ready.
-    ready = condition(pod, "Ready")
+    ready = required_condition(pod, "Ready")
     assert (ready.status, ready.reason) == ("False", "ReadinessGatesNotReady")
     assert condition(pod, GATE) is None
 
@@ -430,7 +437,7 @@ def test_readiness_gate_controls_pod_ready(api_client, namespace):
         what="pod gated to turn not Ready once its gate is False",
         describe=describe,
     )
-    assert condition(pod, "Ready").reason == "ReadinessGatesNotReady"
+    assert required_condition(pod, "Ready").reason == "ReadinessGatesNotReady"
     assert condition_status(pod, "ContainersReady") == "True"
 
 

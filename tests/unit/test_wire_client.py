@@ -100,7 +100,7 @@ def tfs() -> SimpleNamespace:
         status_pb2,
     )
 
-    class Service(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
+    class Service(model_service_pb2_grpc.ModelServiceServicer):
         """Records each request (TF Serving's classes) and answers via a handler."""
 
         def __init__(self, on_status: Handler | None = None, on_reload: Handler | None = None):
@@ -439,7 +439,7 @@ def test_pool_probes_share_one_channel(tfs: SimpleNamespace) -> None:
                 pool.get_model_status(target, "mnist", label="stable"),
             )
             assert pool.channel(target) is channel
-            assert both == [first, first]
+            assert list(both) == [first, first]
         assert pool.closed
 
     run(main())

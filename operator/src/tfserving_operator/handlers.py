@@ -39,9 +39,9 @@ CHILD_KINDS = {
 
 def _load_api_client() -> Any:
     try:
-        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        kube_config.load_incluster_config()
     except kube_config.ConfigException:
-        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
+        kube_config.load_kube_config()
     from kubernetes import client
 
     return client.ApiClient()

@@ -128,8 +128,10 @@ def test_model_loaded_once_for_many_pods(
     cache = first.server.runtime.cache
     loads = cache.loads_started
     others = [serve(models_config(DEMO), name=f"p{i}", models_dir=models) for i in range(3)]
-    for other in others:
-        wait_until(lambda o=other: o.states("demo") == {1: "AVAILABLE"}, what="v1 AVAILABLE")
+    wait_until(
+        lambda: all(o.states("demo") == {1: "AVAILABLE"} for o in others),
+        what="v1 AVAILABLE on every other server",
+    )
     assert cache.loads_started == loads
 
 
