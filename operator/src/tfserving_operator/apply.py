@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from tfserving_operator import api
-from tfserving_operator.kube import ApiError, Kube, path_for
+from tfserving_operator.kube import ApiError, path_for
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,28 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class Transport(Protocol):
+    """What the Applier needs of `kube.Kube`: one request, decoded or ApiError.
+
+    A Protocol so that unit tests hand the Applier a recording fake.
+    """
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str | None = None,
+        query: Iterable[tuple[str, str]] = (),
+        timeout: float = 30.0,
+        ok_statuses: Iterable[int] = (),
+    ) -> dict[str, Any]: ...
+
+
 class Applier:
     """All API writes, through one Kube transport and one field manager."""
 
-    def __init__(self, kube: Kube, field_manager: str = api.FIELD_MANAGER) -> None:
+    def __init__(self, kube: Transport, field_manager: str = api.FIELD_MANAGER) -> None:
         self.kube = kube
         self.field_manager = field_manager
 

@@ -1,0 +1,455 @@
+"""observe's parsers: Pod, Deployment and ReplicaSet objects as the API server
+sends them, read into the views decide works on, and the watch cache.
+
+The objects here carry what the kubelet, the scheduler and the Deployment
+controller write (field names from the core/v1 and apps/v1 API references).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from tfserving_operator import api
+from tfserving_operator.observe import (
+    Cache,
+    DeploymentView,
+    PodView,
+    deployment_view,
+    pod_view,
+    strip_object,
+)
+
+NAMESPACE = "team-a"
+OWNER = "mnist"
+KEY = (NAMESPACE, OWNER)
+# What the real server writes when its first version ends in END (main.cc,
+# tag 2.19.1), as FallbackToLogsOnError puts it in the termination message.
+SERVER_WORDS = "Failed to start server. Error: NOT_FOUND: Could not find base path /models/m"
+
+
+def condition(ctype: str, status: str, reason: str = "", message: str = "") -> dict[str, Any]:
+    return {"type": ctype, "status": status, "reason": reason, "message": message}
+
+
+def running_container(restarts: int = 0, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": api.CONTAINER_NAME,
+        "ready": True,
+        "restartCount": restarts,
+        "state": {"running": {"startedAt": "2026-12-01T05:00:00Z"}},
+        **extra,
+    }
+
+
+def crashed_container(restarts: int, message: str) -> dict[str, Any]:
+    """A container in back-off after its server exited: what the kubelet reports."""
+    return {
+        "name": api.CONTAINER_NAME,
+        "ready": False,
+        "restartCount": restarts,
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}},
+        "lastState": {
+            "terminated": {"exitCode": 255, "reason": "Error", "message": message},
+        },
+    }
+
+
+def pod(
+    name: str = "mnist-7d9c-abcde",
+    *,
+    containers: list[dict[str, Any]] | None = None,
+    conditions: list[dict[str, Any]] | None = None,
+    phase: str = "Running",
+    ip: str = "10.0.0.7",
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    deleting: bool = False,
+) -> dict[str, Any]:
+    """A model-server Pod object; by default Running, Ready, its gate open."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": NAMESPACE,
+        "labels": {api.LABEL_SERVEDMODEL: OWNER} if labels is None else labels,
+        "annotations": {
+            api.ANNOTATION_CONFIG_HASH: "hash2",
+            api.ANNOTATION_VERSIONS: "2",
+            api.ANNOTATION_MODEL_NAME: "mnist",
+            api.ANNOTATION_GRPC_PORT: "8500",
+        }
+        if annotations is None
+        else annotations,
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-01T05:10:00Z"
+    status: dict[str, Any] = {
+        "phase": phase,
+        "conditions": [
+            condition("PodScheduled", "True"),
+            condition("Ready", "True"),
+            condition(api.GATE_CONDITION, "True", "VersionsAvailable", "2 AVAILABLE"),
+        ]
+        if conditions is None
+        else conditions,
+        "containerStatuses": [running_container()] if containers is None else containers,
+    }
+    if ip:
+        status["podIP"] = ip
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": status}
+
+
+def deployment(
+    *,
+    generation: int = 3,
+    observed: int = 3,
+    replicas: int = 2,
+    status: dict[str, Any] | None = None,
+    config_hash: str = "hash2",
+    kind: str = "Deployment",
+    name: str = "mnist",
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": {api.LABEL_SERVEDMODEL: OWNER},
+            "generation": generation,
+            "resourceVersion": "4711",
+            "uid": "0b3f-uid",
+            "creationTimestamp": "2026-12-01T05:00:00Z",
+            "managedFields": [{"manager": api.FIELD_MANAGER, "operation": "Apply"}],
+        },
+        "spec": {
+            "replicas": replicas,
+            "template": {
+                "metadata": {"annotations": {api.ANNOTATION_CONFIG_HASH: config_hash}},
+                "spec": {"containers": [{"name": api.CONTAINER_NAME}]},
+            },
+        },
+        "status": {
+            "observedGeneration": observed,
+            "replicas": 3,
+            "updatedReplicas": 1,
+            "readyReplicas": 2,
+            "availableReplicas": 2,
+        }
+        if status is None
+        else status,
+    }
+
+
+# ----- pod_view ----------------------------------------------------------------
+
+
+def test_a_serving_pod_is_read_field_by_field() -> None:
+    annotations = {
+        api.ANNOTATION_CONFIG_HASH: "hash3",
+        api.ANNOTATION_VERSIONS: "2,3",
+        api.ANNOTATION_MODEL_NAME: "digits",
+        api.ANNOTATION_GRPC_PORT: "9000",
+    }
+    view = pod_view(pod(annotations=annotations))
+    assert view == PodView(
+        name="mnist-7d9c-abcde",
+        namespace=NAMESPACE,
+        ip="10.0.0.7",
+        phase="Running",
+        ready=True,
+        gate=True,
+        gate_reason="VersionsAvailable",
+        terminating=False,
+        config_hash="hash3",
+        versions="2,3",
+        model_name="digits",
+        grpc_port=9000,
+        running=True,
+        restart_count=0,
+        termination_message="",
+        unschedulable="",
+    )
+    assert view.target == "10.0.0.7:9000"
+    assert view.probeable
+
+
+def test_a_pod_the_operator_never_gated_has_no_gate() -> None:
+    view = pod_view(pod(conditions=[condition("Ready", "False", "ReadinessGatesNotReady")]))
+    assert (view.gate, view.gate_reason, view.ready) == (None, "", False)
+
+
+def test_a_closed_gate_is_false_with_its_reason() -> None:
+    closed = condition(api.GATE_CONDITION, "False", "VersionLoading", "3 LOADING")
+    view = pod_view(pod(conditions=[condition("Ready", "False"), closed]))
+    assert (view.gate, view.gate_reason, view.ready) == (False, "VersionLoading", False)
+
+
+def test_ready_needs_the_ready_condition_true() -> None:
+    gate = condition(api.GATE_CONDITION, "True", "VersionsAvailable")
+    assert not pod_view(pod(conditions=[gate])).ready
+    assert not pod_view(pod(conditions=[condition("Ready", "Unknown"), gate])).ready
+
+
+def test_a_crashed_server_is_read_from_last_state_and_restart_count() -> None:
+    """The crash path: the kubelet restarts the container and keeps the exit in
+    lastState.terminated, with the termination message FallbackToLogsOnError
+    took from the server's last log lines."""
+    view = pod_view(pod(containers=[crashed_container(3, f"  {SERVER_WORDS}\n")]))
+    assert view.termination_message == SERVER_WORDS  # trimmed
+    assert view.restart_count == 3
+    assert not view.running
+    assert not view.probeable
+
+
+def test_the_termination_message_comes_from_last_state_not_state() -> None:
+    # Both present and different: a restarted container terminating again
+    # carries the new exit in state and the one that restarted it in lastState.
+    container = crashed_container(4, SERVER_WORDS)
+    container["state"] = {
+        "terminated": {"exitCode": 137, "reason": "Error", "message": "killed by the kubelet"}
+    }
+    assert pod_view(pod(containers=[container])).termination_message == SERVER_WORDS
+
+
+def test_a_first_exit_not_yet_restarted_has_no_message_yet() -> None:
+    # Only state.terminated: the crash path waits for the restart (restartCount
+    # and lastState), so nothing is read from state.
+    container = {
+        "name": api.CONTAINER_NAME,
+        "restartCount": 0,
+        "state": {"terminated": {"exitCode": 255, "reason": "Error", "message": SERVER_WORDS}},
+    }
+    view = pod_view(pod(containers=[container]))
+    assert (view.termination_message, view.restart_count, view.running) == ("", 0, False)
+
+
+def test_only_the_model_server_container_counts() -> None:
+    sidecar = crashed_container(9, "sidecar died")
+    sidecar["name"] = "log-shipper"
+    view = pod_view(pod(containers=[sidecar, running_container(restarts=1)]))
+    assert (view.termination_message, view.restart_count, view.running) == ("", 1, True)
+
+
+def test_a_running_server_keeps_the_message_of_its_previous_exit() -> None:
+    container = running_container(
+        restarts=1, lastState={"terminated": {"exitCode": 1, "message": "OOM\n"}}
+    )
+    view = pod_view(pod(containers=[container]))
+    assert (view.running, view.restart_count, view.termination_message) == (True, 1, "OOM")
+
+
+def test_an_unschedulable_pod_carries_the_scheduler_message() -> None:
+    message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    view = pod_view(
+        pod(
+            phase="Pending",
+            ip="",
+            containers=[],
+            conditions=[condition("PodScheduled", "False", "Unschedulable", message)],
+        )
+    )
+    assert view.unschedulable == message
+    assert (view.phase, view.ip, view.running, view.probeable) == ("Pending", "", False, False)
+
+
+@pytest.mark.parametrize(
+    "scheduled",
+    [
+        condition("PodScheduled", "False", "SchedulingGated", "waiting for a gate"),
+        condition("PodScheduled", "True", "", ""),
+    ],
+    ids=["gated-not-unschedulable", "scheduled"],
+)
+def test_only_the_unschedulable_reason_is_reported(scheduled: dict[str, Any]) -> None:
+    assert pod_view(pod(phase="Pending", conditions=[scheduled])).unschedulable == ""
+
+
+def test_a_pod_with_a_deletion_timestamp_is_terminating() -> None:
+    assert pod_view(pod(deleting=True)).terminating
+    assert not pod_view(pod()).terminating
+
+
+def test_an_empty_pod_gets_safe_defaults() -> None:
+    view = pod_view({"metadata": {"name": "p"}})
+    assert (view.phase, view.grpc_port, view.gate, view.ready, view.running) == (
+        "Pending",
+        8500,
+        None,
+        False,
+        False,
+    )
+    assert (view.ip, view.config_hash, view.versions, view.model_name) == ("", "", "", "")
+
+
+def test_probeable_needs_an_ip_a_running_container_and_the_running_phase() -> None:
+    assert pod_view(pod()).probeable
+    assert not pod_view(pod(ip="")).probeable
+    assert not pod_view(pod(phase="Pending")).probeable
+    waiting = running_container()
+    waiting["state"] = {"waiting": {"reason": "ContainerCreating"}}
+    assert not pod_view(pod(containers=[waiting])).probeable
+
+
+# ----- deployment_view ---------------------------------------------------------
+
+
+def test_a_deployment_is_read_field_by_field() -> None:
+    view = deployment_view(deployment(generation=4, observed=3, replicas=2, config_hash="h4"))
+    assert view == DeploymentView(
+        generation=4,
+        observed_generation=3,
+        replicas=2,
+        updated_replicas=1,
+        ready_replicas=2,
+        available_replicas=2,
+        config_hash="h4",
+        current_replicas=3,
+    )
+    assert not view.settled
+
+
+def test_settled_once_the_controller_saw_the_generation() -> None:
+    assert deployment_view(deployment(generation=3, observed=3)).settled
+    assert deployment_view(deployment(generation=3, observed=4)).settled
+    assert not deployment_view(deployment(generation=3, observed=2)).settled
+
+
+def test_a_new_deployment_without_status_counts_nothing() -> None:
+    view = deployment_view(deployment(generation=1, status={}))
+    assert (view.observed_generation, view.current_replicas, view.ready_replicas) == (0, 0, 0)
+    assert (view.updated_replicas, view.available_replicas) == (0, 0)
+    assert not view.settled
+
+
+def test_zero_replicas_are_zero() -> None:
+    assert deployment_view(deployment(replicas=0)).replicas == 0
+
+
+# ----- strip_object ------------------------------------------------------------
+
+
+def test_strip_object_drops_status_and_server_bookkeeping() -> None:
+    body = deployment()
+    body["metadata"]["ownerReferences"] = [{"kind": api.KIND, "name": OWNER}]
+    before = copy.deepcopy(body)
+    stripped = strip_object(body)
+    assert "status" not in stripped
+    assert stripped["metadata"] == {
+        "name": "mnist",
+        "namespace": NAMESPACE,
+        "labels": {api.LABEL_SERVEDMODEL: OWNER},
+        "ownerReferences": [{"kind": api.KIND, "name": OWNER}],
+    }
+    assert stripped["spec"] == body["spec"]
+    assert (stripped["apiVersion"], stripped["kind"]) == ("apps/v1", "Deployment")
+    assert body == before  # the watch's object is left alone
+
+
+def test_strip_object_of_an_object_without_metadata() -> None:
+    assert strip_object({"kind": "ConfigMap", "data": {"a": "1"}}) == {
+        "kind": "ConfigMap",
+        "data": {"a": "1"},
+        "metadata": {},
+    }
+
+
+# ----- Cache.observe -----------------------------------------------------------
+
+
+def test_objects_without_our_label_are_ignored() -> None:
+    cache = Cache()
+    assert cache.observe("Pod", pod(labels={}), deleted=False) is None
+    assert cache.observe("Deployment", {"metadata": {"name": "x"}}, deleted=False) is None
+    assert (cache.pods, cache.children, cache.deployments) == ({}, {}, {})
+
+
+def test_pod_events_add_update_and_delete_a_view() -> None:
+    cache = Cache()
+    name = "mnist-7d9c-abcde"
+    assert cache.observe("Pod", pod(name), deleted=False) == KEY
+    assert cache.pods[KEY][name].gate is True
+    closed = condition(api.GATE_CONDITION, "False", "VersionLoading")
+    cache.observe("Pod", pod(name, conditions=[closed]), deleted=False)
+    assert cache.pods[KEY][name].gate is False
+    assert cache.observe("Pod", pod(name), deleted=True) == KEY
+    assert cache.pods[KEY] == {}
+    assert cache.children == {}  # pods are not drift-checked children
+
+
+def test_replicaset_events_keep_their_config_hash() -> None:
+    cache = Cache()
+    old = deployment(kind="ReplicaSet", name="mnist-6f8b", config_hash="hash1")
+    new = deployment(kind="ReplicaSet", name="mnist-7d9c", config_hash="hash2")
+    cache.observe("ReplicaSet", old, deleted=False)
+    cache.observe("ReplicaSet", new, deleted=False)
+    assert cache.replicaset_hashes[KEY] == {"mnist-6f8b": "hash1", "mnist-7d9c": "hash2"}
+    assert cache.observe("ReplicaSet", old, deleted=True) == KEY
+    assert cache.replicaset_hashes[KEY] == {"mnist-7d9c": "hash2"}
+    assert KEY not in cache.deployments and cache.children == {}
+
+
+def test_deployment_events_keep_the_stripped_child_and_the_view() -> None:
+    cache = Cache()
+    body = deployment(generation=5, observed=4)
+    assert cache.observe("Deployment", body, deleted=False) == KEY
+    assert cache.children[KEY][("Deployment", "mnist")] == strip_object(body)
+    assert cache.deployments[KEY] == deployment_view(body)
+    assert cache.observe("Deployment", body, deleted=True) == KEY
+    assert cache.children[KEY] == {}
+    assert KEY not in cache.deployments
+
+
+@pytest.mark.parametrize("kind", ["Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"])
+def test_other_children_are_kept_stripped_and_dropped_on_delete(kind: str) -> None:
+    cache = Cache()
+    body = {
+        "kind": kind,
+        "metadata": {
+            "name": f"mnist-{kind.lower()}",
+            "namespace": NAMESPACE,
+            "labels": {api.LABEL_SERVEDMODEL: OWNER},
+            "resourceVersion": "12",
+        },
+        "spec": {"any": "thing"},
+        "status": {"loadBalancer": {}},
+    }
+    assert cache.observe(kind, body, deleted=False) == KEY
+    assert cache.children[KEY] == {(kind, f"mnist-{kind.lower()}"): strip_object(body)}
+    assert KEY not in cache.deployments
+    cache.observe(kind, body, deleted=True)
+    assert cache.children[KEY] == {}
+
+
+def test_deleting_what_was_never_seen_is_harmless() -> None:
+    cache = Cache()
+    for kind, body in (
+        ("Pod", pod()),
+        ("ReplicaSet", deployment(kind="ReplicaSet")),
+        ("Deployment", deployment()),
+    ):
+        assert cache.observe(kind, body, deleted=True) == KEY
+    assert cache.pods[KEY] == {} and cache.children[KEY] == {}
+
+
+def test_objects_are_filed_under_their_namespace_and_owner() -> None:
+    cache = Cache()
+    other = pod("other-pod", labels={api.LABEL_SERVEDMODEL: "fashion"})
+    cache.observe("Pod", pod(), deleted=False)
+    cache.observe("Pod", other, deleted=False)
+    assert set(cache.pods) == {KEY, (NAMESPACE, "fashion")}
+    assert list(cache.pods[(NAMESPACE, "fashion")]) == ["other-pod"]
+
+
+def test_forget_drops_everything_about_one_servedmodel() -> None:
+    cache = Cache()
+    cache.observe("Pod", pod(), deleted=False)
+    cache.observe("Deployment", deployment(), deleted=False)
+    cache.observe("ReplicaSet", deployment(kind="ReplicaSet", name="rs"), deleted=False)
+    kept = pod("kept", labels={api.LABEL_SERVEDMODEL: "fashion"})
+    cache.observe("Pod", kept, deleted=False)
+    cache.forget(KEY)
+    for store in (cache.pods, cache.children, cache.deployments, cache.replicaset_hashes):
+        assert KEY not in store
+    assert list(cache.pods[(NAMESPACE, "fashion")]) == ["kept"]
