@@ -238,7 +238,8 @@ def _number_rules() -> list[dict[str, str]]:
                     f"self.matches({_named(int64, '=' + INT_VALUE + '$')})"
                 ),
                 "message": (
-                    f"{FIELD}: an int64 flag takes a whole number (optional sign, at most 18 digits)"
+                    f"{FIELD}: an int64 flag takes a whole number "
+                    "(optional sign, at most 18 digits)"
                 ),
             }
         )
