@@ -258,8 +258,9 @@ INVALID: list[tuple[str, str, dict[str, Any], str]] = [
         "server-arg-misspelt",
         "m",
         changed(BASE, serverArgs=["--rest_api_timeout_in_ms=5", "--grpc_max_thread=8"]),
-        'spec.serverArgs[1]: Invalid value: "string": spec.serverArgs: not a flag of '
-        "tensorflow_model_server 2.20.0: --grpc_max_thread",
+        # The API server quotes the item; the rule names the release.
+        'spec.serverArgs[1]: Invalid value: "--grpc_max_thread=8": spec.serverArgs: not a flag '
+        "of tensorflow_model_server 2.20.0",
     ),
     ("server-arg-port-abc", "m", changed(BASE, serverArgs=["--port=abc"]), "spec.serverArgs[0]"),
     (

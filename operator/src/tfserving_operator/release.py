@@ -170,11 +170,6 @@ def item_rules() -> list[dict[str, str]]:
         {
             "rule": f"!self.startsWith('--') || self.matches({_named(SERVER_FLAGS, '(=|$)')})",
             "message": f"{FIELD}: not a flag of tensorflow_model_server {TF_SERVING_VERSION}",
-            # Name the stranger: a typo is easier to see than to look up.
-            "messageExpression": (
-                f"'{FIELD}: not a flag of tensorflow_model_server {TF_SERVING_VERSION}: ' + "
-                "self.split('=')[0]"
-            ),
         },
         {
             "rule": f"!self.matches({_named(owned, '(=|$)')})",
@@ -300,8 +295,6 @@ def server_args_yaml(indent: int) -> str:
         if "reason" in rule:
             lines.append(f"{pad}      reason: {rule['reason']}")
         lines.append(f"{pad}      message: {json.dumps(rule['message'])}")
-        if "messageExpression" in rule:
-            lines.append(f"{pad}      messageExpression: {json.dumps(rule['messageExpression'])}")
     return "\n".join(lines) + "\n"
 
 
