@@ -3,9 +3,11 @@
 Everything that depends on the release reads it from here: the default model
 server images (settings.py), the flags spec.serverArgs may use and their
 admission rules in the CRD (`python -m tfserving_operator.release --cel`
-prints them; tests/contract/test_release_pin.py fails when the CRD, the
-chart, the docs, the golden renders or the Python pins drift from it), and
-the stand-in model server's notion of the flags (localdev/standin).
+prints them, `--write-crd PATH` rewrites them, `make manifests` runs that;
+tests/contract/test_server_args_crd.py fails when the CRD differs), and the
+stand-in model server's notion of the flags (localdev/standin).
+tests/contract/test_release_pin.py fails when the Python pins, the chart,
+the docs, the manifests or the golden renders drift from the release.
 
 Pure: no I/O at import, no TensorFlow.
 """
