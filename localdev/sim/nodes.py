@@ -1,4 +1,8 @@
-"""The simulated nodes: two CPU-only nodes and two GPU nodes.
+"""The simulated nodes: two amd64 CPU nodes, one arm64 CPU node and two GPU nodes.
+
+The arm64 node is where a pod of an amd64-only image (tensorflow/serving)
+must never land: it proves the architecture affinity the operator renders
+for the default image.
 
 The GPU nodes are labelled and tainted the way managed GPU node pools
 usually are (the NVIDIA device plugin's `nvidia.com/gpu` extended resource,
@@ -25,11 +29,13 @@ class SimNode:
     gpus: int = 0
     gpu_product: str = ""
     max_pods: int = 110
+    arch: str = "amd64"
 
 
 SIM_NODES: tuple[SimNode, ...] = (
     SimNode("sim-cpu-1", cpu="8", memory="32Gi"),
     SimNode("sim-cpu-2", cpu="8", memory="32Gi"),
+    SimNode("sim-arm-1", cpu="8", memory="32Gi", arch="arm64"),
     SimNode("sim-gpu-1", cpu="16", memory="64Gi", gpus=4, gpu_product="NVIDIA-A100-SXM4-40GB"),
     SimNode("sim-gpu-2", cpu="16", memory="64Gi", gpus=2, gpu_product="NVIDIA-L4"),
 )
@@ -43,7 +49,7 @@ def node_manifest(node: SimNode) -> dict[str, Any]:
         "type": "kwok",  # kwok manages nodes with this label (see cluster.py)
         "kubernetes.io/hostname": node.name,
         "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": "amd64",
+        "kubernetes.io/arch": node.arch,
         "node.kubernetes.io/instance-type": "sim-gpu" if node.gpus else "sim-cpu",
         "topology.kubernetes.io/zone": "sim-a",
     }

@@ -24,7 +24,7 @@ from kubernetes.client.rest import ApiException
 from localdev.support.k8s import custom, servedmodel
 from localdev.support.waiting import wait_until
 from tests.unit.golden.cases import CASES
-from tfserving_operator import api, render, spec
+from tfserving_operator import api, release, render, spec
 from tfserving_operator.observe import strip_object
 from tfserving_operator.reconcile import contains
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
@@ -44,8 +44,8 @@ def changed(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return out
 
 
-GPU_IMAGE = "tensorflow/serving:2.19.1-gpu"
-CPU_IMAGE = "tensorflow/serving:2.19.1"
+GPU_IMAGE = release.DEFAULT_GPU_IMAGE
+CPU_IMAGE = release.DEFAULT_IMAGE
 PVC = {"persistentVolumeClaim": {"claimName": "models"}}
 
 # (id, metadata.name, spec, text the message must contain: the field's path)
@@ -250,6 +250,62 @@ INVALID: list[tuple[str, str, dict[str, Any], str]] = [
         changed(BASE, serverArgs=["rest_api_timeout_in_ms=5"]),
         "spec.serverArgs[0]",
     ),
+    # serverArgs grammar: tensorflow_model_server 2.20.0's own parser
+    # (tensorflow/core/util/command_line_flags.cc) ignores what it cannot read as
+    # --name=value, exits on a bad value; admission refuses both up front.
+    ("server-arg-single-dash", "m", changed(BASE, serverArgs=["-grpc_max_threads=8"]), "[0]"),
+    (
+        "server-arg-misspelt",
+        "m",
+        changed(BASE, serverArgs=["--rest_api_timeout_in_ms=5", "--grpc_max_thread=8"]),
+        # The API server quotes the item; the rule names the release.
+        'spec.serverArgs[1]: Invalid value: "--grpc_max_thread=8": spec.serverArgs: not a flag '
+        "of tensorflow_model_server 2.20.0",
+    ),
+    ("server-arg-port-abc", "m", changed(BASE, serverArgs=["--port=abc"]), "spec.serverArgs[0]"),
+    (
+        "server-arg-int-abc",
+        "m",
+        changed(BASE, serverArgs=["--grpc_max_threads=abc"]),
+        "an int32 flag takes a whole number",
+    ),
+    (
+        "server-arg-int32-overflow",
+        "m",
+        changed(BASE, serverArgs=["--rest_api_timeout_in_ms=99999999999"]),
+        "an int32 flag takes a whole number",
+    ),
+    (
+        "server-arg-int64-fraction",
+        "m",
+        changed(BASE, serverArgs=["--tensorflow_intra_op_parallelism=1.5"]),
+        "an int64 flag takes a whole number",
+    ),
+    (
+        "server-arg-owned-bool-maybe",
+        "m",
+        changed(BASE, serverArgs=["--enable_batching=maybe"]),
+        "spec.serverArgs must not set flags the operator owns",
+    ),
+    (
+        "server-arg-bool-maybe",
+        "m",
+        changed(BASE, serverArgs=["--enable_grpc_healthcheck_service=maybe"]),
+        "a bool flag takes =true, =false, =1 or =0",
+    ),
+    (
+        "server-arg-space-separated",
+        "m",
+        changed(BASE, serverArgs=["--rest_api_timeout_in_ms 5000"]),
+        "each item must be one flag",
+    ),
+    (
+        "server-arg-value-as-next-item",
+        "m",
+        changed(BASE, serverArgs=["--rest_api_timeout_in_ms", "5000"]),
+        "only bool flags may be given without =value",
+    ),
+    ("server-arg-version", "m", changed(BASE, serverArgs=["--version"]), "--version"),
     # pods and Services
     ("replicas-negative", "m", changed(BASE, replicas=-1), "spec.replicas"),
     (
@@ -336,6 +392,36 @@ def test_invalid_servedmodel_is_refused(
     message = json.loads(refused.value.body)["message"]
     assert field in message, message
     assert servedmodels(api_client, admission_namespace) == []
+
+
+# Flags tensorflow_model_server 2.20.0 reads as given: each must be admitted.
+VALID_SERVER_ARGS = [
+    "--rest_api_timeout_in_ms=5000",
+    "--rest_api_timeout_in_ms=+5000",
+    "--grpc_max_threads=2147483647",
+    "--tensorflow_intra_op_parallelism=-1",
+    "--enable_grpc_healthcheck_service",
+    "--enable_profiler=FALSE",
+    "--flush_filesystem_caches=0",
+    "--rest_api_enable_cors_support=True",
+    "--saved_model_tags=serve,gpu",
+    "--grpc_channel_arguments=grpc.max_connection_age_ms=2000",
+    "--mixed_precision=bfloat16",
+    "--ssl_config_file=",
+]
+
+
+def test_valid_server_args_are_admitted(api_client, admission_namespace) -> None:
+    """The grammar refuses no flag the server would take (all in one object: the
+    rules are per item, so one refusal would fail the whole list)."""
+    body = servedmodel("m", changed(BASE, serverArgs=VALID_SERVER_ARGS))
+    created = create(api_client, admission_namespace, body, dry_run=True)
+    assert created["spec"]["serverArgs"] == VALID_SERVER_ARGS
+
+
+@pytest.mark.parametrize("arg", VALID_SERVER_ARGS)
+def test_each_valid_server_arg_is_a_flag_of_the_pinned_release(arg: str) -> None:
+    assert arg.removeprefix("--").partition("=")[0] in release.SERVER_FLAGS
 
 
 def test_nothing_was_created(api_client, admission_namespace) -> None:

@@ -92,7 +92,7 @@ def test_there_are_rules_for_the_cross_field_constraints() -> None:
         "",
         ".spec",
         ".spec.batching",
-        ".spec.serverArgs",
+        ".spec.serverArgs[]",
         ".spec.storage",
         ".spec.storage.persistentVolumeClaim.subPath",
         ".spec.versionLabels",

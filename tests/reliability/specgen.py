@@ -23,6 +23,8 @@ from typing import Any
 import yaml
 from hypothesis import strategies as st
 
+from tfserving_operator import release
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO_ROOT / "crds" / "servedmodels.serving.tfoperator.dev.yaml"
 MAX_ITEMS = 3
@@ -349,9 +351,9 @@ def repair(spec: dict[str, Any], draw: st.DrawFn) -> None:
     sub = ((storage.get("persistentVolumeClaim") or {}).get("subPath")) or ""
     if sub.startswith("/") or ".." in sub.split("/"):
         storage["persistentVolumeClaim"].pop("subPath", None)
-    args = spec.get("serverArgs")
-    if args:
-        spec["serverArgs"] = [a for a in args if not _owned_flag(a)]
+    if spec.get("serverArgs"):
+        # The CRD's CEL grammar is not modelled: draw flags it admits.
+        spec["serverArgs"] = draw(st.lists(st.sampled_from(VALID_SERVER_ARGS), max_size=4))
 
 
 def _label_ok(key: str) -> bool:
@@ -360,29 +362,14 @@ def _label_ok(key: str) -> bool:
     return re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", key) is not None
 
 
-OWNED_FLAGS = (
-    "port",
-    "grpc_socket_path",
-    "rest_api_port",
-    "model_name",
-    "model_base_path",
-    "model_config_file",
-    "model_config_file_poll_wait_seconds",
-    "file_system_poll_wait_seconds",
-    "monitoring_config_file",
-    "enable_batching",
-    "batching_parameters_file",
-    "per_process_gpu_memory_fraction",
-    "enable_model_warmup",
-    "max_num_load_retries",
-    "load_retry_interval_micros",
-    "allow_version_labels_for_unavailable_models",
+# serverArgs the CRD admits: the pinned server's flags the operator does not own,
+# one well-typed value each (release.py generates the CRD's grammar rules).
+_SAMPLE_VALUES = {"int32": "=8", "int64": "=2", "bool": "=false", "string": "=x"}
+VALID_SERVER_ARGS = tuple(
+    f"--{name}{_SAMPLE_VALUES[kind]}"
+    for name, kind in release.SERVER_FLAGS.items()
+    if name not in release.OPERATOR_FLAGS + release.NON_SERVING_FLAGS and kind in _SAMPLE_VALUES
 )
-
-
-def _owned_flag(arg: str) -> bool:
-    name = arg.lstrip("-").split("=", 1)[0]
-    return name in OWNED_FLAGS
 
 
 # ----- broken specs ------------------------------------------------------------------
@@ -400,7 +387,7 @@ BREAKS: list[tuple[str, str, dict[str, Any]]] = [
     ("spec.modelName", "pattern", {"modelName": "has space"}),
     ("spec.modelName", "empty", {"modelName": ""}),
     ("spec.image", "pattern", {"image": "two words"}),
-    ("spec.image", "GPU image without GPUs", {"image": "tensorflow/serving:2.19.1-gpu"}),
+    ("spec.image", "GPU image without GPUs", {"image": release.DEFAULT_GPU_IMAGE}),
     ("spec.imagePullPolicy", "enum", {"imagePullPolicy": "Sometimes"}),
     ("spec.ports.grpc", "above maximum", {"ports": {"grpc": 70000, "rest": 8501}}),
     ("spec.ports.rest", "below minimum", {"ports": {"grpc": 8500, "rest": -5}}),

@@ -448,10 +448,11 @@ def test_simulated_nodes_are_ready_with_gpus_and_taints_where_expected(api_clien
     core = client.CoreV1Api(api_client)
     nodes = {n.metadata.name: n for n in core.list_node(label_selector="type=kwok").items}
     assert set(nodes) == {n.name for n in SIM_NODES}
-    assert len(GPU_NODES) == 2 and len(CPU_NODES) == 2
+    assert len(GPU_NODES) == 2 and len(CPU_NODES) == 3
 
     for spec in SIM_NODES:
         node = nodes[spec.name]
+        assert node.metadata.labels["kubernetes.io/arch"] == spec.arch
         ready = [c for c in node.status.conditions if c.type == "Ready"]
         assert [c.status for c in ready] == ["True"], spec.name
         assert not node.spec.unschedulable

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.golden.cases import CASES, NAMESPACE, UID, servedmodel
-from tfserving_operator import api, render, spec
+from tfserving_operator import api, release, render, spec
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -386,31 +386,100 @@ def test_rest_off_means_no_rest_anywhere() -> None:
         assert [p["port"] for p in service["spec"]["ports"]] == [9000]
 
 
-def _owned_flag_pattern() -> re.Pattern[str]:
-    """The CRD's CEL rule that refuses owned flags in spec.serverArgs, as a Python regex."""
-    crd = yaml.safe_load(CRD_PATH.read_text())
-    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    rules = schema["properties"]["spec"]["properties"]["serverArgs"]["x-kubernetes-validations"]
-    (rule,) = [r["rule"] for r in rules if ".matches(" in r["rule"]]
-    match = re.search(r"matches\('(.+)'\)\)", rule)
-    assert match, rule
-    return re.compile(match.group(1))
-
-
 def test_crd_refuses_every_flag_the_operator_renders() -> None:
-    """spec.serverArgs could otherwise override what the gate and the config rely on."""
-    owned = _owned_flag_pattern()
+    """spec.serverArgs could otherwise override what the gate and the config rely on
+    (release.OPERATOR_FLAGS feeds the CRD's rule; the contract tests pin the CRD to it)."""
     rendered = set()
     for case in CASES:
         sm = parse(CASES[case])
         for arg in render.server_args(sm, sm.target):
             if arg not in sm.server_args:
-                rendered.add(arg)
+                rendered.add(arg.removeprefix("--").partition("=")[0])
     assert rendered
-    for arg in sorted(rendered):
-        assert owned.search(arg), f"{arg} is rendered by the operator but allowed in serverArgs"
+    assert rendered <= set(release.OPERATOR_FLAGS), rendered - set(release.OPERATOR_FLAGS)
+    assert set(release.RENDERED_FLAGS) <= rendered, "a rendered flag no case shows"
     for arg in CASES["pod-options"]["spec"]["serverArgs"]:
-        assert not owned.search(arg), f"{arg} should stay allowed"
+        name = arg.removeprefix("--").partition("=")[0]
+        assert name in release.SERVER_FLAGS and name not in release.OPERATOR_FLAGS, arg
+
+
+# ----- architecture -------------------------------------------------------------
+
+ARCH = {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
+
+
+def required_terms(children: render.Children) -> list[Manifest]:
+    affinity = pod_spec(children).get("affinity") or {}
+    required = (affinity.get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    )
+    return list((required or {}).get("nodeSelectorTerms") or [])
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_default_image_requires_amd64_in_every_term(case: str) -> None:
+    """tensorflow/serving images are linux/amd64 only; terms are ORed, so each carries it."""
+    children = render_case(case)
+    terms = required_terms(children)
+    if "image" in CASES[case]["spec"]:
+        assert all(ARCH not in t.get("matchExpressions", []) for t in terms)
+        return
+    assert terms, "no required node affinity with the default image"
+    for term in terms:
+        assert term["matchExpressions"].count(ARCH) == 1, term
+
+
+def test_default_image_alone_gets_one_term_with_only_the_architecture() -> None:
+    assert required_terms(render_case("minimal-hostpath")) == [{"matchExpressions": [ARCH]}]
+    assert set(pod_spec(render_case("minimal-hostpath"))["affinity"]) == {"nodeAffinity"}
+
+
+def test_users_affinity_is_merged_not_replaced() -> None:
+    body = CASES["default-image-affinity"]
+    user = body["spec"]["affinity"]
+    affinity = pod_spec(render_case("default-image-affinity"))["affinity"]
+    # Each user term keeps its own requirements, ANDed with the architecture.
+    user_terms = user["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert len(terms) == len(user_terms) == 2
+    assert terms[0]["matchExpressions"] == [*user_terms[0]["matchExpressions"], ARCH]
+    assert terms[1]["matchFields"] == user_terms[1]["matchFields"]
+    assert terms[1]["matchExpressions"] == [ARCH]
+    # Preferred terms only weigh nodes: untouched, like the pod (anti-)affinity.
+    preferred = "preferredDuringSchedulingIgnoredDuringExecution"
+    assert affinity["nodeAffinity"][preferred] == user["nodeAffinity"][preferred]
+    assert affinity["podAntiAffinity"] == user["podAntiAffinity"]
+    # The spec's own objects are not modified by rendering.
+    assert ARCH not in user_terms[0]["matchExpressions"]
+
+
+def test_architecture_already_required_is_not_repeated() -> None:
+    term = {"matchExpressions": [dict(ARCH)]}
+    body = _with(
+        CASES["minimal-hostpath"],
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+            }
+        },
+    )
+    assert required_terms(render_body(body)) == [{"matchExpressions": [ARCH]}]
+
+
+def test_user_image_drops_the_architecture_but_keeps_the_users_affinity() -> None:
+    body = _with(CASES["default-image-affinity"], image="registry.example.com/serving:multiarch")
+    affinity = pod_spec(render_body(body))["affinity"]
+    assert affinity == CASES["default-image-affinity"]["spec"]["affinity"]
+    plain = _with(CASES["minimal-hostpath"], image="registry.example.com/serving:multiarch")
+    assert "affinity" not in pod_spec(render_body(plain))
+
+
+def test_gpu_default_image_also_requires_amd64() -> None:
+    assert required_terms(render_case("gpu")) == [{"matchExpressions": [ARCH]}]
 
 
 # ----- the config ---------------------------------------------------------------

@@ -9,6 +9,7 @@ while the spec still names the refused ones.
 
 from __future__ import annotations
 
+import copy
 import decimal
 import hashlib
 import json
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from tfserving_operator import api
+from tfserving_operator import api, release
 from tfserving_operator.model_config import (
     batching_parameters,
     model_server_config,
@@ -32,6 +33,8 @@ Manifest = dict[str, Any]
 # the kill at the end of the grace period is the real stop.
 PRESTOP_MARGIN_SECONDS = 5
 UNPRIVILEGED_UID = 1000
+# The well-known node label kubelets set from the node's GOARCH.
+ARCH_LABEL = "kubernetes.io/arch"
 
 
 @dataclass(frozen=True)
@@ -397,6 +400,40 @@ def _tolerations(sm: ServedModel) -> list[dict[str, Any]]:
     return tolerations
 
 
+def arch_requirement() -> dict[str, Any]:
+    """The node selector requirement for the architectures the default images exist for."""
+    return {
+        "key": ARCH_LABEL,
+        "operator": "In",
+        "values": list(release.DEFAULT_IMAGE_ARCHITECTURES),
+    }
+
+
+def render_affinity(sm: ServedModel) -> dict[str, Any]:
+    """The user's affinity, plus, with the default image, a required node
+    architecture: tensorflow/serving images are linux/amd64 only, and a pod on
+    an arm64 node fails to start. nodeSelectorTerms are ORed, so the
+    requirement goes into every term (ANDed with the term's own expressions);
+    preferred terms only weigh nodes and are left alone. A user-set image may
+    be multi-arch: then nothing is added."""
+    affinity: dict[str, Any] = copy.deepcopy(dict(sm.affinity or {}))
+    if not sm.image_is_default:
+        return affinity
+    node = affinity.setdefault("nodeAffinity", {})
+    required = node.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+    # No term at all means "any node": one term holding only the requirement.
+    terms = required.get("nodeSelectorTerms") or [{}]
+    required["nodeSelectorTerms"] = [_with_arch(term) for term in terms]
+    return affinity
+
+
+def _with_arch(term: dict[str, Any]) -> dict[str, Any]:
+    expressions = list(term.get("matchExpressions") or [])
+    if arch_requirement() not in expressions:
+        expressions.append(arch_requirement())
+    return {**term, "matchExpressions": expressions}
+
+
 def pod_annotations(sm: ServedModel, serve: VersionSet, config_hash: str) -> dict[str, str]:
     """What the gate reads back from each pod: which versions, which config."""
     annotations = {
@@ -450,8 +487,9 @@ def render_pod_spec(sm: ServedModel, serve: VersionSet, config_hash: str) -> dic
     tolerations = _tolerations(sm)
     if tolerations:
         pod["tolerations"] = tolerations
-    if sm.affinity:
-        pod["affinity"] = dict(sm.affinity)
+    affinity = render_affinity(sm)
+    if affinity:
+        pod["affinity"] = affinity
     if sm.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": n} for n in sm.image_pull_secrets]
     return pod

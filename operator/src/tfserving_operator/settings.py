@@ -11,9 +11,12 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-# The tensorflow/serving release rendered when a ServedModel sets no image.
-DEFAULT_IMAGE = "tensorflow/serving:2.19.1"
-DEFAULT_GPU_IMAGE = "tensorflow/serving:2.19.1-gpu"
+# The tensorflow/serving release rendered when a ServedModel sets no image
+# (pinned in release.py, with everything else that follows the release).
+# Re-exported: callers and tests read the defaults from settings.
+from tfserving_operator.release import DEFAULT_GPU_IMAGE as DEFAULT_GPU_IMAGE
+from tfserving_operator.release import DEFAULT_IMAGE as DEFAULT_IMAGE
+
 # Random peering priorities are drawn from 1..2**31-1: two replicas collide
 # (and both pause until one restarts) with odds of about 1 in 2 billion.
 RANDOM_PRIORITY_RANGE = 2**31 - 1

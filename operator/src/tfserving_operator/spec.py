@@ -103,6 +103,9 @@ class ServedModel:
     service_annotations: Mapping[str, str]
     network_policy: Mapping[str, Any] | None
     retry_token: str = ""
+    # spec.image unset: the operator's default image (tensorflow/serving,
+    # published for linux/amd64 only), so the pods must land on amd64 nodes.
+    image_is_default: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -209,4 +212,5 @@ def parse(body: Mapping[str, Any], default_image: str, default_gpu_image: str) -
         service_annotations=service.get("annotations") or {},
         network_policy=spec.get("networkPolicy"),
         retry_token=(meta.get("annotations") or {}).get("serving.tfoperator.dev/retry", ""),
+        image_is_default=not spec.get("image"),
     )

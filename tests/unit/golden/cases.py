@@ -191,4 +191,57 @@ CASES: dict[str, Body] = {
             },
         },
     ),
+    # The default image (linux/amd64 only) with the user's own affinity: the
+    # architecture is ANDed into each required term (terms are ORed), the
+    # preferred terms and pod anti-affinity stay as written.
+    "default-image-affinity": servedmodel(
+        "ranker",
+        {
+            "storage": {"persistentVolumeClaim": {"claimName": "models"}},
+            "version": 4,
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "pool", "operator": "In", "values": ["serving"]}
+                                ]
+                            },
+                            {
+                                "matchFields": [
+                                    {
+                                        "key": "metadata.name",
+                                        "operator": "In",
+                                        "values": ["big-node-1"],
+                                    }
+                                ]
+                            },
+                        ]
+                    },
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 10,
+                            "preference": {
+                                "matchExpressions": [
+                                    {"key": "zone", "operator": "In", "values": ["a"]}
+                                ]
+                            },
+                        }
+                    ],
+                },
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 50,
+                            "podAffinityTerm": {
+                                "topologyKey": "kubernetes.io/hostname",
+                                "labelSelector": {"matchLabels": {"app": "ranker"}},
+                            },
+                        }
+                    ]
+                },
+            },
+        },
+    ),
 }
