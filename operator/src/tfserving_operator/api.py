@@ -77,6 +77,11 @@ class Reason:
     VERSION_LOAD_TIMEOUT: Final = "VersionLoadTimeout"
     UNSCHEDULABLE: Final = "Unschedulable"
     INVALID_SPEC: Final = "InvalidSpec"
+    # Events only (Warning Events reuse the Degraded reasons above)
+    ROLLOUT_STARTED: Final = "RolloutStarted"
+    ROLLING_BACK: Final = "RollingBack"
+    SERVING_VERSIONS: Final = "ServingVersions"
+    READY: Final = "Ready"
 
 
 # Gate reasons, written on the pod's readiness-gate condition.

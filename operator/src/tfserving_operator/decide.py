@@ -602,14 +602,18 @@ def events_for(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[EventSpec
             # The rollout to the last good versions that follows a refusal.
             target = new.get("targetVersions", "")
             message = f"rolling back to versions {versions} (target {target} refused)"
-            events.append(EventSpec("Normal", "RollingBack", message))
+            events.append(EventSpec("Normal", Reason.ROLLING_BACK, message))
         else:
-            events.append(EventSpec("Normal", "RolloutStarted", f"rolling out versions {versions}"))
+            events.append(
+                EventSpec("Normal", Reason.ROLLOUT_STARTED, f"rolling out versions {versions}")
+            )
     if new.get("servingVersions") != old.get("servingVersions") and new.get("servingVersions"):
         was = old.get("servingVersions") or "nothing"
         events.append(
             EventSpec(
-                "Normal", "ServingVersions", f"now serving {new['servingVersions']} (was {was})"
+                "Normal",
+                Reason.SERVING_VERSIONS,
+                f"now serving {new['servingVersions']} (was {was})",
             )
         )
     old_refused, new_refused = old.get("refused"), new.get("refused")
@@ -625,7 +629,7 @@ def events_for(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[EventSpec
         events.append(EventSpec("Warning", new_deg["reason"], new_deg.get("message", "")))
     old_ready, new_ready = _cond(old, Condition.READY), _cond(new, Condition.READY)
     if new_ready.get("status") == "True" and old_ready.get("status") != "True":
-        events.append(EventSpec("Normal", "Ready", new_ready.get("message", "")))
+        events.append(EventSpec("Normal", Reason.READY, new_ready.get("message", "")))
     return events
 
 

@@ -14,8 +14,9 @@ from typing import Any
 import kopf
 from kubernetes import config as kube_config
 
-from tfserving_operator import api
+from tfserving_operator import api, kinds
 from tfserving_operator.apply import Applier
+from tfserving_operator.kinds import KindInfo
 from tfserving_operator.kube import Kube
 from tfserving_operator.observe import Cache, Prober
 from tfserving_operator.reconcile import Context
@@ -25,16 +26,6 @@ log = logging.getLogger(__name__)
 
 SETTINGS = Settings.from_env()
 OWNED = {api.LABEL_SERVEDMODEL: kopf.PRESENT}
-# Kinds whose events wake the owning ServedModel's worker.
-CHILD_KINDS = {
-    "pods": "Pod",
-    "deployments": "Deployment",
-    "replicasets": "ReplicaSet",
-    "services": "Service",
-    "configmaps": "ConfigMap",
-    "poddisruptionbudgets": "PodDisruptionBudget",
-    "networkpolicies": "NetworkPolicy",
-}
 
 
 def _load_api_client() -> Any:
@@ -90,26 +81,17 @@ async def servedmodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
         ctx.poke(key, body)
 
 
-def _register_child(plural: str, kind: str) -> None:
-    group_version = {
-        "deployments": "apps",
-        "replicasets": "apps",
-        "poddisruptionbudgets": "policy",
-        "networkpolicies": "networking.k8s.io",
-    }
-    group = group_version.get(plural, "")
-    version = "v1"
-
-    @kopf.on.event(group, version, plural, labels=OWNED, id=f"child-{plural}")
+def _register_child(info: KindInfo) -> None:
+    @kopf.on.event(info.group, info.version, info.plural, labels=OWNED, id=f"child-{info.plural}")
     async def child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         ctx: Context = memo.ctx
-        key = ctx.cache.observe(kind, event["object"], deleted=event["type"] == "DELETED")
+        key = ctx.cache.observe(info.kind, event["object"], deleted=event["type"] == "DELETED")
         if key is not None:
             ctx.poke(key)
 
 
-for _plural, _kind in CHILD_KINDS.items():
-    _register_child(_plural, _kind)
+for _info in kinds.WATCHED:
+    _register_child(_info)
 
 
 @kopf.on.probe(id="servedmodels")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from tfserving_operator import decide, render, spec
+from tfserving_operator import decide, kinds, render, spec
 from tfserving_operator.api import GateReason
 from tfserving_operator.apply import Applier, now_iso
 from tfserving_operator.kube import ApiError
@@ -27,9 +27,6 @@ from tfserving_operator.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_IDLE_SECONDS = 60.0
-
-# Optional children: rendered or not depending on the spec.
-PRUNED_KINDS = frozenset({"Service", "PodDisruptionBudget", "NetworkPolicy"})
 
 # A server that answers "still LOADING", or refuses connections while it
 # starts (the real server opens its ports only once its versions have
@@ -284,7 +281,7 @@ class Worker:
         observed = self.ctx.cache.children.get(self.key, {})
         for ident, obj in list(observed.items()):
             kind, name = ident
-            if kind not in PRUNED_KINDS or ident in wanted or not _controlled_by(obj, owner_uid):
+            if kind not in kinds.PRUNED or ident in wanted or not _controlled_by(obj, owner_uid):
                 continue
             log.info("%s/%s: deleting %s %s: no longer rendered", *self.key, kind, name)
             await self.ctx.applier.delete(kind, self.key[0], name)
