@@ -114,7 +114,7 @@ def test_model_state_enum_mirrors_tf_serving() -> None:
 
 
 def test_error_code_names_match_tensorflow() -> None:
-    """VersionStatus.error_code_name names TF's codes through grpc's table: same numbers."""
+    """VersionStatus.error_code_name names TF's codes by the canonical gRPC numbers."""
     for name, number in ERROR_CODES.items():
         status = client.VersionStatus(1, client.ModelState.END, number, "")
         if name.startswith("DO_NOT_USE"):

@@ -26,6 +26,7 @@ import grpc
 import grpc.aio
 import pytest
 
+from tfserving_operator.views import CODE_NAMES
 from tfserving_operator.wire import client
 from tfserving_operator.wire import tfserving_wire_pb2 as pb
 from tfserving_operator.wire.client import (
@@ -598,3 +599,8 @@ def test_reload_to_closed_port_is_unreachable() -> None:
 def test_module_constants() -> None:
     assert f"/{SERVICE}/GetModelStatus" == client.GET_MODEL_STATUS_METHOD
     assert f"/{SERVICE}/HandleReloadConfigRequest" == client.HANDLE_RELOAD_CONFIG_METHOD
+
+
+def test_code_names_are_grpc_canonical_codes() -> None:
+    """views.CODE_NAMES spells the table without importing grpc; it must match grpc's."""
+    assert {code.value[0]: code.name for code in grpc.StatusCode} == CODE_NAMES

@@ -16,9 +16,8 @@ from typing import Any
 
 from tfserving_operator import api
 from tfserving_operator.api import Condition, GateReason, Reason
-from tfserving_operator.observe import DeploymentView, PodView, ProbeResult
 from tfserving_operator.spec import ServedModel, VersionSet
-from tfserving_operator.wire.client import ModelState
+from tfserving_operator.views import DeploymentView, ModelState, PodView, ProbeResult
 
 # ----------------------------------------------------------------------------
 # Memory: what earlier reconciles recorded in the status (survives restarts).

@@ -16,47 +16,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tfserving_operator import api
-from tfserving_operator.wire.client import (
-    ChannelPool,
-    ModelState,
-    ProbeError,
-    ServerUnreachable,
-    VersionStatus,
-)
+from tfserving_operator.views import DeploymentView, PodView, ProbeResult
+from tfserving_operator.wire.client import ChannelPool, ProbeError, ServerUnreachable
+
+__all__ = [
+    "Cache",
+    "DeploymentView",
+    "Key",
+    "PodView",
+    "ProbeResult",
+    "Prober",
+    "deployment_view",
+    "pod_view",
+    "strip_object",
+]
 
 Key = tuple[str, str]  # (namespace, ServedModel name)
-
-
-@dataclass(frozen=True)
-class PodView:
-    """What the gate and the status need to know about one model server pod."""
-
-    name: str
-    namespace: str
-    ip: str
-    phase: str
-    ready: bool
-    gate: bool | None  # None: the operator never set it
-    gate_reason: str
-    terminating: bool
-    config_hash: str
-    versions: str  # the pod template's version annotation, e.g. "2,3" or "latest"
-    model_name: str
-    grpc_port: int
-    running: bool
-    restart_count: int
-    termination_message: str
-    unschedulable: str  # the scheduler's message when it cannot place the pod
-
-    @property
-    def target(self) -> str:
-        """host:port of its gRPC server."""
-        return f"{self.ip}:{self.grpc_port}"
-
-    @property
-    def probeable(self) -> bool:
-        """Running with an IP: its server can be asked."""
-        return bool(self.ip) and self.running and self.phase == "Running"
 
 
 def _condition(status: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
@@ -104,25 +79,6 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         termination_message=str(terminated.get("message") or "").strip(),
         unschedulable=unschedulable,
     )
-
-
-@dataclass(frozen=True)
-class DeploymentView:
-    """The Deployment's rollout progress."""
-
-    generation: int
-    observed_generation: int
-    replicas: int  # desired (spec)
-    updated_replicas: int  # pods of the newest ReplicaSet
-    ready_replicas: int
-    available_replicas: int
-    config_hash: str
-    current_replicas: int = 0  # pods of every ReplicaSet it owns, old ones included
-
-    @property
-    def settled(self) -> bool:
-        """The Deployment controller has seen the latest spec."""
-        return self.observed_generation >= self.generation
 
 
 def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
@@ -206,28 +162,6 @@ class Cache:
         """Drop everything about a deleted ServedModel."""
         for store in (self.pods, self.children, self.deployments, self.replicaset_hashes):
             store.pop(key, None)
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One GetModelStatus answer, or why there is none."""
-
-    pod: str
-    statuses: tuple[VersionStatus, ...] = ()
-    error_reason: str = ""
-    error_message: str = ""
-    at: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.error_reason
-
-    def state_of(self, version: int) -> VersionStatus | None:
-        return next((s for s in self.statuses if s.version == version), None)
-
-    @property
-    def available_versions(self) -> tuple[int, ...]:
-        return tuple(sorted(s.version for s in self.statuses if s.state == ModelState.AVAILABLE))
 
 
 class Prober:

@@ -25,10 +25,8 @@ whose ``reason`` is ready for a Kubernetes condition.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar
 
@@ -36,6 +34,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError
 
+from tfserving_operator.views import ModelState, VersionStatus
 from tfserving_operator.wire import tfserving_wire_pb2 as pb
 
 __all__ = [
@@ -85,59 +84,6 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     # pod given HTTP(S)_PROXY for outside access must not send these via it.
     ("grpc.enable_http_proxy", 0),
 )
-
-# TF Serving's StatusProto.error_code is a tensorflow.error.Code, whose numbers
-# are the canonical gRPC status codes: name them from grpc's own table.
-_CODE_NAMES: dict[int, str] = {code.value[0]: code.name for code in grpc.StatusCode}
-
-
-class ModelState(enum.IntEnum):
-    """A model version's state, as TF Serving's ModelVersionStatus.State."""
-
-    UNKNOWN = 0
-    START = 10
-    LOADING = 20
-    AVAILABLE = 30
-    UNLOADING = 40
-    END = 50  # unloaded, or failed to load: see VersionStatus.error_code
-
-    @classmethod
-    def from_wire(cls, value: int) -> ModelState:
-        """Map a state number to a member; numbers added by newer servers map to UNKNOWN.
-
-        UNKNOWN is the safe reading for a state we cannot interpret: it is not
-        AVAILABLE, so nothing gets routed to that version on its account.
-        """
-        try:
-            return cls(value)
-        except ValueError:
-            return cls.UNKNOWN
-
-
-@dataclass(frozen=True, slots=True)
-class VersionStatus:
-    """One model version's status as reported by the server."""
-
-    version: int
-    state: ModelState
-    # A tensorflow.error.Code (the gRPC canonical codes); 0 is OK.
-    error_code: int
-    error_message: str
-
-    @property
-    def available(self) -> bool:
-        """True when the server can answer requests with this version."""
-        return self.state is ModelState.AVAILABLE
-
-    @property
-    def failed(self) -> bool:
-        """True when the version ended with an error (typically a failed load)."""
-        return self.state is ModelState.END and self.error_code != 0
-
-    @property
-    def error_code_name(self) -> str:
-        """The error code's canonical name, e.g. ``"NOT_FOUND"``; ``"OK"`` for none."""
-        return _CODE_NAMES.get(self.error_code, f"CODE_{self.error_code}")
 
 
 class ProbeError(Exception):
