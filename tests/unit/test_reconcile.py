@@ -17,14 +17,10 @@ import pytest
 
 from tfserving_operator import api, decide, render, spec
 from tfserving_operator.api import GateReason
+from tfserving_operator.children import contains
 from tfserving_operator.observe import Cache, DeploymentView, PodView, ProbeResult
-from tfserving_operator.reconcile import (
-    QUICK_RETRY_MAX_SECONDS,
-    Context,
-    ProbeState,
-    Worker,
-    contains,
-)
+from tfserving_operator.probing import QUICK_RETRY_MAX_SECONDS, ProbeState
+from tfserving_operator.reconcile import Context, Worker
 from tfserving_operator.settings import Settings
 from tfserving_operator.spec import VersionSet
 from tfserving_operator.wire.client import ModelState, VersionStatus
@@ -195,9 +191,9 @@ class Harness:
         self.prober = FakeProber()
         self.ctx = Context(
             settings=settings or Settings(),
-            applier=self.applier,  # type: ignore[arg-type]
+            applier=self.applier,
             cache=Cache(),
-            prober=self.prober,  # type: ignore[arg-type]
+            prober=self.prober,
         )
         self.worker: Worker | None = None
 
@@ -228,7 +224,7 @@ class Harness:
                 "resourceVersion": str(self.applier.rv),
             },
         }
-        for state in self.worker.probes.values():
+        for state in self.worker.probes.states.values():
             state.next_at = 0.0  # every probe due: the pass sees fresh answers
         return await self.worker.reconcile()
 
@@ -366,11 +362,11 @@ def test_probe_cadence(probe: ProbeResult, longest: float) -> None:
         h = Harness(Settings(probe_backoff_initial_seconds=0.25, probe_backoff_max_seconds=5.0))
         worker = await h.start(body(version=3))
         waiting = pod("b", 3)
-        worker.probes["b"] = ProbeState()
+        worker.probes.states["b"] = ProbeState()
         delays = []
         for _ in range(8):
-            worker._schedule(waiting, probe)
-            delays.append(worker.probes["b"].backoff)
+            worker.probes.record(waiting, probe)
+            delays.append(worker.probes.states["b"].backoff)
         assert delays[0] == 0.25
         assert max(delays) == longest
         assert delays == sorted(delays)
@@ -382,11 +378,11 @@ def test_open_gate_is_asked_at_the_steady_interval() -> None:
     async def scenario() -> None:
         h = Harness(Settings(probe_interval_seconds=30.0))
         worker = await h.start(body(version=3))
-        worker.probes["a"] = ProbeState()
+        worker.probes.states["a"] = ProbeState()
         before = time.monotonic()
-        worker._schedule(pod("a", 3, serving=True), answer("a", 3, ModelState.AVAILABLE))
-        assert worker.probes["a"].backoff == 0.0
-        assert worker.probes["a"].next_at >= before + 30.0
+        worker.probes.record(pod("a", 3, serving=True), answer("a", 3, ModelState.AVAILABLE))
+        assert worker.probes.states["a"].backoff == 0.0
+        assert worker.probes.states["a"].next_at >= before + 30.0
 
     run(scenario())
 
@@ -411,10 +407,11 @@ def test_status_the_worker_wrote_wins_over_an_older_watch_event() -> None:
         h = Harness()
         worker = await h.start(body(version=3, rv=50))
         await worker.reconcile()
-        written = worker._status()
+        assert worker.body is not None
+        written = worker.status.current(worker.body)
         assert written == h.applier.status
         worker.body = body(version=3, status={"stale": True}, rv=10)
-        assert worker._status() == written
+        assert worker.status.current(worker.body) == written
 
     run(scenario())
 
@@ -487,7 +484,7 @@ def test_channels_of_gone_pods_are_closed() -> None:
         h.pods(pod("b", 3, ip="10.0.0.2"))
         await h.next_pass()
         assert h.prober.forgotten == ["10.0.0.1:8500"]
-        assert set(worker.probes) == {"b"}
+        assert set(worker.probes.states) == {"b"}
         await h.ctx.forget(KEY)
         assert h.prober.forgotten == ["10.0.0.1:8500", "10.0.0.2:8500"]
 

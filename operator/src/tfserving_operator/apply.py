@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from tfserving_operator import api
 from tfserving_operator.kube import ApiError, Kube, path_for
@@ -28,6 +28,26 @@ STRATEGIC_CONTENT_TYPE = "application/strategic-merge-patch+json"
 def now_iso() -> str:
     """RFC 3339 UTC timestamp with second precision, as Kubernetes writes them."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ApiWriter(Protocol):
+    """The writes a reconcile makes: what `Applier` does, and what a test's fake records."""
+
+    async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]: ...
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None: ...
+
+    async def patch_status(
+        self, namespace: str, name: str, status_patch: dict[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def set_gate(
+        self, namespace: str, pod: str, is_open: bool, reason: str, message: str
+    ) -> None: ...
+
+    async def event(
+        self, involved: dict[str, Any], event_type: str, reason: str, message: str
+    ) -> None: ...
 
 
 class Applier:

@@ -9,8 +9,8 @@ call these directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,6 +120,9 @@ class GateDecision:
     open: bool
     reason: str
     message: str
+    # Kept open through a probe failure below the threshold: the gate is not
+    # written, but the status shows the failing probe's reason.
+    held: bool = False
 
 
 def required_versions(annotation: str) -> tuple[int, ...] | None:
@@ -136,12 +139,52 @@ _PROBE_ERROR_GATE = {
     "ModelNotFound": GateReason.NOT_FOUND,
 }
 
+# Probe failures that say nothing about the model: the real server serves
+# GetModelStatus from the same bounded gRPC pool as Predict
+# (--grpc_max_threads; tensorflow_serving/model_servers/server.cc at 2.19.1),
+# so under load a status call can time out while every version is AVAILABLE.
+# NOT_FOUND and an answer naming a state are definite.
+UNCERTAIN_GATE_REASONS = frozenset(
+    {GateReason.TIMEOUT, GateReason.UNREACHABLE, GateReason.PROBE_FAILED}
+)
 
-def gate_for(pod: PodView, probe: ProbeResult) -> GateDecision:
-    """Whether the pod's server serves everything its pod was started for."""
+
+def uncertain(probe: ProbeResult) -> bool:
+    """A timeout or transport error: counts toward the failure threshold."""
+    return (
+        not probe.ok
+        and _PROBE_ERROR_GATE.get(probe.error_reason, GateReason.PROBE_FAILED)
+        in UNCERTAIN_GATE_REASONS
+    )
+
+
+def gate_for(
+    pod: PodView, probe: ProbeResult, failures: int = 0, failure_threshold: int = 1
+) -> GateDecision:
+    """Whether the pod's server serves everything its pod was started for.
+
+    An open gate closes at once on a definite answer (a version not
+    AVAILABLE, failed, or NOT_FOUND), but on an uncertain one (timeout,
+    transport error) only once `failures` (consecutive, this answer
+    included) reaches `failure_threshold`, like a readiness probe's
+    failureThreshold; one slow answer under load does not pull the pod out of
+    its Service and push its traffic onto the others. A closed gate opens on
+    the first good answer.
+    """
     if not probe.ok:
         reason = _PROBE_ERROR_GATE.get(probe.error_reason, GateReason.PROBE_FAILED)
-        return GateDecision(pod.name, False, reason, probe.error_message or probe.error_reason)
+        message = probe.error_message or probe.error_reason
+        if (
+            reason in UNCERTAIN_GATE_REASONS
+            and pod.gate is True
+            and failure_threshold > 1
+            and failures < failure_threshold
+        ):
+            held = (
+                f"{message} ({failures} of {failure_threshold} failures in a row: gate kept open)"
+            )
+            return GateDecision(pod.name, True, reason, held, held=True)
+        return GateDecision(pod.name, False, reason, message)
     required = required_versions(pod.versions)
     if required is None:
         available = probe.available_versions
@@ -175,17 +218,64 @@ def _failure_text(status: Any) -> str:
     return f"version {status.version}: {status.error_message or status.error_code_name}"
 
 
-def gate_changes(pods: Iterable[PodView], probes: Mapping[str, ProbeResult]) -> list[GateDecision]:
+def gate_decisions(
+    pods: Iterable[PodView],
+    probes: Mapping[str, ProbeResult],
+    failures: Mapping[str, int] | None = None,
+    failure_threshold: int = 1,
+) -> list[GateDecision]:
+    """The gate of every probed pod that is not on its way out."""
+    failures = failures or {}
+    return [
+        gate_for(pod, probes[pod.name], failures.get(pod.name, 0), failure_threshold)
+        for pod in pods
+        if pod.name in probes and not pod.terminating
+    ]
+
+
+def gate_changes(
+    pods: Iterable[PodView],
+    probes: Mapping[str, ProbeResult],
+    failures: Mapping[str, int] | None = None,
+    failure_threshold: int = 1,
+) -> list[GateDecision]:
     """Gate writes needed: only where the decision differs from the pod's condition."""
-    changes = []
+    pods = list(pods)
+    by_name = {p.name: p for p in pods}
+    return [
+        d
+        for d in gate_decisions(pods, probes, failures, failure_threshold)
+        if gate_differs(by_name[d.pod], d)
+    ]
+
+
+def gate_differs(pod: PodView, decision: GateDecision) -> bool:
+    """The decision must be written: it opens or closes the gate, or changes why it is closed."""
+    return decision.open != pod.gate or (not decision.open and decision.reason != pod.gate_reason)
+
+
+def with_gates(pods: Iterable[PodView], decisions: Iterable[GateDecision]) -> list[PodView]:
+    """The pods as they are once the gate changes are written.
+
+    Ready follows the gate (the kubelet's rule) once the node reports it; a
+    gate held open through a failing probe keeps Ready but shows the probe's
+    reason, so status.pods tells that its server stopped answering.
+    """
+    by_name = {d.pod: d for d in decisions}
+    updated = []
     for pod in pods:
-        probe = probes.get(pod.name)
-        if probe is None or pod.terminating:
-            continue
-        decision = gate_for(pod, probe)
-        if decision.open != pod.gate or (not decision.open and decision.reason != pod.gate_reason):
-            changes.append(decision)
-    return changes
+        decision = by_name.get(pod.name)
+        if decision is not None and gate_differs(pod, decision):
+            pod = replace(
+                pod,
+                gate=decision.open,
+                gate_reason=decision.reason,
+                ready=pod.ready and decision.open,
+            )
+        elif decision is not None and decision.held:
+            pod = replace(pod, gate_reason=decision.reason)
+        updated.append(pod)
+    return updated
 
 
 # ----------------------------------------------------------------------------
@@ -282,12 +372,12 @@ def rollout_complete(
 
 
 # ----------------------------------------------------------------------------
-# Status.
+# The rollout plan: carry on, finish, or refuse the target and fall back.
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """Everything one reconcile concluded, for the status and the Events."""
+    """Everything one reconcile concluded, for the children, the status and the Events."""
 
     serve: VersionSet
     config_hash: str
@@ -296,6 +386,82 @@ class Outcome:
     complete: bool
     last_good: VersionSet | None
     rollout_start: str
+    # The target was refused in this pass: `serve` (the last good set) must be
+    # rendered and applied in place of the target applied before the probes.
+    rerender: bool = False
+
+
+def plan_rollout(
+    sm: ServedModel,
+    memory: Memory,
+    config_hash_of: Callable[[VersionSet], str],
+    deployment: DeploymentView | None,
+    pods: Sequence[PodView],
+    probes: Mapping[str, ProbeResult],
+    now: datetime,
+) -> Outcome:
+    """What this pass concludes about the rollout, refusal included.
+
+    The set to serve is the spec's target unless a refusal is in force
+    (`choose_serving_set`). A rollout of an explicit target that fails
+    (`detect_failure`) is refused when there is a different last good set to
+    go back to: the outcome then serves that set and asks for a re-render.
+    Without one, the failure is reported and the target stays deployed (a
+    policy target, latest or all, is never refused: what it loads is not known
+    up front). `config_hash_of` names the config of a version set (render's
+    hash): the rollout clock restarts whenever the config changes.
+    """
+    serve, refused = choose_serving_set(sm, memory)
+    config_hash = config_hash_of(serve)
+    rollout_start = (
+        memory.rollout_start
+        if memory.rollout_hash == config_hash and memory.rollout_start
+        else format_time(now)
+    )
+    complete = rollout_complete(sm, config_hash, deployment, pods)
+    failure = None
+    if not complete:
+        failure = detect_failure(sm, config_hash, pods, probes, parse_time(rollout_start), now)
+    last_good = serve if complete and serve.explicit else memory.last_good
+    if (
+        failure is not None
+        and refused is None
+        and serve.explicit
+        and last_good is not None
+        and last_good != serve
+    ):
+        refused = Refusal(
+            versions=serve.versions,
+            labels=serve.labels,
+            reason=failure.reason,
+            message=failure.message,
+            time=now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            retry_token=sm.retry_token,
+        )
+        fallback_hash = config_hash_of(last_good)
+        return Outcome(
+            serve=last_good,
+            config_hash=fallback_hash,
+            refused=refused,
+            failure=None,
+            complete=rollout_complete(sm, fallback_hash, deployment, pods),
+            last_good=last_good,
+            rollout_start=format_time(now),
+            rerender=True,
+        )
+    return Outcome(
+        serve=serve,
+        config_hash=config_hash,
+        refused=refused,
+        failure=failure,
+        complete=complete,
+        last_good=last_good,
+        rollout_start=rollout_start,
+    )
+
+
+# ----------------------------------------------------------------------------
+# Status.
 
 
 def condition(

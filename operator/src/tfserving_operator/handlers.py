@@ -50,13 +50,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # __main__; overriding the priority here would give every replica the
     # same one, and kopf pauses all replicas that share a priority.
     kube = Kube(_load_api_client(), workers=SETTINGS.api_workers)
-    memo.ctx = Context(
-        settings=SETTINGS,
-        applier=Applier(kube),
-        cache=Cache(),
-        prober=Prober(SETTINGS.probe_timeout_seconds, SETTINGS.max_concurrent_probes),
-    )
+    prober = Prober(SETTINGS.probe_timeout_seconds, SETTINGS.max_concurrent_probes)
+    memo.ctx = Context(settings=SETTINGS, applier=Applier(kube), cache=Cache(), prober=prober)
     memo.kube = kube
+    memo.prober = prober
     log.info("tfserving-operator started: %s", SETTINGS)
 
 
@@ -65,7 +62,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop workers and close connections."""
     ctx: Context = memo.ctx
     await ctx.stop()
-    await ctx.prober.close()
+    await memo.prober.close()
     memo.kube.close()
 
 
@@ -104,5 +101,5 @@ def workers_probe(memo: kopf.Memo, **_: Any) -> int:
 @kopf.on.probe(id="probe_calls")
 def probe_calls(memo: kopf.Memo, **_: Any) -> int:
     """gRPC GetModelStatus calls made since start (probe load)."""
-    ctx: Context | None = getattr(memo, "ctx", None)
-    return ctx.prober.calls if ctx else 0
+    prober: Prober | None = getattr(memo, "prober", None)
+    return prober.calls if prober else 0
