@@ -11,17 +11,24 @@ from typing import Any
 
 import pytest
 
+from tests.unit.builders import (
+    DEFAULT_HASH,
+    LOAD_ERROR,
+    answered,
+    deployment,
+    pod,
+    probe_error,
+    version_status,
+)
 from tfserving_operator import api, decide, spec
 from tfserving_operator.api import Condition, GateReason, Reason
-from tfserving_operator.observe import DeploymentView, PodView, ProbeResult
 from tfserving_operator.spec import VersionSet
-from tfserving_operator.wire.client import ModelState, VersionStatus
+from tfserving_operator.views import ModelState, PodView, ProbeResult
 
 NOW = "2026-03-04T05:06:07Z"
 LATER = "2026-03-04T05:09:00Z"
 OLD_HASH = "hash-v2"
-NEW_HASH = "hash-v3"
-LOAD_ERROR = "Failed to load SavedModel: saved_model.pb does not parse"
+NEW_HASH = DEFAULT_HASH
 
 # ----- builders -------------------------------------------------------------------
 
@@ -45,65 +52,11 @@ def served(
     return spec.parse(body, "tensorflow/serving:x", "tensorflow/serving:x-gpu")
 
 
-def pod(name: str, config_hash: str = NEW_HASH, versions: str = "3", **fields: Any) -> PodView:
-    """A Running pod whose gate the operator has not set yet."""
-    base: dict[str, Any] = {
-        "name": name,
-        "namespace": "ml",
-        "ip": "10.0.0.1",
-        "phase": "Running",
-        "ready": False,
-        "gate": None,
-        "gate_reason": "",
-        "terminating": False,
-        "config_hash": config_hash,
-        "versions": versions,
-        "model_name": "mnist",
-        "grpc_port": 8500,
-        "running": True,
-        "restart_count": 0,
-        "termination_message": "",
-        "unschedulable": "",
-    }
-    return PodView(**{**base, **fields})
-
-
 def serving_pod(
     name: str, config_hash: str = OLD_HASH, versions: str = "2", **fields: Any
 ) -> PodView:
-    """A pod that passed its gate and takes traffic."""
-    return pod(
-        name,
-        config_hash,
-        versions,
-        **{"ready": True, "gate": True, "gate_reason": GateReason.AVAILABLE, **fields},
-    )
-
-
-def status(v: int, state: ModelState, code: int = 0, message: str = "") -> VersionStatus:
-    return VersionStatus(version=v, state=state, error_code=code, error_message=message)
-
-
-def answered(name: str, *statuses: VersionStatus) -> ProbeResult:
-    return ProbeResult(name, tuple(statuses), at=1.0)
-
-
-def failed(name: str, reason: str, message: str = "") -> ProbeResult:
-    return ProbeResult(name, error_reason=reason, error_message=message, at=1.0)
-
-
-def deployment(config_hash: str = NEW_HASH, **fields: Any) -> DeploymentView:
-    base: dict[str, Any] = {
-        "generation": 7,
-        "observed_generation": 7,
-        "replicas": 1,
-        "updated_replicas": 1,
-        "ready_replicas": 1,
-        "available_replicas": 1,
-        "config_hash": config_hash,
-        "current_replicas": 1,
-    }
-    return DeploymentView(**{**base, **fields})
+    """A pod that passed its gate and takes traffic (of the old config by default)."""
+    return pod(name, config_hash=config_hash, versions=versions, serving=True, **fields)
 
 
 def refusal(versions: tuple[int, ...] = (3,), token: str = "") -> decide.Refusal:
@@ -222,74 +175,82 @@ class TestGateFor:
         ],
     )
     def test_no_answer_closes_the_gate(self, error: str, reason: str) -> None:
-        decision = decide.gate_for(pod("a"), failed("a", error, f"model server a: {error}"))
+        decision = decide.gate_for(pod("a"), probe_error("a", error, f"model server a: {error}"))
         assert decision == decide.GateDecision("a", False, reason, f"model server a: {error}")
 
     def test_no_answer_without_message_says_the_reason(self) -> None:
-        decision = decide.gate_for(pod("a"), failed("a", "ProbeTimeout"))
+        decision = decide.gate_for(pod("a"), probe_error("a", "ProbeTimeout"))
         assert decision.message == "ProbeTimeout"
 
     def test_available_opens_the_gate(self) -> None:
-        decision = decide.gate_for(pod("a"), answered("a", status(3, ModelState.AVAILABLE)))
+        decision = decide.gate_for(pod("a"), answered("a", version_status(3, ModelState.AVAILABLE)))
         assert decision == decide.GateDecision("a", True, GateReason.AVAILABLE, "AVAILABLE: 3")
 
     @pytest.mark.parametrize(
         "state", [ModelState.START, ModelState.LOADING, ModelState.UNKNOWN, ModelState.UNLOADING]
     )
     def test_not_yet_available_keeps_it_closed(self, state: ModelState) -> None:
-        decision = decide.gate_for(pod("a"), answered("a", status(3, state)))
+        decision = decide.gate_for(pod("a"), answered("a", version_status(3, state)))
         assert (decision.open, decision.reason) == (False, GateReason.LOADING)
         assert decision.message == f"version 3 is {state.name}"
 
     def test_version_unknown_to_the_server_keeps_it_closed(self) -> None:
-        decision = decide.gate_for(pod("a"), answered("a", status(2, ModelState.AVAILABLE)))
+        decision = decide.gate_for(pod("a"), answered("a", version_status(2, ModelState.AVAILABLE)))
         assert (decision.open, decision.reason) == (False, GateReason.LOADING)
         assert "version 3 not yet known" in decision.message
 
     def test_end_with_error_is_a_load_failure_in_the_servers_words(self) -> None:
-        probe = answered("a", status(3, ModelState.END, code=3, message=LOAD_ERROR))
+        probe = answered("a", version_status(3, ModelState.END, code=3, message=LOAD_ERROR))
         decision = decide.gate_for(pod("a"), probe)
         assert (decision.open, decision.reason) == (False, GateReason.FAILED)
         assert decision.message == f"version 3: {LOAD_ERROR}"
 
     def test_end_with_error_and_no_message_names_the_code(self) -> None:
-        probe = answered("a", status(3, ModelState.END, code=5))
+        probe = answered("a", version_status(3, ModelState.END, code=5))
         assert decide.gate_for(pod("a"), probe).message == "version 3: NOT_FOUND"
 
     def test_end_without_error_is_not_a_failure(self) -> None:
-        decision = decide.gate_for(pod("a"), answered("a", status(3, ModelState.END)))
+        decision = decide.gate_for(pod("a"), answered("a", version_status(3, ModelState.END)))
         assert (decision.open, decision.reason) == (False, GateReason.LOADING)
 
     def test_every_labelled_version_must_be_available(self) -> None:
         labelled = pod("a", versions="2,3")
-        loading = answered("a", status(3, ModelState.AVAILABLE), status(2, ModelState.LOADING))
+        loading = answered(
+            "a", version_status(3, ModelState.AVAILABLE), version_status(2, ModelState.LOADING)
+        )
         assert decide.gate_for(labelled, loading).message == "version 2 is LOADING"
-        both = answered("a", status(3, ModelState.AVAILABLE), status(2, ModelState.AVAILABLE))
+        both = answered(
+            "a", version_status(3, ModelState.AVAILABLE), version_status(2, ModelState.AVAILABLE)
+        )
         assert decide.gate_for(labelled, both).open
 
     def test_other_versions_do_not_matter(self) -> None:
         probe = answered(
             "a",
-            status(4, ModelState.END, code=3, message="broken"),
-            status(3, ModelState.AVAILABLE),
+            version_status(4, ModelState.END, code=3, message="broken"),
+            version_status(3, ModelState.AVAILABLE),
         )
         assert decide.gate_for(pod("a"), probe).open
 
     @pytest.mark.parametrize("policy", ["latest", "latest:2", "all"])
     def test_policy_opens_on_any_available_version(self, policy: str) -> None:
-        probe = answered("a", status(5, ModelState.LOADING), status(4, ModelState.AVAILABLE))
+        probe = answered(
+            "a", version_status(5, ModelState.LOADING), version_status(4, ModelState.AVAILABLE)
+        )
         decision = decide.gate_for(pod("a", versions=policy), probe)
         assert decision == decide.GateDecision("a", True, GateReason.AVAILABLE, "AVAILABLE: 4")
 
     def test_policy_with_nothing_available_yet_is_loading(self) -> None:
         probe = answered(
-            "a", status(5, ModelState.LOADING), status(4, ModelState.END, code=3, message="x")
+            "a",
+            version_status(5, ModelState.LOADING),
+            version_status(4, ModelState.END, code=3, message="x"),
         )
         decision = decide.gate_for(pod("a", versions="latest"), probe)
         assert (decision.open, decision.reason) == (False, GateReason.LOADING)
 
     def test_policy_with_every_version_failed_is_a_failure(self) -> None:
-        probe = answered("a", status(5, ModelState.END, code=3, message=LOAD_ERROR))
+        probe = answered("a", version_status(5, ModelState.END, code=3, message=LOAD_ERROR))
         decision = decide.gate_for(pod("a", versions="latest"), probe)
         assert (decision.open, decision.reason) == (False, GateReason.FAILED)
         assert LOAD_ERROR in decision.message
@@ -304,31 +265,31 @@ class TestGateFor:
 
 class TestGateChanges:
     def test_first_answer_sets_the_gate(self) -> None:
-        probes = {"a": answered("a", status(3, ModelState.LOADING))}
+        probes = {"a": answered("a", version_status(3, ModelState.LOADING))}
         (change,) = decide.gate_changes([pod("a")], probes)
         assert (change.open, change.reason) == (False, GateReason.LOADING)
 
     def test_same_decision_writes_nothing(self) -> None:
         probes = {
-            "a": answered("a", status(2, ModelState.AVAILABLE)),
-            "b": answered("b", status(3, ModelState.LOADING)),
+            "a": answered("a", version_status(2, ModelState.AVAILABLE)),
+            "b": answered("b", version_status(3, ModelState.LOADING)),
         }
         waiting = pod("b", gate=False, gate_reason=GateReason.LOADING)
         assert decide.gate_changes([serving_pod("a"), waiting], probes) == []
 
     def test_new_reason_on_a_closed_gate_is_written(self) -> None:
-        probes = {"b": answered("b", status(3, ModelState.END, code=3, message=LOAD_ERROR))}
+        probes = {"b": answered("b", version_status(3, ModelState.END, code=3, message=LOAD_ERROR))}
         waiting = pod("b", gate=False, gate_reason=GateReason.LOADING)
         (change,) = decide.gate_changes([waiting], probes)
         assert change.reason == GateReason.FAILED
 
     def test_open_gate_closes_when_the_version_goes(self) -> None:
-        probes = {"a": answered("a", status(2, ModelState.END))}
+        probes = {"a": answered("a", version_status(2, ModelState.END))}
         (change,) = decide.gate_changes([serving_pod("a")], probes)
         assert not change.open
 
     def test_terminating_and_unprobed_pods_are_left_alone(self) -> None:
-        probes = {"a": answered("a", status(3, ModelState.LOADING))}
+        probes = {"a": answered("a", version_status(3, ModelState.LOADING))}
         assert decide.gate_changes([pod("a", terminating=True), pod("b")], probes) == []
 
 
@@ -347,18 +308,18 @@ class TestDetectFailure:
         )
 
     def test_loading_is_no_failure(self) -> None:
-        probes = {"b": answered("b", status(3, ModelState.LOADING))}
+        probes = {"b": answered("b", version_status(3, ModelState.LOADING))}
         assert self.detect([serving_pod("a"), pod("b")], probes) is None
 
     def test_load_error_on_a_new_pod(self) -> None:
-        probes = {"b": answered("b", status(3, ModelState.END, code=3, message=LOAD_ERROR))}
+        probes = {"b": answered("b", version_status(3, ModelState.END, code=3, message=LOAD_ERROR))}
         failure = self.detect([serving_pod("a"), pod("b")], probes)
         assert failure == decide.Failure(
             Reason.VERSION_LOAD_FAILED, f"model server on pod b: version 3: {LOAD_ERROR}"
         )
 
     def test_errors_on_old_or_terminating_pods_do_not_count(self) -> None:
-        broken = answered("x", status(3, ModelState.END, code=3, message=LOAD_ERROR))
+        broken = answered("x", version_status(3, ModelState.END, code=3, message=LOAD_ERROR))
         old = pod("a", config_hash=OLD_HASH)
         going = pod("x", terminating=True)
         probes = {"a": broken, "x": broken}
@@ -394,7 +355,7 @@ class TestDetectFailure:
         assert self.detect([restarted], {}) is None
 
     def test_deadline_passed(self) -> None:
-        probes = {"b": answered("b", status(3, ModelState.LOADING))}
+        probes = {"b": answered("b", version_status(3, ModelState.LOADING))}
         waiting = pod("b", gate=False, gate_reason=GateReason.LOADING)
         failure = self.detect([serving_pod("a"), waiting], probes, seconds=601)
         assert failure is not None
@@ -484,8 +445,8 @@ class TestComputeStatus:
 
     def test_rolling_out(self) -> None:
         probes = {
-            "a": answered("a", status(2, ModelState.AVAILABLE)),
-            "b": answered("b", status(3, ModelState.LOADING)),
+            "a": answered("a", version_status(2, ModelState.AVAILABLE)),
+            "b": answered("b", version_status(3, ModelState.LOADING)),
         }
         waiting = pod("b", gate=False, gate_reason=GateReason.LOADING)
         st = self.compute(outcome(), [serving_pod("a"), waiting], probes)
@@ -522,7 +483,7 @@ class TestComputeStatus:
         assert st["refused"] is None
 
     def test_complete(self) -> None:
-        probes = {"b": answered("b", status(3, ModelState.AVAILABLE))}
+        probes = {"b": answered("b", version_status(3, ModelState.AVAILABLE))}
         st = self.compute(
             outcome(complete=True, last_good=V3), [serving_pod("b", NEW_HASH, "3")], probes
         )
@@ -546,7 +507,7 @@ class TestComputeStatus:
     def test_refused_serving_the_last_good_set(self) -> None:
         refused = refusal()
         result = outcome(serve=V2, config_hash=OLD_HASH, refused=refused, complete=True)
-        probes = {"a": answered("a", status(2, ModelState.AVAILABLE))}
+        probes = {"a": answered("a", version_status(2, ModelState.AVAILABLE))}
         st = self.compute(result, [serving_pod("a")], probes)
         conds = conditions_of(st)
         assert conds["Degraded"]["status"] == "True"
@@ -627,8 +588,8 @@ class TestComputeStatus:
         probes = {
             "b": answered(
                 "b",
-                status(3, ModelState.END, code=3, message=LOAD_ERROR),
-                status(2, ModelState.AVAILABLE),
+                version_status(3, ModelState.END, code=3, message=LOAD_ERROR),
+                version_status(2, ModelState.AVAILABLE),
             )
         }
         st = self.compute(outcome(), [pod("b", gate=False, gate_reason=GateReason.FAILED)], probes)
@@ -682,7 +643,11 @@ class TestComputeStatus:
     def test_served_under_a_policy_reports_what_the_servers_say(self) -> None:
         latest = served(version=None, versionPolicy={"latest": {"numVersions": 2}})
         probes = {
-            "a": answered("a", status(5, ModelState.AVAILABLE), status(4, ModelState.AVAILABLE))
+            "a": answered(
+                "a",
+                version_status(5, ModelState.AVAILABLE),
+                version_status(4, ModelState.AVAILABLE),
+            )
         }
         result = outcome(serve=latest.target, complete=True, last_good=None)
         st = self.compute(result, [serving_pod("a", NEW_HASH, "latest:2")], probes, sm=latest)
@@ -691,7 +656,7 @@ class TestComputeStatus:
 
 class TestStatusPatch:
     def test_idle_means_no_write(self) -> None:
-        probes = {"a": answered("a", status(2, ModelState.AVAILABLE))}
+        probes = {"a": answered("a", version_status(2, ModelState.AVAILABLE))}
         args: tuple[Any, ...] = (
             served(version=2),
             outcome(serve=V2, config_hash=OLD_HASH, complete=True),

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.unit import builders
+from tests.unit.builders import LOAD_ERROR, answer, probe_error
 from tfserving_operator import api, decide, render, spec
 from tfserving_operator.api import GateReason
 from tfserving_operator.children import contains
@@ -23,10 +25,9 @@ from tfserving_operator.probing import QUICK_RETRY_MAX_SECONDS, ProbeState
 from tfserving_operator.reconcile import Context, Worker
 from tfserving_operator.settings import Settings
 from tfserving_operator.spec import VersionSet
-from tfserving_operator.wire.client import ModelState, VersionStatus
+from tfserving_operator.views import ModelState
 
 KEY = ("ml", "mnist")
-LOAD_ERROR = "Failed to load SavedModel: saved_model.pb does not parse"
 
 
 class FakeApplier:
@@ -107,8 +108,8 @@ class FakeProber:
         out = {}
         for pod in pods:
             self.calls[pod.name] = self.calls.get(pod.name, 0) + 1
-            out[pod.name] = self.answers.get(pod.name) or ProbeResult(
-                pod.name, error_reason="ServerUnreachable", error_message="refused"
+            out[pod.name] = self.answers.get(pod.name) or probe_error(
+                pod.name, "ServerUnreachable", "refused"
             )
         return out
 
@@ -143,44 +144,14 @@ def config_hash(version: int) -> str:
     return render.render(sm, VersionSet.specific([version])).config_hash
 
 
-def pod(name: str, version: int, serving: bool = False, **fields: Any) -> PodView:
-    base: dict[str, Any] = {
-        "name": name,
-        "namespace": "ml",
-        "ip": "10.0.0.9",
-        "phase": "Running",
-        "ready": serving,
-        "gate": True if serving else None,
-        "gate_reason": GateReason.AVAILABLE if serving else "",
-        "terminating": False,
-        "config_hash": config_hash(version),
-        "versions": str(version),
-        "model_name": "mnist",
-        "grpc_port": 8500,
-        "running": True,
-        "restart_count": 0,
-        "termination_message": "",
-        "unschedulable": "",
-    }
-    return PodView(**{**base, **fields})
+def pod(name: str, version: int, serving: bool = False, **options: Any) -> PodView:
+    """A pod started for `version` of this ServedModel (its config hash is the real one)."""
+    options.setdefault("config_hash", config_hash(version))
+    return builders.pod(name, versions=str(version), serving=serving, **options)
 
 
 def settled_deployment(version: int) -> DeploymentView:
-    return DeploymentView(
-        generation=1,
-        observed_generation=1,
-        replicas=1,
-        updated_replicas=1,
-        ready_replicas=1,
-        available_replicas=1,
-        config_hash=config_hash(version),
-        current_replicas=1,
-    )
-
-
-def answer(name: str, version: int, state: ModelState, message: str = "") -> ProbeResult:
-    code = 3 if message else 0
-    return ProbeResult(name, (VersionStatus(version, state, code, message),), at=1.0)
+    return builders.deployment(config_hash(version))
 
 
 class Harness:
@@ -349,9 +320,9 @@ def test_failure_with_nothing_to_go_back_to_is_reported_not_refused() -> None:
     ("probe", "longest"),
     [
         (answer("b", 3, ModelState.LOADING), QUICK_RETRY_MAX_SECONDS),
-        (ProbeResult("b", error_reason="ServerUnreachable"), QUICK_RETRY_MAX_SECONDS),
-        (ProbeResult("b", error_reason="ProbeTimeout"), 5.0),
-        (ProbeResult("b", error_reason="ProbeFailed"), 5.0),
+        (probe_error("b", "ServerUnreachable"), QUICK_RETRY_MAX_SECONDS),
+        (probe_error("b", "ProbeTimeout"), 5.0),
+        (probe_error("b", "ProbeFailed"), 5.0),
         (answer("b", 3, ModelState.END, LOAD_ERROR), 5.0),
     ],
 )
@@ -455,16 +426,7 @@ def test_a_label_dropped_from_last_good_leaves_no_write_loop() -> None:
         h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
         await worker.reconcile()
         await h.settle_children()
-        h.ctx.cache.deployments[KEY] = DeploymentView(
-            generation=1,
-            observed_generation=1,
-            replicas=1,
-            updated_replicas=1,
-            ready_replicas=1,
-            available_replicas=1,
-            config_hash=new_hash,
-            current_replicas=1,
-        )
+        h.ctx.cache.deployments[KEY] = builders.deployment(new_hash)
         await h.next_pass()
         assert h.applier.status["lastGood"] == {"versions": [2], "labels": {"stable": 2}}
         writes = len(h.applier.status_patches)
