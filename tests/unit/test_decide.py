@@ -293,6 +293,76 @@ class TestGateChanges:
         assert decide.gate_changes([pod("a", terminating=True), pod("b")], probes) == []
 
 
+class TestGateHysteresis:
+    """An open gate rides out N-1 probe timeouts (a busy server's gRPC pool); a
+    definite answer closes it at once; a closed gate opens on the first good answer."""
+
+    THRESHOLD = 3
+
+    def gate(self, probe: ProbeResult, failures: int, open_now: bool = True) -> decide.GateDecision:
+        current = serving_pod("a", NEW_HASH, "3") if open_now else pod("a", gate=False)
+        return decide.gate_for(current, probe, failures, self.THRESHOLD)
+
+    def test_two_timeouts_keep_an_open_gate_open_the_third_closes_it(self) -> None:
+        timeout = probe_error("a", "ProbeTimeout", "deadline exceeded after 2 s")
+        first, second, third = (self.gate(timeout, n) for n in (1, 2, 3))
+        assert (first.open, first.held, first.reason) == (True, True, GateReason.TIMEOUT)
+        assert "1 of 3" in first.message
+        assert (second.open, second.held) == (True, True)
+        assert (third.open, third.held, third.reason) == (False, False, GateReason.TIMEOUT)
+
+    @pytest.mark.parametrize("reason", ["ServerUnreachable", "ProbeFailed", "SomethingNew"])
+    def test_every_transport_error_counts_the_same(self, reason: str) -> None:
+        error = probe_error("a", reason)
+        assert decide.uncertain(error)
+        assert self.gate(error, 2).open
+        assert not self.gate(error, 3).open
+
+    def test_not_found_closes_at_once(self) -> None:
+        not_found = probe_error("a", "ModelNotFound", "Could not find any versions of model mnist")
+        assert not decide.uncertain(not_found)
+        decision = self.gate(not_found, 0)
+        assert (decision.open, decision.reason) == (False, GateReason.NOT_FOUND)
+
+    @pytest.mark.parametrize("state", [ModelState.LOADING, ModelState.UNLOADING, ModelState.END])
+    def test_a_version_not_available_closes_at_once(self, state: ModelState) -> None:
+        decision = self.gate(answered("a", version_status(3, state)), 0)
+        assert not decision.open
+        assert not decision.held
+
+    def test_a_closed_gate_stays_closed_on_a_timeout(self) -> None:
+        decision = self.gate(probe_error("a", "ProbeTimeout"), 1, open_now=False)
+        assert (decision.open, decision.held) == (False, False)
+
+    def test_a_closed_gate_opens_on_the_first_good_answer(self) -> None:
+        decision = self.gate(answered("a", version_status(3, ModelState.AVAILABLE)), 0, False)
+        assert decision.open
+
+    def test_threshold_one_closes_on_the_first_timeout(self) -> None:
+        open_pod = serving_pod("a", NEW_HASH, "3")
+        assert not decide.gate_for(open_pod, probe_error("a", "ProbeTimeout"), 1, 1).open
+
+    def test_a_held_gate_is_not_written_but_shows_in_the_pod_view(self) -> None:
+        open_pod = serving_pod("a", NEW_HASH, "3")
+        probes = {"a": probe_error("a", "ProbeTimeout")}
+        assert decide.gate_changes([open_pod], probes, {"a": 2}, self.THRESHOLD) == []
+        decisions = decide.gate_decisions([open_pod], probes, {"a": 2}, self.THRESHOLD)
+        (seen,) = decide.with_gates([open_pod], decisions)
+        assert (seen.gate, seen.ready, seen.gate_reason) == (True, True, GateReason.TIMEOUT)
+        (change,) = decide.gate_changes([open_pod], probes, {"a": 3}, self.THRESHOLD)
+        assert (change.open, change.reason) == (False, GateReason.TIMEOUT)
+
+    def test_status_pods_report_the_failing_probe_of_a_held_gate(self) -> None:
+        open_pod = serving_pod("a", NEW_HASH, "3")
+        probes = {"a": probe_error("a", "ProbeTimeout")}
+        decisions = decide.gate_decisions([open_pod], probes, {"a": 1}, self.THRESHOLD)
+        pods = decide.with_gates([open_pod], decisions)
+        result = outcome(serve=V3, complete=True, last_good=V3)
+        st = decide.compute_status(served(), result, deployment(), pods, probes, [], NOW)
+        assert st["pods"] == [{"name": "a", "ready": True, "gate": GateReason.TIMEOUT}]
+        assert st["readyReplicas"] == 1
+
+
 # ----- rollout failure and completion ----------------------------------------------------
 
 
@@ -382,6 +452,136 @@ class TestDetectFailure:
         failure = decide.detect_failure(sm, NEW_HASH, [pod("b")], {}, START, late)
         assert failure is not None
         assert "within 10 s" in failure.message
+
+
+# ----- the rollout plan: refusal and fallback -------------------------------------------
+
+
+def hash_of(versions: VersionSet) -> str:
+    """Stands in for render's config hash: hash-v2, hash-v3, hash-latest..."""
+    return {V2: OLD_HASH, V3: NEW_HASH}.get(versions, f"hash-{versions.describe()}")
+
+
+class TestPlanRollout:
+    """decide.plan_rollout owns the refusal: the Worker only carries the outcome out."""
+
+    def plan(
+        self,
+        sm: spec.ServedModel | None = None,
+        memory: decide.Memory | None = None,
+        pods: list[PodView] | None = None,
+        probes: dict[str, ProbeResult] | None = None,
+        seconds: float = 5,
+        deployment_view: Any = None,
+    ) -> decide.Outcome:
+        sm = sm or served()
+        return decide.plan_rollout(
+            sm,
+            memory or decide.Memory(last_good=V2),
+            lambda versions: hash_of(versions),
+            deployment_view
+            if deployment_view is not None
+            else deployment(NEW_HASH, ready_replicas=0),
+            pods if pods is not None else [serving_pod("a"), pod("b")],
+            probes or {},
+            START + timedelta(seconds=seconds),
+        )
+
+    def broken_v3(self) -> dict[str, ProbeResult]:
+        return {"b": answered("b", version_status(3, ModelState.END, code=3, message=LOAD_ERROR))}
+
+    def test_rolling_out_goes_on(self) -> None:
+        result = self.plan(probes={"b": answered("b", version_status(3, ModelState.LOADING))})
+        assert (result.serve, result.config_hash, result.rerender) == (V3, NEW_HASH, False)
+        assert (result.refused, result.failure, result.complete) == (None, None, False)
+        assert result.last_good == V2
+        assert result.rollout_start == decide.format_time(START + timedelta(seconds=5))
+
+    def test_the_rollout_clock_keeps_running_for_the_same_config(self) -> None:
+        memory = decide.Memory(last_good=V2, rollout_hash=NEW_HASH, rollout_start=NOW)
+        assert self.plan(memory=memory).rollout_start == NOW
+
+    def test_load_failure_with_a_last_good_set_refuses_and_falls_back(self) -> None:
+        result = self.plan(probes=self.broken_v3())
+        assert result.rerender
+        assert (result.serve, result.config_hash, result.last_good) == (V2, OLD_HASH, V2)
+        assert result.failure is None
+        assert result.refused is not None
+        assert (result.refused.versions, result.refused.reason) == (
+            (3,),
+            Reason.VERSION_LOAD_FAILED,
+        )
+        assert LOAD_ERROR in result.refused.message
+        assert result.refused.time == "2026-03-04T05:06:12Z"
+        assert not result.complete
+
+    def test_refusal_records_the_retry_token_in_force(self) -> None:
+        sm = served(annotations={api.ANNOTATION_RETRY: "7"})
+        result = self.plan(sm=sm, probes=self.broken_v3())
+        assert result.refused is not None
+        assert result.refused.retry_token == "7"
+
+    def test_no_refusal_without_a_last_good_set(self) -> None:
+        result = self.plan(memory=decide.Memory(), probes=self.broken_v3())
+        assert (result.serve, result.refused, result.rerender) == (V3, None, False)
+        assert result.failure is not None
+        assert result.failure.reason == Reason.VERSION_LOAD_FAILED
+
+    def test_refusal_kept_while_the_spec_names_the_same_set_and_token(self) -> None:
+        memory = decide.Memory(last_good=V2, refused=refusal(token="1"))
+        sm = served(annotations={api.ANNOTATION_RETRY: "1"})
+        result = self.plan(
+            sm=sm,
+            memory=memory,
+            pods=[serving_pod("a")],
+            deployment_view=deployment(OLD_HASH),
+        )
+        assert (result.serve, result.refused, result.rerender) == (V2, refusal(token="1"), False)
+        assert result.complete
+        assert result.failure is None
+
+    def test_a_new_retry_token_retries_the_target(self) -> None:
+        memory = decide.Memory(last_good=V2, refused=refusal(token="1"))
+        sm = served(annotations={api.ANNOTATION_RETRY: "2"})
+        result = self.plan(sm=sm, memory=memory)
+        assert (result.serve, result.refused, result.rerender) == (V3, None, False)
+
+    @pytest.mark.parametrize("policy", [{"latest": {}}, {"all": {}}])
+    def test_a_policy_target_is_never_refused(self, policy: dict[str, Any]) -> None:
+        sm = served(version=None, versionPolicy=policy)
+        failing = {
+            "b": answered("b", version_status(4, ModelState.END, code=3, message=LOAD_ERROR))
+        }
+        result = self.plan(
+            sm=sm,
+            pods=[serving_pod("a"), pod("b", config_hash=hash_of(sm.target), versions="latest")],
+            probes=failing,
+        )
+        assert (result.serve, result.refused, result.rerender) == (sm.target, None, False)
+        assert result.failure is not None
+
+    def test_timeout_refuses(self) -> None:
+        memory = decide.Memory(last_good=V2, rollout_hash=NEW_HASH, rollout_start=NOW)
+        probes = {"b": answered("b", version_status(3, ModelState.LOADING))}
+        result = self.plan(memory=memory, probes=probes, seconds=601)
+        assert result.rerender
+        assert result.refused is not None
+        assert result.refused.reason == Reason.VERSION_LOAD_TIMEOUT
+        assert result.serve == V2
+
+    def test_before_the_timeout_nothing_is_refused(self) -> None:
+        memory = decide.Memory(last_good=V2, rollout_hash=NEW_HASH, rollout_start=NOW)
+        probes = {"b": answered("b", version_status(3, ModelState.LOADING))}
+        assert self.plan(memory=memory, probes=probes, seconds=599).refused is None
+
+    def test_a_complete_rollout_becomes_the_last_good_set(self) -> None:
+        result = self.plan(pods=[serving_pod("b", NEW_HASH, "3")], deployment_view=deployment())
+        assert (result.complete, result.last_good, result.serve) == (True, V3, V3)
+
+    def test_failure_of_the_last_good_set_itself_is_not_refused(self) -> None:
+        result = self.plan(memory=decide.Memory(last_good=V3), probes=self.broken_v3())
+        assert (result.refused, result.rerender) == (None, False)
+        assert result.failure is not None
 
 
 class TestRolloutComplete:

@@ -25,6 +25,7 @@ from tfserving_operator.probing import QUICK_RETRY_MAX_SECONDS, ProbeState
 from tfserving_operator.reconcile import Context, Worker
 from tfserving_operator.settings import Settings
 from tfserving_operator.spec import VersionSet
+from tfserving_operator.status_writer import Written, caught_up
 from tfserving_operator.views import ModelState
 
 KEY = ("ml", "mnist")
@@ -482,5 +483,103 @@ def test_children_no_longer_rendered_are_deleted() -> None:
         assert h.applier.deleted == [("PodDisruptionBudget", "mnist")]
         await worker.reconcile()
         assert h.applier.deleted == [("PodDisruptionBudget", "mnist")], "deleted once"
+
+    run(scenario())
+
+
+def test_timeouts_below_the_threshold_keep_a_serving_pod_in_and_show_in_status() -> None:
+    """Probe timeouts from a busy server: the gate stays open (no write) for two,
+    status.pods shows the failing probe, the third closes it; recovery counts anew."""
+
+    async def scenario() -> None:
+        h = Harness(Settings(probe_failure_threshold=3))
+        worker = await h.start(body(version=2))
+        h.pods(pod("a", 2, serving=True))
+        h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
+        await worker.reconcile()
+        await h.settle_children()
+        h.ctx.cache.deployments[KEY] = settled_deployment(2)
+        await h.next_pass()
+        assert h.applier.gates == []
+
+        h.prober.answers["a"] = probe_error("a", "ProbeTimeout", "deadline exceeded")
+        for failures in (1, 2):
+            await h.next_pass()
+            assert worker.probes.failures() == {"a": failures}
+            assert h.applier.gates == [], "held open: no gate write"
+            (entry,) = h.applier.status["pods"]
+            assert (entry["ready"], entry["gate"]) == (True, GateReason.TIMEOUT)
+            assert h.applier.status["readyReplicas"] == 1
+        await h.next_pass()
+        assert h.applier.gates == [("a", False, GateReason.TIMEOUT)]
+        (entry,) = h.applier.status["pods"]
+        assert (entry["ready"], entry["gate"]) == (False, GateReason.TIMEOUT)
+
+        # The pod's gate is closed now; the first good answer opens it and resets the count.
+        h.pods(pod("a", 2, ready=False, gate=False, gate_reason=GateReason.TIMEOUT))
+        h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
+        await h.next_pass()
+        assert h.applier.gates[-1] == ("a", True, GateReason.AVAILABLE)
+        assert worker.probes.failures() == {"a": 0}
+
+    run(scenario())
+
+
+def test_a_not_found_answer_closes_an_open_gate_at_once() -> None:
+    async def scenario() -> None:
+        h = Harness(Settings(probe_failure_threshold=3))
+        worker = await h.start(body(version=2))
+        h.pods(pod("a", 2, serving=True))
+        h.prober.answers["a"] = probe_error("a", "ModelNotFound", "Could not find any versions")
+        await worker.reconcile()
+        assert h.applier.gates == [("a", False, GateReason.NOT_FOUND)]
+
+    run(scenario())
+
+
+def test_failure_count_resets_on_success() -> None:
+    async def scenario() -> None:
+        h = Harness(Settings(probe_failure_threshold=3))
+        worker = await h.start(body(version=2))
+        serving = pod("a", 2, serving=True)
+        timeout = probe_error("a", "ProbeTimeout")
+        for result in (timeout, timeout, answer("a", 2, ModelState.AVAILABLE), timeout):
+            worker.probes.record(serving, result)
+        assert worker.probes.failures() == {"a": 1}
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("event_rv", "event_status", "caught"),
+    [
+        ("101", {"old": True}, True),  # the event of our own patch
+        ("100", {"old": True}, False),  # the event we decided from, delivered again
+        ("99", {"old": True}, False),  # another event from before our write
+        ("7", {"written": True}, True),  # a later event (after a relist) with our status
+        ("1000", {"other": True}, False),  # an intermediate event that lacks our status
+    ],
+)
+def test_the_written_status_holds_until_the_watch_shows_it(
+    event_rv: str, event_status: dict[str, Any], caught: bool
+) -> None:
+    """resourceVersions are opaque: compared for equality, never ordered."""
+    written = Written(status={"written": True}, resource_version="101")
+    event = {"metadata": {"resourceVersion": event_rv}, "status": event_status}
+    assert caught_up(event, written) is caught
+
+
+def test_once_caught_up_the_watch_is_current_again() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3, rv=50))
+        await worker.reconcile()
+        assert worker.status.written is not None
+        ours = body(version=3, status=h.applier.status, rv=h.applier.rv)
+        assert worker.status.current(ours) == h.applier.status
+        assert worker.status.written is None
+        # Someone else changed the status later: their event wins.
+        theirs = body(version=3, status={"edited": True}, rv=h.applier.rv + 5)
+        assert worker.status.current(theirs) == {"edited": True}
 
     run(scenario())
