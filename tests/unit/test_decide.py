@@ -854,6 +854,62 @@ class TestComputeStatus:
         assert (st["servingVersions"], st["targetVersions"]) == ("4,5", "latest:2")
 
 
+class TestConditionChecks:
+    """compute_status's named checks, one rule at a time; first verdict wins."""
+
+    def observed(self, pods: list[PodView] | None = None, **fields: Any) -> decide.Observed:
+        return decide.observed_for(served(), outcome(**fields), pods or [], {})
+
+    def test_each_degraded_check_speaks_only_for_its_situation(self) -> None:
+        calm = self.observed()
+        assert decide.target_refused(calm) is None
+        assert decide.rollout_failed(calm) is None
+        assert decide.replica_unschedulable(calm) is None
+        assert decide.first_verdict(decide.DEGRADED_CHECKS, calm) == decide.AS_EXPECTED
+
+    def test_a_refusal_comes_before_a_failure_and_an_unschedulable_pod(self) -> None:
+        stuck = pod("b", unschedulable="0/3 nodes are available")
+        failure = decide.Failure(Reason.VERSION_LOAD_TIMEOUT, "too slow")
+        both = self.observed([stuck], refused=refusal(), failure=failure)
+        verdict = decide.first_verdict(decide.DEGRADED_CHECKS, both)
+        assert (verdict.status, verdict.reason) == (True, Reason.VERSION_LOAD_FAILED)
+        assert verdict.message.startswith("target 3 refused, serving 3: ")
+        failed = decide.first_verdict(
+            decide.DEGRADED_CHECKS, self.observed([stuck], failure=failure)
+        )
+        assert failed == decide.Check(True, Reason.VERSION_LOAD_TIMEOUT, "too slow")
+        unplaced = decide.first_verdict(decide.DEGRADED_CHECKS, self.observed([stuck]))
+        assert unplaced.reason == Reason.UNSCHEDULABLE
+
+    def test_rollout_checks_in_order(self) -> None:
+        assert decide.rollout_done(self.observed(complete=False)) is None
+        assert decide.rolled_back(self.observed(complete=True)) is None
+        done = decide.first_verdict(decide.ROLLOUT_CHECKS, self.observed(complete=True))
+        assert done.progressing.reason == Reason.ROLLOUT_COMPLETE
+        assert (done.ready.status, done.ready.reason) == (False, Reason.WAITING_FOR_REPLICAS)
+        back = decide.first_verdict(
+            decide.ROLLOUT_CHECKS, self.observed(complete=True, refused=refusal(), serve=V2)
+        )
+        assert back.progressing.reason == Reason.ROLLED_BACK
+        going = decide.first_verdict(decide.ROLLOUT_CHECKS, self.observed())
+        assert going.progressing == decide.Check(
+            True,
+            Reason.ROLLING_OUT,
+            "rolling out 3: 0/1 new replicas AVAILABLE, serving nothing",
+        )
+
+    def test_ready_names_a_degradation_unless_a_refusal_already_does(self) -> None:
+        failure = decide.Failure(Reason.VERSION_LOAD_TIMEOUT, "too slow")
+        o = self.observed(failure=failure)
+        rollout = decide.rolling_out(o)
+        degraded = decide.first_verdict(decide.DEGRADED_CHECKS, o)
+        assert decide.ready_check(rollout, degraded, o) == decide.Check(
+            False, Reason.VERSION_LOAD_TIMEOUT, "too slow"
+        )
+        refused = self.observed(refused=refusal())
+        assert decide.ready_check(rollout, degraded, refused) == rollout.ready
+
+
 class TestStatusPatch:
     def test_idle_means_no_write(self) -> None:
         probes = {"a": answered("a", version_status(2, ModelState.AVAILABLE))}

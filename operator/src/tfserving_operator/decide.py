@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from tfserving_operator import api
 from tfserving_operator.api import Condition, GateReason, Reason
@@ -498,36 +498,47 @@ def already_validated(status: Mapping[str, Any], generation: int) -> bool:
     return bool(status.get("conditions")) and degraded.get("reason") != Reason.INVALID_SPEC
 
 
+@dataclass(frozen=True)
+class Check:
+    """One condition's verdict: whether it holds, and why (reason, message)."""
+
+    status: bool
+    reason: str
+    message: str
+
+    def condition(
+        self, ctype: str, generation: int, previous: Iterable[Mapping[str, Any]], now: str
+    ) -> dict[str, Any]:
+        """This verdict as a metav1.Condition of type `ctype`."""
+        return condition(ctype, self.status, self.reason, self.message, generation, previous, now)
+
+
+AS_EXPECTED = Check(False, Reason.AS_EXPECTED, "")
+
+
 def invalid_status(
     old: Mapping[str, Any], generation: int, message: str, now: str
 ) -> dict[str, Any]:
     """The status for a spec the API server refuses to accept rendered: nothing applied."""
     previous = old.get("conditions") or []
-    reason = Reason.INVALID_SPEC
-    failed = (False, reason, message)
+    failed = Check(False, Reason.INVALID_SPEC, message)
+    degraded = Check(True, Reason.INVALID_SPEC, message)
     return {
         **old,
         "observedGeneration": generation,
         "conditions": [
-            condition(Condition.READY, *failed, generation, previous, now),
-            condition(Condition.PROGRESSING, *failed, generation, previous, now),
-            condition(Condition.DEGRADED, True, reason, message, generation, previous, now),
-            *kstatus_conditions(
-                failed,
-                stalled=True,
-                degraded=(True, reason, message),
-                gen=generation,
-                previous=previous,
-                now=now,
-            ),
+            failed.condition(Condition.READY, generation, previous, now),
+            failed.condition(Condition.PROGRESSING, generation, previous, now),
+            degraded.condition(Condition.DEGRADED, generation, previous, now),
+            *kstatus_conditions(failed, True, degraded, generation, previous, now),
         ],
     }
 
 
 def kstatus_conditions(
-    ready: tuple[bool, str, str],
+    ready: Check,
     stalled: bool,
-    degraded: tuple[bool, str, str],
+    degraded: Check,
     gen: int,
     previous: Sequence[Mapping[str, Any]],
     now: str,
@@ -539,14 +550,14 @@ def kstatus_conditions(
     still fit once the cluster scales up).
     """
     if stalled:
-        reconciling = (False, degraded[1], "waiting for a spec change")
-        stalled_cond = (True, degraded[1], degraded[2])
+        reconciling = Check(False, degraded.reason, "waiting for a spec change")
+        stalled_check = Check(True, degraded.reason, degraded.message)
     else:
-        reconciling = (not ready[0], ready[1], "" if ready[0] else ready[2])
-        stalled_cond = (False, Reason.AS_EXPECTED, "")
+        reconciling = Check(not ready.status, ready.reason, "" if ready.status else ready.message)
+        stalled_check = AS_EXPECTED
     return [
-        condition(Condition.RECONCILING, *reconciling, gen, previous, now),
-        condition(Condition.STALLED, *stalled_cond, gen, previous, now),
+        reconciling.condition(Condition.RECONCILING, gen, previous, now),
+        stalled_check.condition(Condition.STALLED, gen, previous, now),
     ]
 
 
@@ -587,6 +598,179 @@ def _pods_status(
     return out
 
 
+Verdict = TypeVar("Verdict", Check, "Rollout")
+
+# The conditions, as chains of named checks (cert-manager's policy chain): each
+# check looks at one situation and returns its verdict, or None when the
+# situation does not apply; the first verdict wins.
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the condition checks read: the spec, the outcome, and the live replicas."""
+
+    sm: ServedModel
+    outcome: Outcome
+    live: Sequence[PodView]  # not terminating
+    ready: int  # replicas taking traffic
+    serving: str  # servingVersions
+    updated: int  # replicas of the new config taking traffic
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """The verdicts of Progressing and Ready, which one situation decides together."""
+
+    progressing: Check
+    ready: Check
+
+
+def observed_for(
+    sm: ServedModel,
+    outcome: Outcome,
+    pods: Sequence[PodView],
+    probes: Mapping[str, ProbeResult],
+) -> Observed:
+    """Gather what the checks read, once."""
+    live = [p for p in pods if not p.terminating]
+    serving = serving_pods(live)
+    return Observed(
+        sm=sm,
+        outcome=outcome,
+        live=live,
+        ready=len(serving),
+        serving=serving_versions(live, probes),
+        updated=len([p for p in serving if p.config_hash == outcome.config_hash]),
+    )
+
+
+# ----- Degraded
+
+
+def target_refused(o: Observed) -> Check | None:
+    """The target was refused: what serves instead, and the server's words."""
+    refused = o.outcome.refused
+    if refused is None:
+        return None
+    fallback = o.outcome.serve.describe() if o.outcome.last_good else "nothing"
+    message = f"target {o.sm.target.describe()} refused, serving {fallback}: {refused.message}"
+    return Check(True, refused.reason, message)
+
+
+def rollout_failed(o: Observed) -> Check | None:
+    """The rollout failed with nothing to fall back to."""
+    failure = o.outcome.failure
+    return None if failure is None else Check(True, failure.reason, failure.message)
+
+
+def replica_unschedulable(o: Observed) -> Check | None:
+    """The scheduler cannot place a replica (its own message)."""
+    pod = next((p for p in o.live if p.unschedulable), None)
+    if pod is None:
+        return None
+    message = f"pod {pod.name} cannot be scheduled: {pod.unschedulable}"
+    return Check(True, Reason.UNSCHEDULABLE, message)
+
+
+def nothing_degraded(o: Observed) -> Check:
+    """None of the above."""
+    return AS_EXPECTED
+
+
+DEGRADED_CHECKS: tuple[Callable[[Observed], Check | None], ...] = (
+    target_refused,
+    rollout_failed,
+    replica_unschedulable,
+    nothing_degraded,
+)
+
+
+# ----- Progressing and Ready
+
+
+def scaled_to_zero(o: Observed) -> Rollout | None:
+    """replicas: 0 is a finished state with nothing to serve."""
+    if o.sm.replicas != 0:
+        return None
+    return Rollout(
+        progressing=Check(False, Reason.SCALED_TO_ZERO, "replicas is 0"),
+        ready=Check(True, Reason.SCALED_TO_ZERO, "replicas is 0: nothing to serve"),
+    )
+
+
+def rollout_done(o: Observed) -> Rollout | None:
+    """The target rolled out; Ready while every replica still serves."""
+    if not o.outcome.complete or o.outcome.refused is not None:
+        return None
+    enough = o.ready >= o.sm.replicas
+    return Rollout(
+        progressing=Check(False, Reason.ROLLOUT_COMPLETE, f"serving {o.outcome.serve.describe()}"),
+        ready=Check(
+            enough,
+            Reason.AVAILABLE if enough else Reason.WAITING_FOR_REPLICAS,
+            f"{o.ready}/{o.sm.replicas} replicas serve {o.serving or 'nothing'}",
+        ),
+    )
+
+
+def rolled_back(o: Observed) -> Rollout | None:
+    """Back on the last good set after a refusal: done, but not what the spec asks."""
+    refused = o.outcome.refused
+    if not o.outcome.complete or refused is None:
+        return None
+    target = o.sm.target.describe()
+    return Rollout(
+        progressing=Check(
+            False,
+            Reason.ROLLED_BACK,
+            f"back on {o.outcome.serve.describe()} after refusing {target}",
+        ),
+        ready=Check(
+            False, refused.reason, f"target {target} refused, serving {o.serving or 'nothing'}"
+        ),
+    )
+
+
+def rolling_out(o: Observed) -> Rollout:
+    """Anything else: new replicas are on their way."""
+    versions = o.outcome.serve.describe()
+    return Rollout(
+        progressing=Check(
+            True,
+            Reason.ROLLING_OUT,
+            f"rolling out {versions}: {o.updated}/{o.sm.replicas} new "
+            f"replicas AVAILABLE, serving {o.serving or 'nothing'}",
+        ),
+        ready=Check(
+            False, Reason.ROLLING_OUT, f"{o.updated}/{o.sm.replicas} replicas serve {versions}"
+        ),
+    )
+
+
+ROLLOUT_CHECKS: tuple[Callable[[Observed], Rollout | None], ...] = (
+    scaled_to_zero,
+    rollout_done,
+    rolled_back,
+    rolling_out,
+)
+
+
+def first_verdict(checks: Iterable[Callable[[Observed], Verdict | None]], o: Observed) -> Verdict:
+    """The verdict of the first check that applies (the last check always does)."""
+    for check in checks:
+        verdict = check(o)
+        if verdict is not None:
+            return verdict
+    raise ValueError("no check applied: the chain must end with a catch-all")
+
+
+def ready_check(rollout: Rollout, degraded: Check, o: Observed) -> Check:
+    """Not Ready because of a degradation: Ready names it (a refusal says it itself)."""
+    if degraded.status and o.outcome.refused is None and not rollout.ready.status:
+        return Check(False, degraded.reason, degraded.message)
+    return rollout.ready
+
+
 def compute_status(
     sm: ServedModel,
     outcome: Outcome,
@@ -597,96 +781,23 @@ def compute_status(
     now: str,
 ) -> dict[str, Any]:
     """The whole status subresource for this reconcile."""
-    live = [p for p in pods if not p.terminating]
-    ready = len(serving_pods(live))
-    serving = serving_versions(live, probes)
-    unschedulable = next((p for p in live if p.unschedulable), None)
+    o = observed_for(sm, outcome, pods, probes)
     gen = sm.generation
-
-    # Degraded
-    if outcome.refused is not None:
-        target = sm.target.describe()
-        fallback = outcome.serve.describe() if outcome.last_good else "nothing"
-        degraded = (
-            True,
-            outcome.refused.reason,
-            f"target {target} refused, serving {fallback}: {outcome.refused.message}",
-        )
-    elif outcome.failure is not None:
-        degraded = (True, outcome.failure.reason, outcome.failure.message)
-    elif unschedulable is not None:
-        degraded = (
-            True,
-            Reason.UNSCHEDULABLE,
-            f"pod {unschedulable.name} cannot be scheduled: {unschedulable.unschedulable}",
-        )
-    else:
-        degraded = (False, Reason.AS_EXPECTED, "")
-
-    # Progressing and Ready
-    if sm.replicas == 0:
-        progressing = (False, Reason.SCALED_TO_ZERO, "replicas is 0")
-        ready_cond = (True, Reason.SCALED_TO_ZERO, "replicas is 0: nothing to serve")
-    elif outcome.complete and outcome.refused is None:
-        progressing = (False, Reason.ROLLOUT_COMPLETE, f"serving {outcome.serve.describe()}")
-        ready_cond = (
-            ready >= sm.replicas,
-            Reason.AVAILABLE if ready >= sm.replicas else Reason.WAITING_FOR_REPLICAS,
-            f"{ready}/{sm.replicas} replicas serve {serving or 'nothing'}",
-        )
-    elif outcome.complete and outcome.refused is not None:
-        progressing = (
-            False,
-            Reason.ROLLED_BACK,
-            f"back on {outcome.serve.describe()} after refusing {sm.target.describe()}",
-        )
-        ready_cond = (
-            False,
-            outcome.refused.reason,
-            f"target {sm.target.describe()} refused, serving {serving or 'nothing'}",
-        )
-    else:
-        updated = len([p for p in serving_pods(live) if p.config_hash == outcome.config_hash])
-        progressing = (
-            True,
-            Reason.ROLLING_OUT,
-            f"rolling out {outcome.serve.describe()}: {updated}/{sm.replicas} new "
-            f"replicas AVAILABLE, serving {serving or 'nothing'}",
-        )
-        ready_cond = (
-            False,
-            Reason.ROLLING_OUT,
-            f"{updated}/{sm.replicas} replicas serve {outcome.serve.describe()}",
-        )
-    if degraded[0] and not outcome.refused and ready_cond[0] is False:
-        ready_cond = (False, degraded[1], degraded[2])
-
+    degraded = first_verdict(DEGRADED_CHECKS, o)
+    rollout = first_verdict(ROLLOUT_CHECKS, o)
+    ready = ready_check(rollout, degraded, o)
+    stalled = outcome.refused is not None or outcome.failure is not None
+    previous = previous_conditions
     conditions = [
-        condition(Condition.READY, *ready_cond, gen, previous_conditions, now),
-        condition(Condition.PROGRESSING, *progressing, gen, previous_conditions, now),
-        condition(Condition.DEGRADED, *degraded, gen, previous_conditions, now),
-        *kstatus_conditions(
-            ready_cond,
-            stalled=outcome.refused is not None or outcome.failure is not None,
-            degraded=degraded,
-            gen=gen,
-            previous=previous_conditions,
-            now=now,
-        ),
+        ready.condition(Condition.READY, gen, previous, now),
+        rollout.progressing.condition(Condition.PROGRESSING, gen, previous, now),
+        degraded.condition(Condition.DEGRADED, gen, previous, now),
+        *kstatus_conditions(ready, stalled, degraded, gen, previous, now),
     ]
-    names = {
-        "grpc": f"{sm.name}-grpc.{sm.namespace}.svc:{sm.grpc_port}",
-        "headless": f"{sm.name}-headless.{sm.namespace}.svc",
-    }
-    if sm.rest_port:
-        names["rest"] = (
-            f"http://{sm.name}-rest.{sm.namespace}.svc:{sm.rest_port}/v1/models/{sm.model_name}"
-        )
-    replicas = len(live)
     return {
         "observedGeneration": gen,
         "modelName": sm.model_name,
-        "servingVersions": serving,
+        "servingVersions": o.serving,
         "targetVersions": sm.target.describe(),
         "lastGood": outcome.last_good.to_status() if outcome.last_good else None,
         "refused": outcome.refused.to_status() if outcome.refused else None,
@@ -697,15 +808,27 @@ def compute_status(
             "configHash": outcome.config_hash,
             "startTime": outcome.rollout_start,
         },
-        "replicas": replicas,
-        "readyReplicas": ready,
-        "updatedReplicas": len(current_pods(live, outcome.config_hash)),
-        "replicasSummary": f"{ready}/{sm.replicas}",
+        "replicas": len(o.live),
+        "readyReplicas": o.ready,
+        "updatedReplicas": len(current_pods(o.live, outcome.config_hash)),
+        "replicasSummary": f"{o.ready}/{sm.replicas}",
         "selector": f"{api.LABEL_SERVEDMODEL}={sm.name}",
-        "endpoints": names,
-        "pods": _pods_status(live, probes),
+        "endpoints": _endpoints(sm),
+        "pods": _pods_status(o.live, probes),
         "conditions": conditions,
     }
+
+
+def _endpoints(sm: ServedModel) -> dict[str, str]:
+    names = {
+        "grpc": f"{sm.name}-grpc.{sm.namespace}.svc:{sm.grpc_port}",
+        "headless": f"{sm.name}-headless.{sm.namespace}.svc",
+    }
+    if sm.rest_port:
+        names["rest"] = (
+            f"http://{sm.name}-rest.{sm.namespace}.svc:{sm.rest_port}/v1/models/{sm.model_name}"
+        )
+    return names
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
