@@ -134,11 +134,6 @@ def test_method_paths_match_tf_serving() -> None:
         REAL_OF["tfserving_operator.wire.GetModelStatusRequest"],
         REAL_OF["tfserving_operator.wire.GetModelStatusResponse"],
     )
-    assert paths["HandleReloadConfigRequest"] == (
-        client.HANDLE_RELOAD_CONFIG_METHOD,
-        REAL_OF["tfserving_operator.wire.ReloadConfigRequest"],
-        REAL_OF["tfserving_operator.wire.ReloadConfigResponse"],
-    )
 
 
 # --- field-by-field comparison ------------------------------------------------------------------

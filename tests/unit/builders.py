@@ -61,8 +61,6 @@ def deployment(
         observed_generation=7,
         replicas=replicas,
         updated_replicas=replicas,
-        ready_replicas=replicas,
-        available_replicas=replicas,
         config_hash=config_hash,
         current_replicas=replicas,
     )
@@ -78,7 +76,7 @@ def version_status(
 
 def answered(pod_name: str, *statuses: VersionStatus) -> ProbeResult:
     """The server of `pod_name` answered with these versions."""
-    return ProbeResult(pod_name, tuple(statuses), at=1.0)
+    return ProbeResult(pod_name, tuple(statuses))
 
 
 def answer(pod_name: str, version: int, state: ModelState, message: str = "") -> ProbeResult:
@@ -88,4 +86,4 @@ def answer(pod_name: str, version: int, state: ModelState, message: str = "") ->
 
 def probe_error(pod_name: str, reason: str, message: str = "") -> ProbeResult:
     """No answer: `reason` is a wire.client ProbeError reason (e.g. "ProbeTimeout")."""
-    return ProbeResult(pod_name, error_reason=reason, error_message=message, at=1.0)
+    return ProbeResult(pod_name, error_reason=reason, error_message=message)

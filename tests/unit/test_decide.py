@@ -149,11 +149,7 @@ class TestChooseServingSet:
         )
         assert memory.last_good == labelled
         assert memory.refused == refusal((2, 3), token="7")
-        assert (memory.rollout_hash, memory.rollout_start, memory.serving) == (
-            NEW_HASH,
-            NOW,
-            "2",
-        )
+        assert (memory.rollout_hash, memory.rollout_start) == (NEW_HASH, NOW)
 
     def test_empty_status_is_empty_memory(self) -> None:
         assert decide.memory_from_status(None) == decide.Memory()
@@ -481,7 +477,7 @@ class TestPlanRollout:
             lambda versions: hash_of(versions),
             deployment_view
             if deployment_view is not None
-            else deployment(NEW_HASH, ready_replicas=0),
+            else deployment(NEW_HASH, updated_replicas=0),
             pods if pods is not None else [serving_pod("a"), pod("b")],
             probes or {},
             START + timedelta(seconds=seconds),

@@ -114,14 +114,8 @@ class FakeProber:
             )
         return out
 
-    async def retain(self, targets: Iterable[str]) -> None:
-        pass
-
     async def forget(self, targets: Iterable[str]) -> None:
         self.forgotten.extend(targets)
-
-    async def close(self) -> None:
-        pass
 
 
 def body(version: int = 3, status: dict[str, Any] | None = None, rv: int = 50) -> dict[str, Any]:

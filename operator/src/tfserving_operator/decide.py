@@ -63,7 +63,6 @@ class Memory:
     rollout_hash: str = ""
     rollout_start: str = ""
     conditions: tuple[Mapping[str, Any], ...] = ()
-    serving: str = ""
 
 
 def memory_from_status(status: Mapping[str, Any] | None) -> Memory:
@@ -91,7 +90,6 @@ def memory_from_status(status: Mapping[str, Any] | None) -> Memory:
         rollout_hash=rollout.get("configHash", ""),
         rollout_start=rollout.get("startTime", ""),
         conditions=tuple(status.get("conditions") or ()),
-        serving=status.get("servingVersions", ""),
     )
 
 

@@ -32,19 +32,6 @@ class ApiError(Exception):
     def not_found(self) -> bool:
         return self.status == 404
 
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
-
-    @property
-    def invalid(self) -> bool:
-        """The object itself was refused (schema, validation, admission)."""
-        return self.status in (400, 403, 422) and self.reason in (
-            "Invalid",
-            "BadRequest",
-            "Forbidden",
-        )
-
 
 def path_for(kind: str, namespace: str | None, name: str | None = None, sub: str = "") -> str:
     """REST path of a namespaced object (or collection when name is None)."""

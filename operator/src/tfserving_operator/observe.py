@@ -10,7 +10,6 @@ and never stalls another ServedModel.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,8 +94,6 @@ def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
         replicas=int(spec.get("replicas") or 0),
         current_replicas=int(status.get("replicas") or 0),
         updated_replicas=int(status.get("updatedReplicas") or 0),
-        ready_replicas=int(status.get("readyReplicas") or 0),
-        available_replicas=int(status.get("availableReplicas") or 0),
         config_hash=template_annotations.get(api.ANNOTATION_CONFIG_HASH, ""),
     )
 
@@ -191,19 +188,14 @@ class Prober:
                     pod.name,
                     error_reason=err.reason,
                     error_message=err.message,
-                    at=time.monotonic(),
                 )
-        return ProbeResult(pod.name, tuple(statuses), at=time.monotonic())
+        return ProbeResult(pod.name, tuple(statuses))
 
     async def probe_all(self, pods: Iterable[PodView]) -> dict[str, ProbeResult]:
         """Probe several pods at once."""
         pods = list(pods)
         results = await asyncio.gather(*(self.probe(p) for p in pods))
         return {r.pod: r for r in results}
-
-    async def retain(self, targets: Iterable[str]) -> None:
-        """Close channels to servers that are gone."""
-        await self._pool.retain(targets)
 
     async def forget(self, targets: Iterable[str]) -> None:
         """Close the channels of these servers (their pods are gone)."""

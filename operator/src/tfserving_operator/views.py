@@ -122,8 +122,6 @@ class DeploymentView:
     observed_generation: int
     replicas: int  # desired (spec)
     updated_replicas: int  # pods of the newest ReplicaSet
-    ready_replicas: int
-    available_replicas: int
     config_hash: str
     current_replicas: int = 0  # pods of every ReplicaSet it owns, old ones included
 
@@ -141,7 +139,6 @@ class ProbeResult:
     statuses: tuple[VersionStatus, ...] = ()
     error_reason: str = ""
     error_message: str = ""
-    at: float = 0.0
 
     @property
     def ok(self) -> bool:
