@@ -22,7 +22,6 @@ LABEL_NAME: Final = "app.kubernetes.io/name"
 LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
-LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 APP_NAME: Final = "tensorflow-serving"
 MANAGED_BY: Final = "tfserving-operator"
 
