@@ -909,17 +909,22 @@ class TestConditionChecks:
 class TestStatusPatch:
     def test_idle_means_no_write(self) -> None:
         probes = {"a": answered("a", version_status(2, ModelState.AVAILABLE))}
-        args: tuple[Any, ...] = (
-            served(version=2),
-            outcome(serve=V2, config_hash=OLD_HASH, complete=True),
-            deployment(OLD_HASH),
-            [serving_pod("a")],
-            probes,
-        )
-        first = decide.compute_status(*args, [], NOW)
+
+        def status_at(previous: list[dict[str, Any]], now: str) -> dict[str, Any]:
+            return decide.compute_status(
+                served(version=2),
+                outcome(serve=V2, config_hash=OLD_HASH, complete=True),
+                deployment(OLD_HASH),
+                [serving_pod("a")],
+                probes,
+                previous,
+                now,
+            )
+
+        first = status_at([], NOW)
         # What the API server stores: the merge patch applied, nulls dropped.
         stored = {k: v for k, v in first.items() if v is not None}
-        again = decide.compute_status(*args, stored["conditions"], LATER)
+        again = status_at(stored["conditions"], LATER)
         assert decide.status_patch(stored, again) is None
 
     def test_changed_fields_only(self) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tfserving_operator import api
-from tfserving_operator.kube import ApiError, Kube, path_for
+from tfserving_operator.kube import ApiError, path_for
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,21 @@ STRATEGIC_CONTENT_TYPE = "application/strategic-merge-patch+json"
 def now_iso() -> str:
     """RFC 3339 UTC timestamp with second precision, as Kubernetes writes them."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Transport(Protocol):
+    """What the Applier sends requests through: kube.Kube, or a test's recorder."""
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str | None = None,
+        query: Iterable[tuple[str, str]] = (),
+        timeout: float = 30.0,
+        ok_statuses: Iterable[int] = (),
+    ) -> dict[str, Any]: ...
 
 
 class ApiWriter(Protocol):
@@ -53,7 +69,7 @@ class ApiWriter(Protocol):
 class Applier:
     """All API writes, through one Kube transport and one field manager."""
 
-    def __init__(self, kube: Kube, field_manager: str = api.FIELD_MANAGER) -> None:
+    def __init__(self, kube: Transport, field_manager: str = api.FIELD_MANAGER) -> None:
         self.kube = kube
         self.field_manager = field_manager
 
