@@ -143,22 +143,10 @@ class Worker:
             return MAX_IDLE_SECONDS
         old_status = self.status.current(body)
         memory = decide.memory_from_status(old_status)
-        rendered: dict[VersionSet, render.Children] = {}
-
-        def children_for(versions: VersionSet) -> render.Children:
-            if versions not in rendered:
-                rendered[versions] = render.render(sm, versions)
-            return rendered[versions]
-
-        children = children_for(decide.choose_serving_set(sm, memory)[0])
-        if sm.generation != self._validated_generation and not decide.already_validated(
-            old_status, sm.generation
-        ):
-            problem = await self.children.dry_run(children)
-            if problem:
-                await self.status.invalid(body, problem, old_status)
-                return MAX_IDLE_SECONDS
-            self._validated_generation = sm.generation
+        renders = Renders(sm)
+        children = renders(decide.choose_serving_set(sm, memory)[0])
+        if not await self._accepted(sm, body, old_status, children):
+            return MAX_IDLE_SECONDS
         await self.children.ensure(children, sm.uid)
 
         pods = list(self.ctx.cache.pods.get(self.key, {}).values())
@@ -169,7 +157,7 @@ class Worker:
         outcome = decide.plan_rollout(
             sm,
             memory,
-            lambda versions: children_for(versions).config_hash,
+            lambda versions: renders(versions).config_hash,
             deployment,
             pods,
             probes,
@@ -183,7 +171,7 @@ class Worker:
                 sm.target.describe(),
                 outcome.refused.message,
             )
-            await self.children.ensure(children_for(outcome.serve), sm.uid)
+            await self.children.ensure(renders(outcome.serve), sm.uid)
         new_status = decide.compute_status(
             sm, outcome, deployment, pods, probes, memory.conditions, now_iso()
         )
@@ -191,6 +179,26 @@ class Worker:
         if outcome.complete:
             await self.children.collect_config_maps(outcome.config_hash, pods)
         return self._next_delay(sm, outcome)
+
+    async def _accepted(
+        self,
+        sm: spec.ServedModel,
+        body: Mapping[str, Any],
+        old_status: dict[str, Any],
+        children: render.Children,
+    ) -> bool:
+        """The API server accepts the rendered children (dry run once per generation);
+        if not, the status says why and nothing is applied."""
+        if sm.generation == self._validated_generation or decide.already_validated(
+            old_status, sm.generation
+        ):
+            return True
+        problem = await self.children.dry_run(children)
+        if problem:
+            await self.status.invalid(body, problem, old_status)
+            return False
+        self._validated_generation = sm.generation
+        return True
 
     async def _apply_gates(
         self, pods: list[PodView], probes: dict[str, ProbeResult]
@@ -215,6 +223,20 @@ class Worker:
                 left = sm.availability_timeout_seconds - (datetime.now(UTC) - start).total_seconds()
                 delay = min(delay, max(left + 1.0, 1.0))
         return max(0.05, delay)
+
+
+class Renders:
+    """The children of each version set one pass looks at, rendered once each."""
+
+    def __init__(self, sm: spec.ServedModel) -> None:
+        self.sm = sm
+        self._done: dict[VersionSet, render.Children] = {}
+
+    def __call__(self, versions: VersionSet) -> render.Children:
+        """The children serving `versions`."""
+        if versions not in self._done:
+            self._done[versions] = render.render(self.sm, versions)
+        return self._done[versions]
 
 
 def _short(err: BaseException) -> str:
