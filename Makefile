@@ -44,10 +44,11 @@ run: sim-up ## Run the operator in the foreground against the local cluster
 	KUBECONFIG=$(KUBECONFIG_SIM) $(VENV)/bin/tfserving-operator
 
 .PHONY: lint
-lint: setup ## ruff (lint + format check) and mypy --strict on the operator and the tests
+lint: setup ## ruff (lint + format check), mypy --strict on the operator and the tests, import contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	PYTHONPATH=$(CURDIR)/operator/src$${PYTHONPATH:+:$$PYTHONPATH} $(VENV)/bin/lint-imports
 
 .PHONY: fmt
 fmt: setup ## Format and auto-fix with ruff

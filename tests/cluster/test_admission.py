@@ -25,8 +25,8 @@ from localdev.support.k8s import custom, servedmodel
 from localdev.support.waiting import wait_until
 from tests.unit.golden.cases import CASES
 from tfserving_operator import api, release, render, spec
+from tfserving_operator.children import contains
 from tfserving_operator.observe import strip_object
-from tfserving_operator.reconcile import contains
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

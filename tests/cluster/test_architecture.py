@@ -58,7 +58,7 @@ def scheduled_nodes(api_client: Any, namespace: str, name: str) -> list[str]:
     return placed
 
 
-def test_default_image_pods_never_land_on_arm64(  # type: ignore[no-untyped-def]
+def test_default_image_pods_never_land_on_arm64(
     api_client, namespace, operator, model_store
 ) -> None:
     assert len(ARM_NODES) == 1, ARM_NODES
@@ -81,7 +81,7 @@ def test_default_image_pods_never_land_on_arm64(  # type: ignore[no-untyped-def]
     assert set(others) & ARM_NODES, others
 
 
-def test_only_arm64_fitting_is_reported_with_the_schedulers_words(  # type: ignore[no-untyped-def]
+def test_only_arm64_fitting_is_reported_with_the_schedulers_words(
     api_client, namespace, operator, model_store
 ) -> None:
     base = make_model_dir(model_store, "armonly", good=(1,))

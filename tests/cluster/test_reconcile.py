@@ -32,7 +32,7 @@ from localdev.support.k8s import (
 from localdev.support.models import make_model_dir
 from localdev.support.waiting import wait_until
 from tfserving_operator import api, render, spec
-from tfserving_operator.reconcile import contains
+from tfserving_operator.children import contains
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
 
 GPU_NODES = {n.name for n in SIM_NODES if n.gpus}

@@ -241,6 +241,7 @@ def test_operator_deployment_defaults(helm: str) -> None:
     assert container["image"] == "tfserving-operator:0.1.0"
     env = env_of(deployment)
     assert env["TFSO_LIVENESS_PORT"] == "8080"
+    assert env["TFSO_PROBE_FAILURE_THRESHOLD"] == "3"
     assert "TFSO_NAMESPACES" not in env and "TFSO_PEERING" not in env
     # Liveness through kopf's probe endpoint, on the port the operator is told to use.
     assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]

@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.unit import builders
+from tests.unit.builders import answered, probe_error, version_status
 from tests.unit.golden.cases import CASES, servedmodel
 from tfserving_operator import api, decide, render, spec
-from tfserving_operator.observe import DeploymentView, PodView, ProbeResult
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
 from tfserving_operator.spec import VersionSet
-from tfserving_operator.wire.client import ModelState, VersionStatus
+from tfserving_operator.views import ModelState, PodView
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "servedmodels.serving.tfoperator.dev.yaml"
 SCHEMA = yaml.safe_load(CRD_PATH.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -113,43 +114,17 @@ SM = parse(
 HASH = render.render(SM, SM.target).config_hash
 
 
-def pod(name: str, **fields: Any) -> PodView:
-    base: dict[str, Any] = {
-        "name": name,
-        "namespace": "models",
-        "ip": "10.0.0.1",
-        "phase": "Running",
-        "ready": True,
-        "gate": True,
-        "gate_reason": api.GateReason.AVAILABLE,
-        "terminating": False,
-        "config_hash": HASH,
-        "versions": "1,2",
-        "model_name": "classifier",
-        "grpc_port": 8500,
-        "running": True,
-        "restart_count": 0,
-        "termination_message": "",
-        "unschedulable": "",
-    }
-    return PodView(**{**base, **fields})
+def pod(name: str, **options: Any) -> PodView:
+    """A serving replica of SM unless told otherwise."""
+    options = {"config_hash": HASH, "versions": "1,2", **options}
+    return builders.pod(name, serving=True, namespace="models", model_name="classifier", **options)
 
 
-def version(v: int, state: ModelState, code: int = 0, message: str = "") -> VersionStatus:
-    return VersionStatus(version=v, state=state, error_code=code, error_message=message)
-
-
-AVAILABLE = ProbeResult(
-    "p1", (version(1, ModelState.AVAILABLE), version(2, ModelState.AVAILABLE)), at=1.0
+AVAILABLE = answered(
+    "p1", version_status(1, ModelState.AVAILABLE), version_status(2, ModelState.AVAILABLE)
 )
-DEPLOYMENT = DeploymentView(
-    generation=3,
-    observed_generation=3,
-    replicas=2,
-    updated_replicas=2,
-    ready_replicas=2,
-    available_replicas=2,
-    config_hash=HASH,
+DEPLOYMENT = builders.deployment(
+    HASH, replicas=2, generation=3, observed_generation=3, current_replicas=0
 )
 REFUSAL = decide.Refusal(
     versions=(1, 2),
@@ -200,9 +175,9 @@ SCENARIOS: dict[str, tuple[spec.ServedModel, decide.Outcome, list[PodView], dict
             pod("p3", ip="", phase="Pending", running=False, gate=None, gate_reason=""),
         ],
         {
-            "p1": ProbeResult("p1", (version(1, ModelState.AVAILABLE),)),
-            "p2": ProbeResult(
-                "p2", (version(1, ModelState.AVAILABLE), version(2, ModelState.LOADING))
+            "p1": answered("p1", version_status(1, ModelState.AVAILABLE)),
+            "p2": answered(
+                "p2", version_status(1, ModelState.AVAILABLE), version_status(2, ModelState.LOADING)
             ),
         },
     ),
@@ -219,13 +194,11 @@ SCENARIOS: dict[str, tuple[spec.ServedModel, decide.Outcome, list[PodView], dict
             pod("p4", terminating=True),
         ],
         {
-            "p1": ProbeResult("p1", (version(1, ModelState.AVAILABLE),)),
-            "p3": ProbeResult(
+            "p1": answered("p1", version_status(1, ModelState.AVAILABLE)),
+            "p3": answered(
                 "p3",
-                (
-                    version(1, ModelState.AVAILABLE),
-                    version(2, ModelState.END, 3, "Could not parse saved_model.pb: garbage"),
-                ),
+                version_status(1, ModelState.AVAILABLE),
+                version_status(2, ModelState.END, 3, "Could not parse saved_model.pb: garbage"),
             ),
         },
     ),
@@ -242,7 +215,7 @@ SCENARIOS: dict[str, tuple[spec.ServedModel, decide.Outcome, list[PodView], dict
                 termination_message="Failed to load servable version 2",
             )
         ],
-        {"p1": ProbeResult("p1", error_reason="ServerUnreachable", error_message="refused")},
+        {"p1": probe_error("p1", "ServerUnreachable", "refused")},
     ),
     "failed-no-fallback": (
         SM,
@@ -252,7 +225,7 @@ SCENARIOS: dict[str, tuple[spec.ServedModel, decide.Outcome, list[PodView], dict
             failure=decide.Failure(api.Reason.VERSION_LOAD_TIMEOUT, "not AVAILABLE in 600 s"),
         ),
         [pod("p1", gate=False, ready=False, gate_reason=api.GateReason.LOADING)],
-        {"p1": ProbeResult("p1", (version(2, ModelState.LOADING),))},
+        {"p1": answered("p1", version_status(2, ModelState.LOADING))},
     ),
     "unschedulable": (
         parse(servedmodel("big", {"storage": {"hostPath": {"path": "/m"}}, "gpus": 16})),
@@ -286,9 +259,10 @@ SCENARIOS: dict[str, tuple[spec.ServedModel, decide.Outcome, list[PodView], dict
         outcome(serve=VersionSet(policy="latest", num_versions=2), last_good=SM.target),
         [pod("p1", versions="latest:2")],
         {
-            "p1": ProbeResult(
+            "p1": answered(
                 "p1",
-                (version(3, ModelState.AVAILABLE), version(4, ModelState.UNLOADING)),
+                version_status(3, ModelState.AVAILABLE),
+                version_status(4, ModelState.UNLOADING),
             )
         },
     ),
@@ -405,6 +379,6 @@ def test_ready_status_of_every_golden_case_fits(case: str) -> None:
     children = render.render(sm, sm.target)
     versions = ",".join(map(str, sm.target.versions)) or sm.target.describe()
     pods = [pod("p1", versions=versions, config_hash=children.config_hash)]
-    probes = {"p1": ProbeResult("p1", (version(1, ModelState.AVAILABLE),))}
+    probes = {"p1": answered("p1", version_status(1, ModelState.AVAILABLE))}
     out = outcome(serve=sm.target, config_hash=children.config_hash, last_good=None)
     assert_fits(decide.compute_status(sm, out, DEPLOYMENT, pods, probes, [], NOW))

@@ -101,14 +101,6 @@ def delete_namespace(api_client: Any, name: str) -> None:
             raise
 
 
-@pytest.fixture
-def rel_namespace(api_client: Any) -> Iterator[str]:
-    """A namespace of this suite on the session cluster, deleted afterwards."""
-    name = make_namespace(api_client)
-    yield name
-    delete_namespace(api_client, name)
-
-
 OperatorFactory = Callable[..., OperatorProcess]
 
 
@@ -235,14 +227,6 @@ def own_api_client(own_cluster: SimCluster) -> Iterator[Any]:
     api = config.new_client_from_config(config_file=str(own_cluster.kubeconfig))
     yield api
     api.close()
-
-
-@pytest.fixture
-def own_namespace(own_api_client: Any) -> Iterator[str]:
-    """A namespace on the own cluster, deleted afterwards."""
-    name = make_namespace(own_api_client)
-    yield name
-    delete_namespace(own_api_client, name)
 
 
 @pytest.fixture

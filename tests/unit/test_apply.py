@@ -314,7 +314,6 @@ def test_event_refused_with_a_status_does_not_raise() -> None:
         (("Pod", NS, "p", "status"), f"/api/v1/namespaces/{NS}/pods/p/status"),
         (("Deployment", NS, "d"), f"/apis/apps/v1/namespaces/{NS}/deployments/d"),
         (("ReplicaSet", NS), f"/apis/apps/v1/namespaces/{NS}/replicasets"),
-        (("Secret", NS, "s"), f"/api/v1/namespaces/{NS}/secrets/s"),
         (("Event", NS), f"/api/v1/namespaces/{NS}/events"),
         (
             ("ServedModel", NS, "m", "status"),

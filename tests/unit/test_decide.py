@@ -11,17 +11,24 @@ from typing import Any
 
 import pytest
 
+from tests.unit.builders import (
+    DEFAULT_HASH,
+    LOAD_ERROR,
+    answered,
+    deployment,
+    pod,
+    probe_error,
+    version_status,
+)
 from tfserving_operator import api, decide, spec
 from tfserving_operator.api import Condition, GateReason, Reason
-from tfserving_operator.observe import DeploymentView, PodView, ProbeResult
 from tfserving_operator.spec import VersionSet
-from tfserving_operator.wire.client import ModelState, VersionStatus
+from tfserving_operator.views import ModelState, PodView, ProbeResult
 
 NOW = "2026-03-04T05:06:07Z"
 LATER = "2026-03-04T05:09:00Z"
 OLD_HASH = "hash-v2"
-NEW_HASH = "hash-v3"
-LOAD_ERROR = "Failed to load SavedModel: saved_model.pb does not parse"
+NEW_HASH = DEFAULT_HASH
 
 # ----- builders -------------------------------------------------------------------
 
@@ -45,65 +52,11 @@ def served(
     return spec.parse(body, "tensorflow/serving:x", "tensorflow/serving:x-gpu")
 
 
-def pod(name: str, config_hash: str = NEW_HASH, versions: str = "3", **fields: Any) -> PodView:
-    """A Running pod whose gate the operator has not set yet."""
-    base: dict[str, Any] = {
-        "name": name,
-        "namespace": "ml",
-        "ip": "10.0.0.1",
-        "phase": "Running",
-        "ready": False,
-        "gate": None,
-        "gate_reason": "",
-        "terminating": False,
-        "config_hash": config_hash,
-        "versions": versions,
-        "model_name": "mnist",
-        "grpc_port": 8500,
-        "running": True,
-        "restart_count": 0,
-        "termination_message": "",
-        "unschedulable": "",
-    }
-    return PodView(**{**base, **fields})
-
-
 def serving_pod(
     name: str, config_hash: str = OLD_HASH, versions: str = "2", **fields: Any
 ) -> PodView:
-    """A pod that passed its gate and takes traffic."""
-    return pod(
-        name,
-        config_hash,
-        versions,
-        **{"ready": True, "gate": True, "gate_reason": GateReason.AVAILABLE, **fields},
-    )
-
-
-def status(v: int, state: ModelState, code: int = 0, message: str = "") -> VersionStatus:
-    return VersionStatus(version=v, state=state, error_code=code, error_message=message)
-
-
-def answered(name: str, *statuses: VersionStatus) -> ProbeResult:
-    return ProbeResult(name, tuple(statuses), at=1.0)
-
-
-def failed(name: str, reason: str, message: str = "") -> ProbeResult:
-    return ProbeResult(name, error_reason=reason, error_message=message, at=1.0)
-
-
-def deployment(config_hash: str = NEW_HASH, **fields: Any) -> DeploymentView:
-    base: dict[str, Any] = {
-        "generation": 7,
-        "observed_generation": 7,
-        "replicas": 1,
-        "updated_replicas": 1,
-        "ready_replicas": 1,
-        "available_replicas": 1,
-        "config_hash": config_hash,
-        "current_replicas": 1,
-    }
-    return DeploymentView(**{**base, **fields})
+    """A pod that passed its gate and takes traffic (of the old config by default)."""
+    return pod(name, config_hash=config_hash, versions=versions, serving=True, **fields)
 
 
 def refusal(versions: tuple[int, ...] = (3,), token: str = "") -> decide.Refusal:
@@ -196,11 +149,7 @@ class TestChooseServingSet:
         )
         assert memory.last_good == labelled
         assert memory.refused == refusal((2, 3), token="7")
-        assert (memory.rollout_hash, memory.rollout_start, memory.serving) == (
-            NEW_HASH,
-            NOW,
-            "2",
-        )
+        assert (memory.rollout_hash, memory.rollout_start) == (NEW_HASH, NOW)
 
     def test_empty_status_is_empty_memory(self) -> None:
         assert decide.memory_from_status(None) == decide.Memory()
@@ -222,74 +171,82 @@ class TestGateFor:
         ],
     )
     def test_no_answer_closes_the_gate(self, error: str, reason: str) -> None:
-        decision = decide.gate_for(pod("a"), failed("a", error, f"model server a: {error}"))
+        decision = decide.gate_for(pod("a"), probe_error("a", error, f"model server a: {error}"))
         assert decision == decide.GateDecision("a", False, reason, f"model server a: {error}")
 
     def test_no_answer_without_message_says_the_reason(self) -> None:
-        decision = decide.gate_for(pod("a"), failed("a", "ProbeTimeout"))
+        decision = decide.gate_for(pod("a"), probe_error("a", "ProbeTimeout"))
         assert decision.message == "ProbeTimeout"
 
     def test_available_opens_the_gate(self) -> None:
-        decision = decide.gate_for(pod("a"), answered("a", status(3, ModelState.AVAILABLE)))
+        decision = decide.gate_for(pod("a"), answered("a", version_status(3, ModelState.AVAILABLE)))
         assert decision == decide.GateDecision("a", True, GateReason.AVAILABLE, "AVAILABLE: 3")
 
     @pytest.mark.parametrize(
         "state", [ModelState.START, ModelState.LOADING, ModelState.UNKNOWN, ModelState.UNLOADING]
     )
     def test_not_yet_available_keeps_it_closed(self, state: ModelState) -> None:
-        decision = decide.gate_for(pod("a"), answered("a", status(3, state)))
+        decision = decide.gate_for(pod("a"), answered("a", version_status(3, state)))
         assert (decision.open, decision.reason) == (False, GateReason.LOADING)
         assert decision.message == f"version 3 is {state.name}"
 
     def test_version_unknown_to_the_server_keeps_it_closed(self) -> None:
-        decision = decide.gate_for(pod("a"), answered("a", status(2, ModelState.AVAILABLE)))
+        decision = decide.gate_for(pod("a"), answered("a", version_status(2, ModelState.AVAILABLE)))
         assert (decision.open, decision.reason) == (False, GateReason.LOADING)
         assert "version 3 not yet known" in decision.message
 
     def test_end_with_error_is_a_load_failure_in_the_servers_words(self) -> None:
-        probe = answered("a", status(3, ModelState.END, code=3, message=LOAD_ERROR))
+        probe = answered("a", version_status(3, ModelState.END, code=3, message=LOAD_ERROR))
         decision = decide.gate_for(pod("a"), probe)
         assert (decision.open, decision.reason) == (False, GateReason.FAILED)
         assert decision.message == f"version 3: {LOAD_ERROR}"
 
     def test_end_with_error_and_no_message_names_the_code(self) -> None:
-        probe = answered("a", status(3, ModelState.END, code=5))
+        probe = answered("a", version_status(3, ModelState.END, code=5))
         assert decide.gate_for(pod("a"), probe).message == "version 3: NOT_FOUND"
 
     def test_end_without_error_is_not_a_failure(self) -> None:
-        decision = decide.gate_for(pod("a"), answered("a", status(3, ModelState.END)))
+        decision = decide.gate_for(pod("a"), answered("a", version_status(3, ModelState.END)))
         assert (decision.open, decision.reason) == (False, GateReason.LOADING)
 
     def test_every_labelled_version_must_be_available(self) -> None:
         labelled = pod("a", versions="2,3")
-        loading = answered("a", status(3, ModelState.AVAILABLE), status(2, ModelState.LOADING))
+        loading = answered(
+            "a", version_status(3, ModelState.AVAILABLE), version_status(2, ModelState.LOADING)
+        )
         assert decide.gate_for(labelled, loading).message == "version 2 is LOADING"
-        both = answered("a", status(3, ModelState.AVAILABLE), status(2, ModelState.AVAILABLE))
+        both = answered(
+            "a", version_status(3, ModelState.AVAILABLE), version_status(2, ModelState.AVAILABLE)
+        )
         assert decide.gate_for(labelled, both).open
 
     def test_other_versions_do_not_matter(self) -> None:
         probe = answered(
             "a",
-            status(4, ModelState.END, code=3, message="broken"),
-            status(3, ModelState.AVAILABLE),
+            version_status(4, ModelState.END, code=3, message="broken"),
+            version_status(3, ModelState.AVAILABLE),
         )
         assert decide.gate_for(pod("a"), probe).open
 
     @pytest.mark.parametrize("policy", ["latest", "latest:2", "all"])
     def test_policy_opens_on_any_available_version(self, policy: str) -> None:
-        probe = answered("a", status(5, ModelState.LOADING), status(4, ModelState.AVAILABLE))
+        probe = answered(
+            "a", version_status(5, ModelState.LOADING), version_status(4, ModelState.AVAILABLE)
+        )
         decision = decide.gate_for(pod("a", versions=policy), probe)
         assert decision == decide.GateDecision("a", True, GateReason.AVAILABLE, "AVAILABLE: 4")
 
     def test_policy_with_nothing_available_yet_is_loading(self) -> None:
         probe = answered(
-            "a", status(5, ModelState.LOADING), status(4, ModelState.END, code=3, message="x")
+            "a",
+            version_status(5, ModelState.LOADING),
+            version_status(4, ModelState.END, code=3, message="x"),
         )
         decision = decide.gate_for(pod("a", versions="latest"), probe)
         assert (decision.open, decision.reason) == (False, GateReason.LOADING)
 
     def test_policy_with_every_version_failed_is_a_failure(self) -> None:
-        probe = answered("a", status(5, ModelState.END, code=3, message=LOAD_ERROR))
+        probe = answered("a", version_status(5, ModelState.END, code=3, message=LOAD_ERROR))
         decision = decide.gate_for(pod("a", versions="latest"), probe)
         assert (decision.open, decision.reason) == (False, GateReason.FAILED)
         assert LOAD_ERROR in decision.message
@@ -304,32 +261,102 @@ class TestGateFor:
 
 class TestGateChanges:
     def test_first_answer_sets_the_gate(self) -> None:
-        probes = {"a": answered("a", status(3, ModelState.LOADING))}
+        probes = {"a": answered("a", version_status(3, ModelState.LOADING))}
         (change,) = decide.gate_changes([pod("a")], probes)
         assert (change.open, change.reason) == (False, GateReason.LOADING)
 
     def test_same_decision_writes_nothing(self) -> None:
         probes = {
-            "a": answered("a", status(2, ModelState.AVAILABLE)),
-            "b": answered("b", status(3, ModelState.LOADING)),
+            "a": answered("a", version_status(2, ModelState.AVAILABLE)),
+            "b": answered("b", version_status(3, ModelState.LOADING)),
         }
         waiting = pod("b", gate=False, gate_reason=GateReason.LOADING)
         assert decide.gate_changes([serving_pod("a"), waiting], probes) == []
 
     def test_new_reason_on_a_closed_gate_is_written(self) -> None:
-        probes = {"b": answered("b", status(3, ModelState.END, code=3, message=LOAD_ERROR))}
+        probes = {"b": answered("b", version_status(3, ModelState.END, code=3, message=LOAD_ERROR))}
         waiting = pod("b", gate=False, gate_reason=GateReason.LOADING)
         (change,) = decide.gate_changes([waiting], probes)
         assert change.reason == GateReason.FAILED
 
     def test_open_gate_closes_when_the_version_goes(self) -> None:
-        probes = {"a": answered("a", status(2, ModelState.END))}
+        probes = {"a": answered("a", version_status(2, ModelState.END))}
         (change,) = decide.gate_changes([serving_pod("a")], probes)
         assert not change.open
 
     def test_terminating_and_unprobed_pods_are_left_alone(self) -> None:
-        probes = {"a": answered("a", status(3, ModelState.LOADING))}
+        probes = {"a": answered("a", version_status(3, ModelState.LOADING))}
         assert decide.gate_changes([pod("a", terminating=True), pod("b")], probes) == []
+
+
+class TestGateHysteresis:
+    """An open gate rides out N-1 probe timeouts (a busy server's gRPC pool); a
+    definite answer closes it at once; a closed gate opens on the first good answer."""
+
+    THRESHOLD = 3
+
+    def gate(self, probe: ProbeResult, failures: int, open_now: bool = True) -> decide.GateDecision:
+        current = serving_pod("a", NEW_HASH, "3") if open_now else pod("a", gate=False)
+        return decide.gate_for(current, probe, failures, self.THRESHOLD)
+
+    def test_two_timeouts_keep_an_open_gate_open_the_third_closes_it(self) -> None:
+        timeout = probe_error("a", "ProbeTimeout", "deadline exceeded after 2 s")
+        first, second, third = (self.gate(timeout, n) for n in (1, 2, 3))
+        assert (first.open, first.held, first.reason) == (True, True, GateReason.TIMEOUT)
+        assert "1 of 3" in first.message
+        assert (second.open, second.held) == (True, True)
+        assert (third.open, third.held, third.reason) == (False, False, GateReason.TIMEOUT)
+
+    @pytest.mark.parametrize("reason", ["ServerUnreachable", "ProbeFailed", "SomethingNew"])
+    def test_every_transport_error_counts_the_same(self, reason: str) -> None:
+        error = probe_error("a", reason)
+        assert decide.uncertain(error)
+        assert self.gate(error, 2).open
+        assert not self.gate(error, 3).open
+
+    def test_not_found_closes_at_once(self) -> None:
+        not_found = probe_error("a", "ModelNotFound", "Could not find any versions of model mnist")
+        assert not decide.uncertain(not_found)
+        decision = self.gate(not_found, 0)
+        assert (decision.open, decision.reason) == (False, GateReason.NOT_FOUND)
+
+    @pytest.mark.parametrize("state", [ModelState.LOADING, ModelState.UNLOADING, ModelState.END])
+    def test_a_version_not_available_closes_at_once(self, state: ModelState) -> None:
+        decision = self.gate(answered("a", version_status(3, state)), 0)
+        assert not decision.open
+        assert not decision.held
+
+    def test_a_closed_gate_stays_closed_on_a_timeout(self) -> None:
+        decision = self.gate(probe_error("a", "ProbeTimeout"), 1, open_now=False)
+        assert (decision.open, decision.held) == (False, False)
+
+    def test_a_closed_gate_opens_on_the_first_good_answer(self) -> None:
+        decision = self.gate(answered("a", version_status(3, ModelState.AVAILABLE)), 0, False)
+        assert decision.open
+
+    def test_threshold_one_closes_on_the_first_timeout(self) -> None:
+        open_pod = serving_pod("a", NEW_HASH, "3")
+        assert not decide.gate_for(open_pod, probe_error("a", "ProbeTimeout"), 1, 1).open
+
+    def test_a_held_gate_is_not_written_but_shows_in_the_pod_view(self) -> None:
+        open_pod = serving_pod("a", NEW_HASH, "3")
+        probes = {"a": probe_error("a", "ProbeTimeout")}
+        assert decide.gate_changes([open_pod], probes, {"a": 2}, self.THRESHOLD) == []
+        decisions = decide.gate_decisions([open_pod], probes, {"a": 2}, self.THRESHOLD)
+        (seen,) = decide.with_gates([open_pod], decisions)
+        assert (seen.gate, seen.ready, seen.gate_reason) == (True, True, GateReason.TIMEOUT)
+        (change,) = decide.gate_changes([open_pod], probes, {"a": 3}, self.THRESHOLD)
+        assert (change.open, change.reason) == (False, GateReason.TIMEOUT)
+
+    def test_status_pods_report_the_failing_probe_of_a_held_gate(self) -> None:
+        open_pod = serving_pod("a", NEW_HASH, "3")
+        probes = {"a": probe_error("a", "ProbeTimeout")}
+        decisions = decide.gate_decisions([open_pod], probes, {"a": 1}, self.THRESHOLD)
+        pods = decide.with_gates([open_pod], decisions)
+        result = outcome(serve=V3, complete=True, last_good=V3)
+        st = decide.compute_status(served(), result, deployment(), pods, probes, [], NOW)
+        assert st["pods"] == [{"name": "a", "ready": True, "gate": GateReason.TIMEOUT}]
+        assert st["readyReplicas"] == 1
 
 
 # ----- rollout failure and completion ----------------------------------------------------
@@ -347,18 +374,18 @@ class TestDetectFailure:
         )
 
     def test_loading_is_no_failure(self) -> None:
-        probes = {"b": answered("b", status(3, ModelState.LOADING))}
+        probes = {"b": answered("b", version_status(3, ModelState.LOADING))}
         assert self.detect([serving_pod("a"), pod("b")], probes) is None
 
     def test_load_error_on_a_new_pod(self) -> None:
-        probes = {"b": answered("b", status(3, ModelState.END, code=3, message=LOAD_ERROR))}
+        probes = {"b": answered("b", version_status(3, ModelState.END, code=3, message=LOAD_ERROR))}
         failure = self.detect([serving_pod("a"), pod("b")], probes)
         assert failure == decide.Failure(
             Reason.VERSION_LOAD_FAILED, f"model server on pod b: version 3: {LOAD_ERROR}"
         )
 
     def test_errors_on_old_or_terminating_pods_do_not_count(self) -> None:
-        broken = answered("x", status(3, ModelState.END, code=3, message=LOAD_ERROR))
+        broken = answered("x", version_status(3, ModelState.END, code=3, message=LOAD_ERROR))
         old = pod("a", config_hash=OLD_HASH)
         going = pod("x", terminating=True)
         probes = {"a": broken, "x": broken}
@@ -394,7 +421,7 @@ class TestDetectFailure:
         assert self.detect([restarted], {}) is None
 
     def test_deadline_passed(self) -> None:
-        probes = {"b": answered("b", status(3, ModelState.LOADING))}
+        probes = {"b": answered("b", version_status(3, ModelState.LOADING))}
         waiting = pod("b", gate=False, gate_reason=GateReason.LOADING)
         failure = self.detect([serving_pod("a"), waiting], probes, seconds=601)
         assert failure is not None
@@ -421,6 +448,136 @@ class TestDetectFailure:
         failure = decide.detect_failure(sm, NEW_HASH, [pod("b")], {}, START, late)
         assert failure is not None
         assert "within 10 s" in failure.message
+
+
+# ----- the rollout plan: refusal and fallback -------------------------------------------
+
+
+def hash_of(versions: VersionSet) -> str:
+    """Stands in for render's config hash: hash-v2, hash-v3, hash-latest..."""
+    return {V2: OLD_HASH, V3: NEW_HASH}.get(versions, f"hash-{versions.describe()}")
+
+
+class TestPlanRollout:
+    """decide.plan_rollout owns the refusal: the Worker only carries the outcome out."""
+
+    def plan(
+        self,
+        sm: spec.ServedModel | None = None,
+        memory: decide.Memory | None = None,
+        pods: list[PodView] | None = None,
+        probes: dict[str, ProbeResult] | None = None,
+        seconds: float = 5,
+        deployment_view: Any = None,
+    ) -> decide.Outcome:
+        sm = sm or served()
+        return decide.plan_rollout(
+            sm,
+            memory or decide.Memory(last_good=V2),
+            lambda versions: hash_of(versions),
+            deployment_view
+            if deployment_view is not None
+            else deployment(NEW_HASH, updated_replicas=0),
+            pods if pods is not None else [serving_pod("a"), pod("b")],
+            probes or {},
+            START + timedelta(seconds=seconds),
+        )
+
+    def broken_v3(self) -> dict[str, ProbeResult]:
+        return {"b": answered("b", version_status(3, ModelState.END, code=3, message=LOAD_ERROR))}
+
+    def test_rolling_out_goes_on(self) -> None:
+        result = self.plan(probes={"b": answered("b", version_status(3, ModelState.LOADING))})
+        assert (result.serve, result.config_hash, result.rerender) == (V3, NEW_HASH, False)
+        assert (result.refused, result.failure, result.complete) == (None, None, False)
+        assert result.last_good == V2
+        assert result.rollout_start == decide.format_time(START + timedelta(seconds=5))
+
+    def test_the_rollout_clock_keeps_running_for_the_same_config(self) -> None:
+        memory = decide.Memory(last_good=V2, rollout_hash=NEW_HASH, rollout_start=NOW)
+        assert self.plan(memory=memory).rollout_start == NOW
+
+    def test_load_failure_with_a_last_good_set_refuses_and_falls_back(self) -> None:
+        result = self.plan(probes=self.broken_v3())
+        assert result.rerender
+        assert (result.serve, result.config_hash, result.last_good) == (V2, OLD_HASH, V2)
+        assert result.failure is None
+        assert result.refused is not None
+        assert (result.refused.versions, result.refused.reason) == (
+            (3,),
+            Reason.VERSION_LOAD_FAILED,
+        )
+        assert LOAD_ERROR in result.refused.message
+        assert result.refused.time == "2026-03-04T05:06:12Z"
+        assert not result.complete
+
+    def test_refusal_records_the_retry_token_in_force(self) -> None:
+        sm = served(annotations={api.ANNOTATION_RETRY: "7"})
+        result = self.plan(sm=sm, probes=self.broken_v3())
+        assert result.refused is not None
+        assert result.refused.retry_token == "7"
+
+    def test_no_refusal_without_a_last_good_set(self) -> None:
+        result = self.plan(memory=decide.Memory(), probes=self.broken_v3())
+        assert (result.serve, result.refused, result.rerender) == (V3, None, False)
+        assert result.failure is not None
+        assert result.failure.reason == Reason.VERSION_LOAD_FAILED
+
+    def test_refusal_kept_while_the_spec_names_the_same_set_and_token(self) -> None:
+        memory = decide.Memory(last_good=V2, refused=refusal(token="1"))
+        sm = served(annotations={api.ANNOTATION_RETRY: "1"})
+        result = self.plan(
+            sm=sm,
+            memory=memory,
+            pods=[serving_pod("a")],
+            deployment_view=deployment(OLD_HASH),
+        )
+        assert (result.serve, result.refused, result.rerender) == (V2, refusal(token="1"), False)
+        assert result.complete
+        assert result.failure is None
+
+    def test_a_new_retry_token_retries_the_target(self) -> None:
+        memory = decide.Memory(last_good=V2, refused=refusal(token="1"))
+        sm = served(annotations={api.ANNOTATION_RETRY: "2"})
+        result = self.plan(sm=sm, memory=memory)
+        assert (result.serve, result.refused, result.rerender) == (V3, None, False)
+
+    @pytest.mark.parametrize("policy", [{"latest": {}}, {"all": {}}])
+    def test_a_policy_target_is_never_refused(self, policy: dict[str, Any]) -> None:
+        sm = served(version=None, versionPolicy=policy)
+        failing = {
+            "b": answered("b", version_status(4, ModelState.END, code=3, message=LOAD_ERROR))
+        }
+        result = self.plan(
+            sm=sm,
+            pods=[serving_pod("a"), pod("b", config_hash=hash_of(sm.target), versions="latest")],
+            probes=failing,
+        )
+        assert (result.serve, result.refused, result.rerender) == (sm.target, None, False)
+        assert result.failure is not None
+
+    def test_timeout_refuses(self) -> None:
+        memory = decide.Memory(last_good=V2, rollout_hash=NEW_HASH, rollout_start=NOW)
+        probes = {"b": answered("b", version_status(3, ModelState.LOADING))}
+        result = self.plan(memory=memory, probes=probes, seconds=601)
+        assert result.rerender
+        assert result.refused is not None
+        assert result.refused.reason == Reason.VERSION_LOAD_TIMEOUT
+        assert result.serve == V2
+
+    def test_before_the_timeout_nothing_is_refused(self) -> None:
+        memory = decide.Memory(last_good=V2, rollout_hash=NEW_HASH, rollout_start=NOW)
+        probes = {"b": answered("b", version_status(3, ModelState.LOADING))}
+        assert self.plan(memory=memory, probes=probes, seconds=599).refused is None
+
+    def test_a_complete_rollout_becomes_the_last_good_set(self) -> None:
+        result = self.plan(pods=[serving_pod("b", NEW_HASH, "3")], deployment_view=deployment())
+        assert (result.complete, result.last_good, result.serve) == (True, V3, V3)
+
+    def test_failure_of_the_last_good_set_itself_is_not_refused(self) -> None:
+        result = self.plan(memory=decide.Memory(last_good=V3), probes=self.broken_v3())
+        assert (result.refused, result.rerender) == (None, False)
+        assert result.failure is not None
 
 
 class TestRolloutComplete:
@@ -484,8 +641,8 @@ class TestComputeStatus:
 
     def test_rolling_out(self) -> None:
         probes = {
-            "a": answered("a", status(2, ModelState.AVAILABLE)),
-            "b": answered("b", status(3, ModelState.LOADING)),
+            "a": answered("a", version_status(2, ModelState.AVAILABLE)),
+            "b": answered("b", version_status(3, ModelState.LOADING)),
         }
         waiting = pod("b", gate=False, gate_reason=GateReason.LOADING)
         st = self.compute(outcome(), [serving_pod("a"), waiting], probes)
@@ -522,7 +679,7 @@ class TestComputeStatus:
         assert st["refused"] is None
 
     def test_complete(self) -> None:
-        probes = {"b": answered("b", status(3, ModelState.AVAILABLE))}
+        probes = {"b": answered("b", version_status(3, ModelState.AVAILABLE))}
         st = self.compute(
             outcome(complete=True, last_good=V3), [serving_pod("b", NEW_HASH, "3")], probes
         )
@@ -546,7 +703,7 @@ class TestComputeStatus:
     def test_refused_serving_the_last_good_set(self) -> None:
         refused = refusal()
         result = outcome(serve=V2, config_hash=OLD_HASH, refused=refused, complete=True)
-        probes = {"a": answered("a", status(2, ModelState.AVAILABLE))}
+        probes = {"a": answered("a", version_status(2, ModelState.AVAILABLE))}
         st = self.compute(result, [serving_pod("a")], probes)
         conds = conditions_of(st)
         assert conds["Degraded"]["status"] == "True"
@@ -627,8 +784,8 @@ class TestComputeStatus:
         probes = {
             "b": answered(
                 "b",
-                status(3, ModelState.END, code=3, message=LOAD_ERROR),
-                status(2, ModelState.AVAILABLE),
+                version_status(3, ModelState.END, code=3, message=LOAD_ERROR),
+                version_status(2, ModelState.AVAILABLE),
             )
         }
         st = self.compute(outcome(), [pod("b", gate=False, gate_reason=GateReason.FAILED)], probes)
@@ -682,27 +839,92 @@ class TestComputeStatus:
     def test_served_under_a_policy_reports_what_the_servers_say(self) -> None:
         latest = served(version=None, versionPolicy={"latest": {"numVersions": 2}})
         probes = {
-            "a": answered("a", status(5, ModelState.AVAILABLE), status(4, ModelState.AVAILABLE))
+            "a": answered(
+                "a",
+                version_status(5, ModelState.AVAILABLE),
+                version_status(4, ModelState.AVAILABLE),
+            )
         }
         result = outcome(serve=latest.target, complete=True, last_good=None)
         st = self.compute(result, [serving_pod("a", NEW_HASH, "latest:2")], probes, sm=latest)
         assert (st["servingVersions"], st["targetVersions"]) == ("4,5", "latest:2")
 
 
+class TestConditionChecks:
+    """compute_status's named checks, one rule at a time; first verdict wins."""
+
+    def observed(self, pods: list[PodView] | None = None, **fields: Any) -> decide.Observed:
+        return decide.observed_for(served(), outcome(**fields), pods or [], {})
+
+    def test_each_degraded_check_speaks_only_for_its_situation(self) -> None:
+        calm = self.observed()
+        assert decide.target_refused(calm) is None
+        assert decide.rollout_failed(calm) is None
+        assert decide.replica_unschedulable(calm) is None
+        assert decide.first_verdict(decide.DEGRADED_CHECKS, calm) == decide.AS_EXPECTED
+
+    def test_a_refusal_comes_before_a_failure_and_an_unschedulable_pod(self) -> None:
+        stuck = pod("b", unschedulable="0/3 nodes are available")
+        failure = decide.Failure(Reason.VERSION_LOAD_TIMEOUT, "too slow")
+        both = self.observed([stuck], refused=refusal(), failure=failure)
+        verdict = decide.first_verdict(decide.DEGRADED_CHECKS, both)
+        assert (verdict.status, verdict.reason) == (True, Reason.VERSION_LOAD_FAILED)
+        assert verdict.message.startswith("target 3 refused, serving 3: ")
+        failed = decide.first_verdict(
+            decide.DEGRADED_CHECKS, self.observed([stuck], failure=failure)
+        )
+        assert failed == decide.Check(True, Reason.VERSION_LOAD_TIMEOUT, "too slow")
+        unplaced = decide.first_verdict(decide.DEGRADED_CHECKS, self.observed([stuck]))
+        assert unplaced.reason == Reason.UNSCHEDULABLE
+
+    def test_rollout_checks_in_order(self) -> None:
+        assert decide.rollout_done(self.observed(complete=False)) is None
+        assert decide.rolled_back(self.observed(complete=True)) is None
+        done = decide.first_verdict(decide.ROLLOUT_CHECKS, self.observed(complete=True))
+        assert done.progressing.reason == Reason.ROLLOUT_COMPLETE
+        assert (done.ready.status, done.ready.reason) == (False, Reason.WAITING_FOR_REPLICAS)
+        back = decide.first_verdict(
+            decide.ROLLOUT_CHECKS, self.observed(complete=True, refused=refusal(), serve=V2)
+        )
+        assert back.progressing.reason == Reason.ROLLED_BACK
+        going = decide.first_verdict(decide.ROLLOUT_CHECKS, self.observed())
+        assert going.progressing == decide.Check(
+            True,
+            Reason.ROLLING_OUT,
+            "rolling out 3: 0/1 new replicas AVAILABLE, serving nothing",
+        )
+
+    def test_ready_names_a_degradation_unless_a_refusal_already_does(self) -> None:
+        failure = decide.Failure(Reason.VERSION_LOAD_TIMEOUT, "too slow")
+        o = self.observed(failure=failure)
+        rollout = decide.rolling_out(o)
+        degraded = decide.first_verdict(decide.DEGRADED_CHECKS, o)
+        assert decide.ready_check(rollout, degraded, o) == decide.Check(
+            False, Reason.VERSION_LOAD_TIMEOUT, "too slow"
+        )
+        refused = self.observed(refused=refusal())
+        assert decide.ready_check(rollout, degraded, refused) == rollout.ready
+
+
 class TestStatusPatch:
     def test_idle_means_no_write(self) -> None:
-        probes = {"a": answered("a", status(2, ModelState.AVAILABLE))}
-        args: tuple[Any, ...] = (
-            served(version=2),
-            outcome(serve=V2, config_hash=OLD_HASH, complete=True),
-            deployment(OLD_HASH),
-            [serving_pod("a")],
-            probes,
-        )
-        first = decide.compute_status(*args, [], NOW)
+        probes = {"a": answered("a", version_status(2, ModelState.AVAILABLE))}
+
+        def status_at(previous: list[dict[str, Any]], now: str) -> dict[str, Any]:
+            return decide.compute_status(
+                served(version=2),
+                outcome(serve=V2, config_hash=OLD_HASH, complete=True),
+                deployment(OLD_HASH),
+                [serving_pod("a")],
+                probes,
+                previous,
+                now,
+            )
+
+        first = status_at([], NOW)
         # What the API server stores: the merge patch applied, nulls dropped.
         stored = {k: v for k, v in first.items() if v is not None}
-        again = decide.compute_status(*args, stored["conditions"], LATER)
+        again = status_at(stored["conditions"], LATER)
         assert decide.status_patch(stored, again) is None
 
     def test_changed_fields_only(self) -> None:

@@ -302,8 +302,6 @@ def test_a_deployment_is_read_field_by_field() -> None:
         observed_generation=3,
         replicas=2,
         updated_replicas=1,
-        ready_replicas=2,
-        available_replicas=2,
         config_hash="h4",
         current_replicas=3,
     )
@@ -318,8 +316,7 @@ def test_settled_once_the_controller_saw_the_generation() -> None:
 
 def test_a_new_deployment_without_status_counts_nothing() -> None:
     view = deployment_view(deployment(generation=1, status={}))
-    assert (view.observed_generation, view.current_replicas, view.ready_replicas) == (0, 0, 0)
-    assert (view.updated_replicas, view.available_replicas) == (0, 0)
+    assert (view.observed_generation, view.current_replicas, view.updated_replicas) == (0, 0, 0)
     assert not view.settled
 
 

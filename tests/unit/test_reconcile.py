@@ -15,22 +15,20 @@ from typing import Any
 
 import pytest
 
+from tests.unit import builders
+from tests.unit.builders import LOAD_ERROR, answer, probe_error
 from tfserving_operator import api, decide, render, spec
 from tfserving_operator.api import GateReason
+from tfserving_operator.children import contains
 from tfserving_operator.observe import Cache, DeploymentView, PodView, ProbeResult
-from tfserving_operator.reconcile import (
-    QUICK_RETRY_MAX_SECONDS,
-    Context,
-    ProbeState,
-    Worker,
-    contains,
-)
+from tfserving_operator.probing import QUICK_RETRY_MAX_SECONDS, ProbeState
+from tfserving_operator.reconcile import Context, Worker
 from tfserving_operator.settings import Settings
 from tfserving_operator.spec import VersionSet
-from tfserving_operator.wire.client import ModelState, VersionStatus
+from tfserving_operator.status_writer import Written, caught_up
+from tfserving_operator.views import ModelState
 
 KEY = ("ml", "mnist")
-LOAD_ERROR = "Failed to load SavedModel: saved_model.pb does not parse"
 
 
 class FakeApplier:
@@ -111,19 +109,13 @@ class FakeProber:
         out = {}
         for pod in pods:
             self.calls[pod.name] = self.calls.get(pod.name, 0) + 1
-            out[pod.name] = self.answers.get(pod.name) or ProbeResult(
-                pod.name, error_reason="ServerUnreachable", error_message="refused"
+            out[pod.name] = self.answers.get(pod.name) or probe_error(
+                pod.name, "ServerUnreachable", "refused"
             )
         return out
 
-    async def retain(self, targets: Iterable[str]) -> None:
-        pass
-
     async def forget(self, targets: Iterable[str]) -> None:
         self.forgotten.extend(targets)
-
-    async def close(self) -> None:
-        pass
 
 
 def body(version: int = 3, status: dict[str, Any] | None = None, rv: int = 50) -> dict[str, Any]:
@@ -147,44 +139,14 @@ def config_hash(version: int) -> str:
     return render.render(sm, VersionSet.specific([version])).config_hash
 
 
-def pod(name: str, version: int, serving: bool = False, **fields: Any) -> PodView:
-    base: dict[str, Any] = {
-        "name": name,
-        "namespace": "ml",
-        "ip": "10.0.0.9",
-        "phase": "Running",
-        "ready": serving,
-        "gate": True if serving else None,
-        "gate_reason": GateReason.AVAILABLE if serving else "",
-        "terminating": False,
-        "config_hash": config_hash(version),
-        "versions": str(version),
-        "model_name": "mnist",
-        "grpc_port": 8500,
-        "running": True,
-        "restart_count": 0,
-        "termination_message": "",
-        "unschedulable": "",
-    }
-    return PodView(**{**base, **fields})
+def pod(name: str, version: int, serving: bool = False, **options: Any) -> PodView:
+    """A pod started for `version` of this ServedModel (its config hash is the real one)."""
+    options.setdefault("config_hash", config_hash(version))
+    return builders.pod(name, versions=str(version), serving=serving, **options)
 
 
 def settled_deployment(version: int) -> DeploymentView:
-    return DeploymentView(
-        generation=1,
-        observed_generation=1,
-        replicas=1,
-        updated_replicas=1,
-        ready_replicas=1,
-        available_replicas=1,
-        config_hash=config_hash(version),
-        current_replicas=1,
-    )
-
-
-def answer(name: str, version: int, state: ModelState, message: str = "") -> ProbeResult:
-    code = 3 if message else 0
-    return ProbeResult(name, (VersionStatus(version, state, code, message),), at=1.0)
+    return builders.deployment(config_hash(version))
 
 
 class Harness:
@@ -195,9 +157,9 @@ class Harness:
         self.prober = FakeProber()
         self.ctx = Context(
             settings=settings or Settings(),
-            applier=self.applier,  # type: ignore[arg-type]
+            applier=self.applier,
             cache=Cache(),
-            prober=self.prober,  # type: ignore[arg-type]
+            prober=self.prober,
         )
         self.worker: Worker | None = None
 
@@ -228,7 +190,7 @@ class Harness:
                 "resourceVersion": str(self.applier.rv),
             },
         }
-        for state in self.worker.probes.values():
+        for state in self.worker.probes.states.values():
             state.next_at = 0.0  # every probe due: the pass sees fresh answers
         return await self.worker.reconcile()
 
@@ -353,9 +315,9 @@ def test_failure_with_nothing_to_go_back_to_is_reported_not_refused() -> None:
     ("probe", "longest"),
     [
         (answer("b", 3, ModelState.LOADING), QUICK_RETRY_MAX_SECONDS),
-        (ProbeResult("b", error_reason="ServerUnreachable"), QUICK_RETRY_MAX_SECONDS),
-        (ProbeResult("b", error_reason="ProbeTimeout"), 5.0),
-        (ProbeResult("b", error_reason="ProbeFailed"), 5.0),
+        (probe_error("b", "ServerUnreachable"), QUICK_RETRY_MAX_SECONDS),
+        (probe_error("b", "ProbeTimeout"), 5.0),
+        (probe_error("b", "ProbeFailed"), 5.0),
         (answer("b", 3, ModelState.END, LOAD_ERROR), 5.0),
     ],
 )
@@ -366,11 +328,11 @@ def test_probe_cadence(probe: ProbeResult, longest: float) -> None:
         h = Harness(Settings(probe_backoff_initial_seconds=0.25, probe_backoff_max_seconds=5.0))
         worker = await h.start(body(version=3))
         waiting = pod("b", 3)
-        worker.probes["b"] = ProbeState()
+        worker.probes.states["b"] = ProbeState()
         delays = []
         for _ in range(8):
-            worker._schedule(waiting, probe)
-            delays.append(worker.probes["b"].backoff)
+            worker.probes.record(waiting, probe)
+            delays.append(worker.probes.states["b"].backoff)
         assert delays[0] == 0.25
         assert max(delays) == longest
         assert delays == sorted(delays)
@@ -382,11 +344,11 @@ def test_open_gate_is_asked_at_the_steady_interval() -> None:
     async def scenario() -> None:
         h = Harness(Settings(probe_interval_seconds=30.0))
         worker = await h.start(body(version=3))
-        worker.probes["a"] = ProbeState()
+        worker.probes.states["a"] = ProbeState()
         before = time.monotonic()
-        worker._schedule(pod("a", 3, serving=True), answer("a", 3, ModelState.AVAILABLE))
-        assert worker.probes["a"].backoff == 0.0
-        assert worker.probes["a"].next_at >= before + 30.0
+        worker.probes.record(pod("a", 3, serving=True), answer("a", 3, ModelState.AVAILABLE))
+        assert worker.probes.states["a"].backoff == 0.0
+        assert worker.probes.states["a"].next_at >= before + 30.0
 
     run(scenario())
 
@@ -411,10 +373,11 @@ def test_status_the_worker_wrote_wins_over_an_older_watch_event() -> None:
         h = Harness()
         worker = await h.start(body(version=3, rv=50))
         await worker.reconcile()
-        written = worker._status()
+        assert worker.body is not None
+        written = worker.status.current(worker.body)
         assert written == h.applier.status
         worker.body = body(version=3, status={"stale": True}, rv=10)
-        assert worker._status() == written
+        assert worker.status.current(worker.body) == written
 
     run(scenario())
 
@@ -458,16 +421,7 @@ def test_a_label_dropped_from_last_good_leaves_no_write_loop() -> None:
         h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
         await worker.reconcile()
         await h.settle_children()
-        h.ctx.cache.deployments[KEY] = DeploymentView(
-            generation=1,
-            observed_generation=1,
-            replicas=1,
-            updated_replicas=1,
-            ready_replicas=1,
-            available_replicas=1,
-            config_hash=new_hash,
-            current_replicas=1,
-        )
+        h.ctx.cache.deployments[KEY] = builders.deployment(new_hash)
         await h.next_pass()
         assert h.applier.status["lastGood"] == {"versions": [2], "labels": {"stable": 2}}
         writes = len(h.applier.status_patches)
@@ -487,7 +441,7 @@ def test_channels_of_gone_pods_are_closed() -> None:
         h.pods(pod("b", 3, ip="10.0.0.2"))
         await h.next_pass()
         assert h.prober.forgotten == ["10.0.0.1:8500"]
-        assert set(worker.probes) == {"b"}
+        assert set(worker.probes.states) == {"b"}
         await h.ctx.forget(KEY)
         assert h.prober.forgotten == ["10.0.0.1:8500", "10.0.0.2:8500"]
 
@@ -523,5 +477,103 @@ def test_children_no_longer_rendered_are_deleted() -> None:
         assert h.applier.deleted == [("PodDisruptionBudget", "mnist")]
         await worker.reconcile()
         assert h.applier.deleted == [("PodDisruptionBudget", "mnist")], "deleted once"
+
+    run(scenario())
+
+
+def test_timeouts_below_the_threshold_keep_a_serving_pod_in_and_show_in_status() -> None:
+    """Probe timeouts from a busy server: the gate stays open (no write) for two,
+    status.pods shows the failing probe, the third closes it; recovery counts anew."""
+
+    async def scenario() -> None:
+        h = Harness(Settings(probe_failure_threshold=3))
+        worker = await h.start(body(version=2))
+        h.pods(pod("a", 2, serving=True))
+        h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
+        await worker.reconcile()
+        await h.settle_children()
+        h.ctx.cache.deployments[KEY] = settled_deployment(2)
+        await h.next_pass()
+        assert h.applier.gates == []
+
+        h.prober.answers["a"] = probe_error("a", "ProbeTimeout", "deadline exceeded")
+        for failures in (1, 2):
+            await h.next_pass()
+            assert worker.probes.failures() == {"a": failures}
+            assert h.applier.gates == [], "held open: no gate write"
+            (entry,) = h.applier.status["pods"]
+            assert (entry["ready"], entry["gate"]) == (True, GateReason.TIMEOUT)
+            assert h.applier.status["readyReplicas"] == 1
+        await h.next_pass()
+        assert h.applier.gates == [("a", False, GateReason.TIMEOUT)]
+        (entry,) = h.applier.status["pods"]
+        assert (entry["ready"], entry["gate"]) == (False, GateReason.TIMEOUT)
+
+        # The pod's gate is closed now; the first good answer opens it and resets the count.
+        h.pods(pod("a", 2, ready=False, gate=False, gate_reason=GateReason.TIMEOUT))
+        h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
+        await h.next_pass()
+        assert h.applier.gates[-1] == ("a", True, GateReason.AVAILABLE)
+        assert worker.probes.failures() == {"a": 0}
+
+    run(scenario())
+
+
+def test_a_not_found_answer_closes_an_open_gate_at_once() -> None:
+    async def scenario() -> None:
+        h = Harness(Settings(probe_failure_threshold=3))
+        worker = await h.start(body(version=2))
+        h.pods(pod("a", 2, serving=True))
+        h.prober.answers["a"] = probe_error("a", "ModelNotFound", "Could not find any versions")
+        await worker.reconcile()
+        assert h.applier.gates == [("a", False, GateReason.NOT_FOUND)]
+
+    run(scenario())
+
+
+def test_failure_count_resets_on_success() -> None:
+    async def scenario() -> None:
+        h = Harness(Settings(probe_failure_threshold=3))
+        worker = await h.start(body(version=2))
+        serving = pod("a", 2, serving=True)
+        timeout = probe_error("a", "ProbeTimeout")
+        for result in (timeout, timeout, answer("a", 2, ModelState.AVAILABLE), timeout):
+            worker.probes.record(serving, result)
+        assert worker.probes.failures() == {"a": 1}
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("event_rv", "event_status", "caught"),
+    [
+        ("101", {"old": True}, True),  # the event of our own patch
+        ("100", {"old": True}, False),  # the event we decided from, delivered again
+        ("99", {"old": True}, False),  # another event from before our write
+        ("7", {"written": True}, True),  # a later event (after a relist) with our status
+        ("1000", {"other": True}, False),  # an intermediate event that lacks our status
+    ],
+)
+def test_the_written_status_holds_until_the_watch_shows_it(
+    event_rv: str, event_status: dict[str, Any], caught: bool
+) -> None:
+    """resourceVersions are opaque: compared for equality, never ordered."""
+    written = Written(status={"written": True}, resource_version="101")
+    event = {"metadata": {"resourceVersion": event_rv}, "status": event_status}
+    assert caught_up(event, written) is caught
+
+
+def test_once_caught_up_the_watch_is_current_again() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3, rv=50))
+        await worker.reconcile()
+        assert worker.status.written is not None
+        ours = body(version=3, status=h.applier.status, rv=h.applier.rv)
+        assert worker.status.current(ours) == h.applier.status
+        assert worker.status.written is None
+        # Someone else changed the status later: their event wins.
+        theirs = body(version=3, status={"edited": True}, rv=h.applier.rv + 5)
+        assert worker.status.current(theirs) == {"edited": True}
 
     run(scenario())

@@ -29,6 +29,11 @@ def test_namespaces_and_peering_from_env() -> None:
     assert settings.label_selector == {"team": "vision", "tier": "gold"}
 
 
+def test_probe_failure_threshold_defaults_to_three_and_reads_the_env() -> None:
+    assert Settings.from_env({}).probe_failure_threshold == 3
+    assert Settings.from_env({"TFSO_PROBE_FAILURE_THRESHOLD": "1"}).probe_failure_threshold == 1
+
+
 def test_configured_peering_priority_is_kept() -> None:
     settings = Settings.from_env({"TFSO_PEERING": "tfso", "TFSO_PEERING_PRIORITY": "7"})
     assert settings.peering_priority_or_random() == 7
@@ -50,6 +55,8 @@ def test_unset_peering_priority_is_random_and_positive() -> None:
         ({"TFSO_PEERING_PRIORITY": "high"}, "TFSO_PEERING_PRIORITY"),
         ({"TFSO_LIVENESS_PORT": "http"}, "TFSO_LIVENESS_PORT"),
         ({"TFSO_LABEL_SELECTOR": "team"}, "TFSO_LABEL_SELECTOR"),
+        ({"TFSO_PROBE_FAILURE_THRESHOLD": "0"}, "TFSO_PROBE_FAILURE_THRESHOLD"),
+        ({"TFSO_PROBE_FAILURE_THRESHOLD": "two"}, "TFSO_PROBE_FAILURE_THRESHOLD"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

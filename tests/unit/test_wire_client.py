@@ -26,6 +26,7 @@ import grpc
 import grpc.aio
 import pytest
 
+from tfserving_operator.views import CODE_NAMES
 from tfserving_operator.wire import client
 from tfserving_operator.wire import tfserving_wire_pb2 as pb
 from tfserving_operator.wire.client import (
@@ -35,11 +36,9 @@ from tfserving_operator.wire.client import (
     ProbeError,
     ProbeFailed,
     ProbeTimeout,
-    ReloadRejected,
     ServerUnreachable,
     VersionStatus,
     get_model_status,
-    handle_reload_config,
 )
 
 SERVICE = "tensorflow.serving.ModelService"
@@ -95,7 +94,6 @@ def tfs() -> SimpleNamespace:
     """tensorflow-serving-api's modules and a configurable ModelService servicer."""
     from tensorflow_serving.apis import (
         get_model_status_pb2,
-        model_management_pb2,
         model_service_pb2_grpc,
         status_pb2,
     )
@@ -103,20 +101,14 @@ def tfs() -> SimpleNamespace:
     class Service(model_service_pb2_grpc.ModelServiceServicer):
         """Records each request (TF Serving's classes) and answers via a handler."""
 
-        def __init__(self, on_status: Handler | None = None, on_reload: Handler | None = None):
+        def __init__(self, on_status: Handler | None = None):
             self.requests: list[Any] = []
             self.on_status = on_status
-            self.on_reload = on_reload
 
         async def GetModelStatus(self, request: Any, context: Any) -> Any:
             self.requests.append(request)
             assert self.on_status is not None
             return await self.on_status(request, context)
-
-        async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:
-            self.requests.append(request)
-            assert self.on_reload is not None
-            return await self.on_reload(request, context)
 
     def register(service: Service) -> Callable[[grpc.aio.Server], None]:
         return lambda server: model_service_pb2_grpc.add_ModelServiceServicer_to_server(
@@ -129,7 +121,6 @@ def tfs() -> SimpleNamespace:
         register=register,
         State=get_model_status_pb2.ModelVersionStatus.State,
         GetModelStatusResponse=get_model_status_pb2.GetModelStatusResponse,
-        ReloadConfigResponse=model_management_pb2.ReloadConfigResponse,
         code=lambda name: codes.values_by_name[name].number,
     )
 
@@ -368,7 +359,6 @@ def test_invalid_arguments(kwargs: dict[str, Any]) -> None:
 
 def test_reasons_are_kubernetes_condition_reasons() -> None:
     classes = [ProbeError, ServerUnreachable, ProbeTimeout, ModelNotFound, ProbeFailed]
-    classes.append(ReloadRejected)
     for cls in classes:
         assert K8S_REASON.match(cls.reason), cls
         assert issubclass(cls, ProbeError)
@@ -410,7 +400,7 @@ def test_pool_reuses_and_closes_channels() -> None:
         assert b is not a
         assert pool.targets == {"127.0.0.1:1", "127.0.0.1:2"}
 
-        assert await pool.retain(["127.0.0.1:2", "127.0.0.1:3"]) == ["127.0.0.1:1"]
+        await pool.discard("127.0.0.1:1")
         assert pool.targets == {"127.0.0.1:2"}
         assert pool.channel("127.0.0.1:1") is not a  # a dropped target gets a new channel
 
@@ -522,79 +512,10 @@ def test_pool_recovers_when_server_comes_back(tfs: SimpleNamespace) -> None:
     assert run(main()) < 7
 
 
-# --- HandleReloadConfigRequest ------------------------------------------------------------------
-
-
-def config() -> pb.ModelServerConfig:
-    cfg = pb.ModelServerConfig()
-    entry = cfg.model_config_list.config.add(
-        name="mnist", base_path="/models/mnist", model_platform="tensorflow"
-    )
-    entry.model_version_policy.specific.versions.extend([1, 2])
-    entry.version_labels["stable"] = 1
-    return cfg
-
-
-@pytest.mark.tensorflow
-def test_reload_config_sends_the_config(tfs: SimpleNamespace) -> None:
-    async def ok(request: Any, context: Any) -> Any:
-        return tfs.ReloadConfigResponse()
-
-    service = tfs.Service(on_reload=ok)
-
-    async def main() -> None:
-        async with serve(tfs.register(service)) as target:
-            await handle_reload_config(target, config(), timeout=5)
-
-    run(main())
-    (request,) = service.requests
-    (entry,) = request.config.model_config_list.config
-    assert (entry.name, entry.base_path, entry.model_platform) == (
-        "mnist",
-        "/models/mnist",
-        "tensorflow",
-    )
-    assert list(entry.model_version_policy.specific.versions) == [1, 2]
-    assert dict(entry.version_labels) == {"stable": 1}
-
-
-@pytest.mark.tensorflow
-def test_reload_rejected_in_response_status(tfs: SimpleNamespace) -> None:
-    async def refuse(request: Any, context: Any) -> Any:
-        resp = tfs.ReloadConfigResponse()
-        resp.status.error_code = tfs.code("INVALID_ARGUMENT")
-        resp.status.error_message = "bad config"
-        return resp
-
-    async def main() -> None:
-        async with serve(tfs.register(tfs.Service(on_reload=refuse))) as target:
-            await handle_reload_config(target, config(), timeout=5)
-
-    with pytest.raises(ReloadRejected) as caught:
-        run(main())
-    assert caught.value.details == "bad config"
-
-
-@pytest.mark.tensorflow
-@pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND])
-def test_reload_rejected_as_status_code(tfs: SimpleNamespace, code: grpc.StatusCode) -> None:
-    service = tfs.Service(on_reload=aborting(code, "Only ModelConfigList is supported"))
-
-    async def main() -> None:
-        async with serve(tfs.register(service)) as target:
-            await handle_reload_config(target, config(), timeout=5)
-
-    with pytest.raises(ReloadRejected) as caught:
-        run(main())
-    assert caught.value.code == code
-    assert caught.value.details == "Only ModelConfigList is supported"
-
-
-def test_reload_to_closed_port_is_unreachable() -> None:
-    with pytest.raises(ServerUnreachable):
-        run(handle_reload_config(f"127.0.0.1:{free_port()}", config(), timeout=2))
-
-
 def test_module_constants() -> None:
     assert f"/{SERVICE}/GetModelStatus" == client.GET_MODEL_STATUS_METHOD
-    assert f"/{SERVICE}/HandleReloadConfigRequest" == client.HANDLE_RELOAD_CONFIG_METHOD
+
+
+def test_code_names_are_grpc_canonical_codes() -> None:
+    """views.CODE_NAMES spells the table without importing grpc; it must match grpc's."""
+    assert {code.value[0]: code.name for code in grpc.StatusCode} == CODE_NAMES

@@ -22,7 +22,6 @@ LABEL_NAME: Final = "app.kubernetes.io/name"
 LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
-LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 APP_NAME: Final = "tensorflow-serving"
 MANAGED_BY: Final = "tfserving-operator"
 
@@ -77,6 +76,11 @@ class Reason:
     VERSION_LOAD_TIMEOUT: Final = "VersionLoadTimeout"
     UNSCHEDULABLE: Final = "Unschedulable"
     INVALID_SPEC: Final = "InvalidSpec"
+    # Events only (Warning Events reuse the Degraded reasons above)
+    ROLLOUT_STARTED: Final = "RolloutStarted"
+    ROLLING_BACK: Final = "RollingBack"
+    SERVING_VERSIONS: Final = "ServingVersions"
+    READY: Final = "Ready"
 
 
 # Gate reasons, written on the pod's readiness-gate condition.

@@ -32,10 +32,7 @@ def now_iso() -> str:
 
 
 class Transport(Protocol):
-    """What the Applier needs of `kube.Kube`: one request, decoded or ApiError.
-
-    A Protocol so that unit tests hand the Applier a recording fake.
-    """
+    """What the Applier sends requests through: kube.Kube, or a test's recorder."""
 
     async def request(
         self,
@@ -47,6 +44,26 @@ class Transport(Protocol):
         timeout: float = 30.0,
         ok_statuses: Iterable[int] = (),
     ) -> dict[str, Any]: ...
+
+
+class ApiWriter(Protocol):
+    """The writes a reconcile makes: what `Applier` does, and what a test's fake records."""
+
+    async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]: ...
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None: ...
+
+    async def patch_status(
+        self, namespace: str, name: str, status_patch: dict[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def set_gate(
+        self, namespace: str, pod: str, is_open: bool, reason: str, message: str
+    ) -> None: ...
+
+    async def event(
+        self, involved: dict[str, Any], event_type: str, reason: str, message: str
+    ) -> None: ...
 
 
 class Applier:

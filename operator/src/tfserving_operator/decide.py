@@ -9,16 +9,15 @@ call these directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from tfserving_operator import api
 from tfserving_operator.api import Condition, GateReason, Reason
-from tfserving_operator.observe import DeploymentView, PodView, ProbeResult
 from tfserving_operator.spec import ServedModel, VersionSet
-from tfserving_operator.wire.client import ModelState
+from tfserving_operator.views import DeploymentView, ModelState, PodView, ProbeResult
 
 # ----------------------------------------------------------------------------
 # Memory: what earlier reconciles recorded in the status (survives restarts).
@@ -64,7 +63,6 @@ class Memory:
     rollout_hash: str = ""
     rollout_start: str = ""
     conditions: tuple[Mapping[str, Any], ...] = ()
-    serving: str = ""
 
 
 def memory_from_status(status: Mapping[str, Any] | None) -> Memory:
@@ -92,7 +90,6 @@ def memory_from_status(status: Mapping[str, Any] | None) -> Memory:
         rollout_hash=rollout.get("configHash", ""),
         rollout_start=rollout.get("startTime", ""),
         conditions=tuple(status.get("conditions") or ()),
-        serving=status.get("servingVersions", ""),
     )
 
 
@@ -121,6 +118,9 @@ class GateDecision:
     open: bool
     reason: str
     message: str
+    # Kept open through a probe failure below the threshold: the gate is not
+    # written, but the status shows the failing probe's reason.
+    held: bool = False
 
 
 def required_versions(annotation: str) -> tuple[int, ...] | None:
@@ -137,12 +137,52 @@ _PROBE_ERROR_GATE = {
     "ModelNotFound": GateReason.NOT_FOUND,
 }
 
+# Probe failures that say nothing about the model: the real server serves
+# GetModelStatus from the same bounded gRPC pool as Predict
+# (--grpc_max_threads; tensorflow_serving/model_servers/server.cc at 2.19.1),
+# so under load a status call can time out while every version is AVAILABLE.
+# NOT_FOUND and an answer naming a state are definite.
+UNCERTAIN_GATE_REASONS = frozenset(
+    {GateReason.TIMEOUT, GateReason.UNREACHABLE, GateReason.PROBE_FAILED}
+)
 
-def gate_for(pod: PodView, probe: ProbeResult) -> GateDecision:
-    """Whether the pod's server serves everything its pod was started for."""
+
+def uncertain(probe: ProbeResult) -> bool:
+    """A timeout or transport error: counts toward the failure threshold."""
+    return (
+        not probe.ok
+        and _PROBE_ERROR_GATE.get(probe.error_reason, GateReason.PROBE_FAILED)
+        in UNCERTAIN_GATE_REASONS
+    )
+
+
+def gate_for(
+    pod: PodView, probe: ProbeResult, failures: int = 0, failure_threshold: int = 1
+) -> GateDecision:
+    """Whether the pod's server serves everything its pod was started for.
+
+    An open gate closes at once on a definite answer (a version not
+    AVAILABLE, failed, or NOT_FOUND), but on an uncertain one (timeout,
+    transport error) only once `failures` (consecutive, this answer
+    included) reaches `failure_threshold`, like a readiness probe's
+    failureThreshold; one slow answer under load does not pull the pod out of
+    its Service and push its traffic onto the others. A closed gate opens on
+    the first good answer.
+    """
     if not probe.ok:
         reason = _PROBE_ERROR_GATE.get(probe.error_reason, GateReason.PROBE_FAILED)
-        return GateDecision(pod.name, False, reason, probe.error_message or probe.error_reason)
+        message = probe.error_message or probe.error_reason
+        if (
+            reason in UNCERTAIN_GATE_REASONS
+            and pod.gate is True
+            and failure_threshold > 1
+            and failures < failure_threshold
+        ):
+            held = (
+                f"{message} ({failures} of {failure_threshold} failures in a row: gate kept open)"
+            )
+            return GateDecision(pod.name, True, reason, held, held=True)
+        return GateDecision(pod.name, False, reason, message)
     required = required_versions(pod.versions)
     if required is None:
         available = probe.available_versions
@@ -176,17 +216,64 @@ def _failure_text(status: Any) -> str:
     return f"version {status.version}: {status.error_message or status.error_code_name}"
 
 
-def gate_changes(pods: Iterable[PodView], probes: Mapping[str, ProbeResult]) -> list[GateDecision]:
+def gate_decisions(
+    pods: Iterable[PodView],
+    probes: Mapping[str, ProbeResult],
+    failures: Mapping[str, int] | None = None,
+    failure_threshold: int = 1,
+) -> list[GateDecision]:
+    """The gate of every probed pod that is not on its way out."""
+    failures = failures or {}
+    return [
+        gate_for(pod, probes[pod.name], failures.get(pod.name, 0), failure_threshold)
+        for pod in pods
+        if pod.name in probes and not pod.terminating
+    ]
+
+
+def gate_changes(
+    pods: Iterable[PodView],
+    probes: Mapping[str, ProbeResult],
+    failures: Mapping[str, int] | None = None,
+    failure_threshold: int = 1,
+) -> list[GateDecision]:
     """Gate writes needed: only where the decision differs from the pod's condition."""
-    changes = []
+    pods = list(pods)
+    by_name = {p.name: p for p in pods}
+    return [
+        d
+        for d in gate_decisions(pods, probes, failures, failure_threshold)
+        if gate_differs(by_name[d.pod], d)
+    ]
+
+
+def gate_differs(pod: PodView, decision: GateDecision) -> bool:
+    """The decision must be written: it opens or closes the gate, or changes why it is closed."""
+    return decision.open != pod.gate or (not decision.open and decision.reason != pod.gate_reason)
+
+
+def with_gates(pods: Iterable[PodView], decisions: Iterable[GateDecision]) -> list[PodView]:
+    """The pods as they are once the gate changes are written.
+
+    Ready follows the gate (the kubelet's rule) once the node reports it; a
+    gate held open through a failing probe keeps Ready but shows the probe's
+    reason, so status.pods tells that its server stopped answering.
+    """
+    by_name = {d.pod: d for d in decisions}
+    updated = []
     for pod in pods:
-        probe = probes.get(pod.name)
-        if probe is None or pod.terminating:
-            continue
-        decision = gate_for(pod, probe)
-        if decision.open != pod.gate or (not decision.open and decision.reason != pod.gate_reason):
-            changes.append(decision)
-    return changes
+        decision = by_name.get(pod.name)
+        if decision is not None and gate_differs(pod, decision):
+            pod = replace(
+                pod,
+                gate=decision.open,
+                gate_reason=decision.reason,
+                ready=pod.ready and decision.open,
+            )
+        elif decision is not None and decision.held:
+            pod = replace(pod, gate_reason=decision.reason)
+        updated.append(pod)
+    return updated
 
 
 # ----------------------------------------------------------------------------
@@ -283,12 +370,12 @@ def rollout_complete(
 
 
 # ----------------------------------------------------------------------------
-# Status.
+# The rollout plan: carry on, finish, or refuse the target and fall back.
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """Everything one reconcile concluded, for the status and the Events."""
+    """Everything one reconcile concluded, for the children, the status and the Events."""
 
     serve: VersionSet
     config_hash: str
@@ -297,6 +384,82 @@ class Outcome:
     complete: bool
     last_good: VersionSet | None
     rollout_start: str
+    # The target was refused in this pass: `serve` (the last good set) must be
+    # rendered and applied in place of the target applied before the probes.
+    rerender: bool = False
+
+
+def plan_rollout(
+    sm: ServedModel,
+    memory: Memory,
+    config_hash_of: Callable[[VersionSet], str],
+    deployment: DeploymentView | None,
+    pods: Sequence[PodView],
+    probes: Mapping[str, ProbeResult],
+    now: datetime,
+) -> Outcome:
+    """What this pass concludes about the rollout, refusal included.
+
+    The set to serve is the spec's target unless a refusal is in force
+    (`choose_serving_set`). A rollout of an explicit target that fails
+    (`detect_failure`) is refused when there is a different last good set to
+    go back to: the outcome then serves that set and asks for a re-render.
+    Without one, the failure is reported and the target stays deployed (a
+    policy target, latest or all, is never refused: what it loads is not known
+    up front). `config_hash_of` names the config of a version set (render's
+    hash): the rollout clock restarts whenever the config changes.
+    """
+    serve, refused = choose_serving_set(sm, memory)
+    config_hash = config_hash_of(serve)
+    rollout_start = (
+        memory.rollout_start
+        if memory.rollout_hash == config_hash and memory.rollout_start
+        else format_time(now)
+    )
+    complete = rollout_complete(sm, config_hash, deployment, pods)
+    failure = None
+    if not complete:
+        failure = detect_failure(sm, config_hash, pods, probes, parse_time(rollout_start), now)
+    last_good = serve if complete and serve.explicit else memory.last_good
+    if (
+        failure is not None
+        and refused is None
+        and serve.explicit
+        and last_good is not None
+        and last_good != serve
+    ):
+        refused = Refusal(
+            versions=serve.versions,
+            labels=serve.labels,
+            reason=failure.reason,
+            message=failure.message,
+            time=now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            retry_token=sm.retry_token,
+        )
+        fallback_hash = config_hash_of(last_good)
+        return Outcome(
+            serve=last_good,
+            config_hash=fallback_hash,
+            refused=refused,
+            failure=None,
+            complete=rollout_complete(sm, fallback_hash, deployment, pods),
+            last_good=last_good,
+            rollout_start=format_time(now),
+            rerender=True,
+        )
+    return Outcome(
+        serve=serve,
+        config_hash=config_hash,
+        refused=refused,
+        failure=failure,
+        complete=complete,
+        last_good=last_good,
+        rollout_start=rollout_start,
+    )
+
+
+# ----------------------------------------------------------------------------
+# Status.
 
 
 def condition(
@@ -333,36 +496,47 @@ def already_validated(status: Mapping[str, Any], generation: int) -> bool:
     return bool(status.get("conditions")) and degraded.get("reason") != Reason.INVALID_SPEC
 
 
+@dataclass(frozen=True)
+class Check:
+    """One condition's verdict: whether it holds, and why (reason, message)."""
+
+    status: bool
+    reason: str
+    message: str
+
+    def condition(
+        self, ctype: str, generation: int, previous: Iterable[Mapping[str, Any]], now: str
+    ) -> dict[str, Any]:
+        """This verdict as a metav1.Condition of type `ctype`."""
+        return condition(ctype, self.status, self.reason, self.message, generation, previous, now)
+
+
+AS_EXPECTED = Check(False, Reason.AS_EXPECTED, "")
+
+
 def invalid_status(
     old: Mapping[str, Any], generation: int, message: str, now: str
 ) -> dict[str, Any]:
     """The status for a spec the API server refuses to accept rendered: nothing applied."""
     previous = old.get("conditions") or []
-    reason = Reason.INVALID_SPEC
-    failed = (False, reason, message)
+    failed = Check(False, Reason.INVALID_SPEC, message)
+    degraded = Check(True, Reason.INVALID_SPEC, message)
     return {
         **old,
         "observedGeneration": generation,
         "conditions": [
-            condition(Condition.READY, *failed, generation, previous, now),
-            condition(Condition.PROGRESSING, *failed, generation, previous, now),
-            condition(Condition.DEGRADED, True, reason, message, generation, previous, now),
-            *kstatus_conditions(
-                failed,
-                stalled=True,
-                degraded=(True, reason, message),
-                gen=generation,
-                previous=previous,
-                now=now,
-            ),
+            failed.condition(Condition.READY, generation, previous, now),
+            failed.condition(Condition.PROGRESSING, generation, previous, now),
+            degraded.condition(Condition.DEGRADED, generation, previous, now),
+            *kstatus_conditions(failed, True, degraded, generation, previous, now),
         ],
     }
 
 
 def kstatus_conditions(
-    ready: tuple[bool, str, str],
+    ready: Check,
     stalled: bool,
-    degraded: tuple[bool, str, str],
+    degraded: Check,
     gen: int,
     previous: Sequence[Mapping[str, Any]],
     now: str,
@@ -374,14 +548,14 @@ def kstatus_conditions(
     still fit once the cluster scales up).
     """
     if stalled:
-        reconciling = (False, degraded[1], "waiting for a spec change")
-        stalled_cond = (True, degraded[1], degraded[2])
+        reconciling = Check(False, degraded.reason, "waiting for a spec change")
+        stalled_check = Check(True, degraded.reason, degraded.message)
     else:
-        reconciling = (not ready[0], ready[1], "" if ready[0] else ready[2])
-        stalled_cond = (False, Reason.AS_EXPECTED, "")
+        reconciling = Check(not ready.status, ready.reason, "" if ready.status else ready.message)
+        stalled_check = AS_EXPECTED
     return [
-        condition(Condition.RECONCILING, *reconciling, gen, previous, now),
-        condition(Condition.STALLED, *stalled_cond, gen, previous, now),
+        reconciling.condition(Condition.RECONCILING, gen, previous, now),
+        stalled_check.condition(Condition.STALLED, gen, previous, now),
     ]
 
 
@@ -422,6 +596,179 @@ def _pods_status(
     return out
 
 
+Verdict = TypeVar("Verdict", Check, "Rollout")
+
+# The conditions, as chains of named checks (cert-manager's policy chain): each
+# check looks at one situation and returns its verdict, or None when the
+# situation does not apply; the first verdict wins.
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the condition checks read: the spec, the outcome, and the live replicas."""
+
+    sm: ServedModel
+    outcome: Outcome
+    live: Sequence[PodView]  # not terminating
+    ready: int  # replicas taking traffic
+    serving: str  # servingVersions
+    updated: int  # replicas of the new config taking traffic
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """The verdicts of Progressing and Ready, which one situation decides together."""
+
+    progressing: Check
+    ready: Check
+
+
+def observed_for(
+    sm: ServedModel,
+    outcome: Outcome,
+    pods: Sequence[PodView],
+    probes: Mapping[str, ProbeResult],
+) -> Observed:
+    """Gather what the checks read, once."""
+    live = [p for p in pods if not p.terminating]
+    serving = serving_pods(live)
+    return Observed(
+        sm=sm,
+        outcome=outcome,
+        live=live,
+        ready=len(serving),
+        serving=serving_versions(live, probes),
+        updated=len([p for p in serving if p.config_hash == outcome.config_hash]),
+    )
+
+
+# ----- Degraded
+
+
+def target_refused(o: Observed) -> Check | None:
+    """The target was refused: what serves instead, and the server's words."""
+    refused = o.outcome.refused
+    if refused is None:
+        return None
+    fallback = o.outcome.serve.describe() if o.outcome.last_good else "nothing"
+    message = f"target {o.sm.target.describe()} refused, serving {fallback}: {refused.message}"
+    return Check(True, refused.reason, message)
+
+
+def rollout_failed(o: Observed) -> Check | None:
+    """The rollout failed with nothing to fall back to."""
+    failure = o.outcome.failure
+    return None if failure is None else Check(True, failure.reason, failure.message)
+
+
+def replica_unschedulable(o: Observed) -> Check | None:
+    """The scheduler cannot place a replica (its own message)."""
+    pod = next((p for p in o.live if p.unschedulable), None)
+    if pod is None:
+        return None
+    message = f"pod {pod.name} cannot be scheduled: {pod.unschedulable}"
+    return Check(True, Reason.UNSCHEDULABLE, message)
+
+
+def nothing_degraded(o: Observed) -> Check:
+    """None of the above."""
+    return AS_EXPECTED
+
+
+DEGRADED_CHECKS: tuple[Callable[[Observed], Check | None], ...] = (
+    target_refused,
+    rollout_failed,
+    replica_unschedulable,
+    nothing_degraded,
+)
+
+
+# ----- Progressing and Ready
+
+
+def scaled_to_zero(o: Observed) -> Rollout | None:
+    """replicas: 0 is a finished state with nothing to serve."""
+    if o.sm.replicas != 0:
+        return None
+    return Rollout(
+        progressing=Check(False, Reason.SCALED_TO_ZERO, "replicas is 0"),
+        ready=Check(True, Reason.SCALED_TO_ZERO, "replicas is 0: nothing to serve"),
+    )
+
+
+def rollout_done(o: Observed) -> Rollout | None:
+    """The target rolled out; Ready while every replica still serves."""
+    if not o.outcome.complete or o.outcome.refused is not None:
+        return None
+    enough = o.ready >= o.sm.replicas
+    return Rollout(
+        progressing=Check(False, Reason.ROLLOUT_COMPLETE, f"serving {o.outcome.serve.describe()}"),
+        ready=Check(
+            enough,
+            Reason.AVAILABLE if enough else Reason.WAITING_FOR_REPLICAS,
+            f"{o.ready}/{o.sm.replicas} replicas serve {o.serving or 'nothing'}",
+        ),
+    )
+
+
+def rolled_back(o: Observed) -> Rollout | None:
+    """Back on the last good set after a refusal: done, but not what the spec asks."""
+    refused = o.outcome.refused
+    if not o.outcome.complete or refused is None:
+        return None
+    target = o.sm.target.describe()
+    return Rollout(
+        progressing=Check(
+            False,
+            Reason.ROLLED_BACK,
+            f"back on {o.outcome.serve.describe()} after refusing {target}",
+        ),
+        ready=Check(
+            False, refused.reason, f"target {target} refused, serving {o.serving or 'nothing'}"
+        ),
+    )
+
+
+def rolling_out(o: Observed) -> Rollout:
+    """Anything else: new replicas are on their way."""
+    versions = o.outcome.serve.describe()
+    return Rollout(
+        progressing=Check(
+            True,
+            Reason.ROLLING_OUT,
+            f"rolling out {versions}: {o.updated}/{o.sm.replicas} new "
+            f"replicas AVAILABLE, serving {o.serving or 'nothing'}",
+        ),
+        ready=Check(
+            False, Reason.ROLLING_OUT, f"{o.updated}/{o.sm.replicas} replicas serve {versions}"
+        ),
+    )
+
+
+ROLLOUT_CHECKS: tuple[Callable[[Observed], Rollout | None], ...] = (
+    scaled_to_zero,
+    rollout_done,
+    rolled_back,
+    rolling_out,
+)
+
+
+def first_verdict(checks: Iterable[Callable[[Observed], Verdict | None]], o: Observed) -> Verdict:
+    """The verdict of the first check that applies (the last check always does)."""
+    for check in checks:
+        verdict = check(o)
+        if verdict is not None:
+            return verdict
+    raise ValueError("no check applied: the chain must end with a catch-all")
+
+
+def ready_check(rollout: Rollout, degraded: Check, o: Observed) -> Check:
+    """Not Ready because of a degradation: Ready names it (a refusal says it itself)."""
+    if degraded.status and o.outcome.refused is None and not rollout.ready.status:
+        return Check(False, degraded.reason, degraded.message)
+    return rollout.ready
+
+
 def compute_status(
     sm: ServedModel,
     outcome: Outcome,
@@ -432,96 +779,23 @@ def compute_status(
     now: str,
 ) -> dict[str, Any]:
     """The whole status subresource for this reconcile."""
-    live = [p for p in pods if not p.terminating]
-    ready = len(serving_pods(live))
-    serving = serving_versions(live, probes)
-    unschedulable = next((p for p in live if p.unschedulable), None)
+    o = observed_for(sm, outcome, pods, probes)
     gen = sm.generation
-
-    # Degraded
-    if outcome.refused is not None:
-        target = sm.target.describe()
-        fallback = outcome.serve.describe() if outcome.last_good else "nothing"
-        degraded = (
-            True,
-            outcome.refused.reason,
-            f"target {target} refused, serving {fallback}: {outcome.refused.message}",
-        )
-    elif outcome.failure is not None:
-        degraded = (True, outcome.failure.reason, outcome.failure.message)
-    elif unschedulable is not None:
-        degraded = (
-            True,
-            Reason.UNSCHEDULABLE,
-            f"pod {unschedulable.name} cannot be scheduled: {unschedulable.unschedulable}",
-        )
-    else:
-        degraded = (False, Reason.AS_EXPECTED, "")
-
-    # Progressing and Ready
-    if sm.replicas == 0:
-        progressing = (False, Reason.SCALED_TO_ZERO, "replicas is 0")
-        ready_cond = (True, Reason.SCALED_TO_ZERO, "replicas is 0: nothing to serve")
-    elif outcome.complete and outcome.refused is None:
-        progressing = (False, Reason.ROLLOUT_COMPLETE, f"serving {outcome.serve.describe()}")
-        ready_cond = (
-            ready >= sm.replicas,
-            Reason.AVAILABLE if ready >= sm.replicas else Reason.WAITING_FOR_REPLICAS,
-            f"{ready}/{sm.replicas} replicas serve {serving or 'nothing'}",
-        )
-    elif outcome.complete and outcome.refused is not None:
-        progressing = (
-            False,
-            Reason.ROLLED_BACK,
-            f"back on {outcome.serve.describe()} after refusing {sm.target.describe()}",
-        )
-        ready_cond = (
-            False,
-            outcome.refused.reason,
-            f"target {sm.target.describe()} refused, serving {serving or 'nothing'}",
-        )
-    else:
-        updated = len([p for p in serving_pods(live) if p.config_hash == outcome.config_hash])
-        progressing = (
-            True,
-            Reason.ROLLING_OUT,
-            f"rolling out {outcome.serve.describe()}: {updated}/{sm.replicas} new "
-            f"replicas AVAILABLE, serving {serving or 'nothing'}",
-        )
-        ready_cond = (
-            False,
-            Reason.ROLLING_OUT,
-            f"{updated}/{sm.replicas} replicas serve {outcome.serve.describe()}",
-        )
-    if degraded[0] and not outcome.refused and ready_cond[0] is False:
-        ready_cond = (False, degraded[1], degraded[2])
-
+    degraded = first_verdict(DEGRADED_CHECKS, o)
+    rollout = first_verdict(ROLLOUT_CHECKS, o)
+    ready = ready_check(rollout, degraded, o)
+    stalled = outcome.refused is not None or outcome.failure is not None
+    previous = previous_conditions
     conditions = [
-        condition(Condition.READY, *ready_cond, gen, previous_conditions, now),
-        condition(Condition.PROGRESSING, *progressing, gen, previous_conditions, now),
-        condition(Condition.DEGRADED, *degraded, gen, previous_conditions, now),
-        *kstatus_conditions(
-            ready_cond,
-            stalled=outcome.refused is not None or outcome.failure is not None,
-            degraded=degraded,
-            gen=gen,
-            previous=previous_conditions,
-            now=now,
-        ),
+        ready.condition(Condition.READY, gen, previous, now),
+        rollout.progressing.condition(Condition.PROGRESSING, gen, previous, now),
+        degraded.condition(Condition.DEGRADED, gen, previous, now),
+        *kstatus_conditions(ready, stalled, degraded, gen, previous, now),
     ]
-    names = {
-        "grpc": f"{sm.name}-grpc.{sm.namespace}.svc:{sm.grpc_port}",
-        "headless": f"{sm.name}-headless.{sm.namespace}.svc",
-    }
-    if sm.rest_port:
-        names["rest"] = (
-            f"http://{sm.name}-rest.{sm.namespace}.svc:{sm.rest_port}/v1/models/{sm.model_name}"
-        )
-    replicas = len(live)
     return {
         "observedGeneration": gen,
         "modelName": sm.model_name,
-        "servingVersions": serving,
+        "servingVersions": o.serving,
         "targetVersions": sm.target.describe(),
         "lastGood": outcome.last_good.to_status() if outcome.last_good else None,
         "refused": outcome.refused.to_status() if outcome.refused else None,
@@ -532,15 +806,27 @@ def compute_status(
             "configHash": outcome.config_hash,
             "startTime": outcome.rollout_start,
         },
-        "replicas": replicas,
-        "readyReplicas": ready,
-        "updatedReplicas": len(current_pods(live, outcome.config_hash)),
-        "replicasSummary": f"{ready}/{sm.replicas}",
+        "replicas": len(o.live),
+        "readyReplicas": o.ready,
+        "updatedReplicas": len(current_pods(o.live, outcome.config_hash)),
+        "replicasSummary": f"{o.ready}/{sm.replicas}",
         "selector": f"{api.LABEL_SERVEDMODEL}={sm.name}",
-        "endpoints": names,
-        "pods": _pods_status(live, probes),
+        "endpoints": _endpoints(sm),
+        "pods": _pods_status(o.live, probes),
         "conditions": conditions,
     }
+
+
+def _endpoints(sm: ServedModel) -> dict[str, str]:
+    names = {
+        "grpc": f"{sm.name}-grpc.{sm.namespace}.svc:{sm.grpc_port}",
+        "headless": f"{sm.name}-headless.{sm.namespace}.svc",
+    }
+    if sm.rest_port:
+        names["rest"] = (
+            f"http://{sm.name}-rest.{sm.namespace}.svc:{sm.rest_port}/v1/models/{sm.model_name}"
+        )
+    return names
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -602,14 +888,18 @@ def events_for(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[EventSpec
             # The rollout to the last good versions that follows a refusal.
             target = new.get("targetVersions", "")
             message = f"rolling back to versions {versions} (target {target} refused)"
-            events.append(EventSpec("Normal", "RollingBack", message))
+            events.append(EventSpec("Normal", Reason.ROLLING_BACK, message))
         else:
-            events.append(EventSpec("Normal", "RolloutStarted", f"rolling out versions {versions}"))
+            events.append(
+                EventSpec("Normal", Reason.ROLLOUT_STARTED, f"rolling out versions {versions}")
+            )
     if new.get("servingVersions") != old.get("servingVersions") and new.get("servingVersions"):
         was = old.get("servingVersions") or "nothing"
         events.append(
             EventSpec(
-                "Normal", "ServingVersions", f"now serving {new['servingVersions']} (was {was})"
+                "Normal",
+                Reason.SERVING_VERSIONS,
+                f"now serving {new['servingVersions']} (was {was})",
             )
         )
     old_refused, new_refused = old.get("refused"), new.get("refused")
@@ -625,7 +915,7 @@ def events_for(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[EventSpec
         events.append(EventSpec("Warning", new_deg["reason"], new_deg.get("message", "")))
     old_ready, new_ready = _cond(old, Condition.READY), _cond(new, Condition.READY)
     if new_ready.get("status") == "True" and old_ready.get("status") != "True":
-        events.append(EventSpec("Normal", "Ready", new_ready.get("message", "")))
+        events.append(EventSpec("Normal", Reason.READY, new_ready.get("message", "")))
     return events
 
 

@@ -14,8 +14,9 @@ from typing import Any
 import kopf
 from kubernetes import config as kube_config
 
-from tfserving_operator import api
+from tfserving_operator import api, kinds
 from tfserving_operator.apply import Applier
+from tfserving_operator.kinds import KindInfo
 from tfserving_operator.kube import Kube
 from tfserving_operator.observe import Cache, Prober
 from tfserving_operator.reconcile import Context
@@ -25,16 +26,6 @@ log = logging.getLogger(__name__)
 
 SETTINGS = Settings.from_env()
 OWNED = {api.LABEL_SERVEDMODEL: kopf.PRESENT}
-# Kinds whose events wake the owning ServedModel's worker.
-CHILD_KINDS = {
-    "pods": "Pod",
-    "deployments": "Deployment",
-    "replicasets": "ReplicaSet",
-    "services": "Service",
-    "configmaps": "ConfigMap",
-    "poddisruptionbudgets": "PodDisruptionBudget",
-    "networkpolicies": "NetworkPolicy",
-}
 
 
 def _load_api_client() -> Any:
@@ -59,13 +50,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # __main__; overriding the priority here would give every replica the
     # same one, and kopf pauses all replicas that share a priority.
     kube = Kube(_load_api_client(), workers=SETTINGS.api_workers)
-    memo.ctx = Context(
-        settings=SETTINGS,
-        applier=Applier(kube),
-        cache=Cache(),
-        prober=Prober(SETTINGS.probe_timeout_seconds, SETTINGS.max_concurrent_probes),
-    )
+    prober = Prober(SETTINGS.probe_timeout_seconds, SETTINGS.max_concurrent_probes)
+    memo.ctx = Context(settings=SETTINGS, applier=Applier(kube), cache=Cache(), prober=prober)
     memo.kube = kube
+    memo.prober = prober
     log.info("tfserving-operator started: %s", SETTINGS)
 
 
@@ -74,7 +62,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop workers and close connections."""
     ctx: Context = memo.ctx
     await ctx.stop()
-    await ctx.prober.close()
+    await memo.prober.close()
     memo.kube.close()
 
 
@@ -90,26 +78,17 @@ async def servedmodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
         ctx.poke(key, body)
 
 
-def _register_child(plural: str, kind: str) -> None:
-    group_version = {
-        "deployments": "apps",
-        "replicasets": "apps",
-        "poddisruptionbudgets": "policy",
-        "networkpolicies": "networking.k8s.io",
-    }
-    group = group_version.get(plural, "")
-    version = "v1"
-
-    @kopf.on.event(group, version, plural, labels=OWNED, id=f"child-{plural}")
+def _register_child(info: KindInfo) -> None:
+    @kopf.on.event(info.group, info.version, info.plural, labels=OWNED, id=f"child-{info.plural}")
     async def child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         ctx: Context = memo.ctx
-        key = ctx.cache.observe(kind, event["object"], deleted=event["type"] == "DELETED")
+        key = ctx.cache.observe(info.kind, event["object"], deleted=event["type"] == "DELETED")
         if key is not None:
             ctx.poke(key)
 
 
-for _plural, _kind in CHILD_KINDS.items():
-    _register_child(_plural, _kind)
+for _info in kinds.WATCHED:
+    _register_child(_info)
 
 
 @kopf.on.probe(id="servedmodels")
@@ -122,5 +101,5 @@ def workers_probe(memo: kopf.Memo, **_: Any) -> int:
 @kopf.on.probe(id="probe_calls")
 def probe_calls(memo: kopf.Memo, **_: Any) -> int:
     """gRPC GetModelStatus calls made since start (probe load)."""
-    ctx: Context | None = getattr(memo, "ctx", None)
-    return ctx.prober.calls if ctx else 0
+    prober: Prober | None = getattr(memo, "prober", None)
+    return prober.calls if prober else 0

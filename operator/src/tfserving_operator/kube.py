@@ -16,19 +16,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-# kind -> (API path prefix, plural). Only the kinds the operator touches.
-_KINDS: dict[str, tuple[str, str]] = {
-    "ConfigMap": ("/api/v1", "configmaps"),
-    "Service": ("/api/v1", "services"),
-    "Pod": ("/api/v1", "pods"),
-    "Event": ("/api/v1", "events"),
-    "Secret": ("/api/v1", "secrets"),
-    "Deployment": ("/apis/apps/v1", "deployments"),
-    "ReplicaSet": ("/apis/apps/v1", "replicasets"),
-    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
-    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
-    "ServedModel": ("/apis/serving.tfoperator.dev/v1alpha1", "servedmodels"),
-}
+from tfserving_operator.kinds import BY_KIND
 
 
 class ApiError(Exception):
@@ -44,23 +32,11 @@ class ApiError(Exception):
     def not_found(self) -> bool:
         return self.status == 404
 
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
-
-    @property
-    def invalid(self) -> bool:
-        """The object itself was refused (schema, validation, admission)."""
-        return self.status in (400, 403, 422) and self.reason in (
-            "Invalid",
-            "BadRequest",
-            "Forbidden",
-        )
-
 
 def path_for(kind: str, namespace: str | None, name: str | None = None, sub: str = "") -> str:
     """REST path of a namespaced object (or collection when name is None)."""
-    prefix, plural = _KINDS[kind]
+    info = BY_KIND[kind]
+    prefix, plural = info.path_prefix, info.plural
     path = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
     if name:
         path += f"/{name}"

@@ -10,53 +10,27 @@ and never stalls another ServedModel.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tfserving_operator import api
-from tfserving_operator.wire.client import (
-    ChannelPool,
-    ModelState,
-    ProbeError,
-    ServerUnreachable,
-    VersionStatus,
-)
+from tfserving_operator.views import DeploymentView, PodView, ProbeResult
+from tfserving_operator.wire.client import ChannelPool, ProbeError, ServerUnreachable
+
+__all__ = [
+    "Cache",
+    "DeploymentView",
+    "Key",
+    "PodView",
+    "ProbeResult",
+    "Prober",
+    "deployment_view",
+    "pod_view",
+    "strip_object",
+]
 
 Key = tuple[str, str]  # (namespace, ServedModel name)
-
-
-@dataclass(frozen=True)
-class PodView:
-    """What the gate and the status need to know about one model server pod."""
-
-    name: str
-    namespace: str
-    ip: str
-    phase: str
-    ready: bool
-    gate: bool | None  # None: the operator never set it
-    gate_reason: str
-    terminating: bool
-    config_hash: str
-    versions: str  # the pod template's version annotation, e.g. "2,3" or "latest"
-    model_name: str
-    grpc_port: int
-    running: bool
-    restart_count: int
-    termination_message: str
-    unschedulable: str  # the scheduler's message when it cannot place the pod
-
-    @property
-    def target(self) -> str:
-        """host:port of its gRPC server."""
-        return f"{self.ip}:{self.grpc_port}"
-
-    @property
-    def probeable(self) -> bool:
-        """Running with an IP: its server can be asked."""
-        return bool(self.ip) and self.running and self.phase == "Running"
 
 
 def _condition(status: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
@@ -106,25 +80,6 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
     )
 
 
-@dataclass(frozen=True)
-class DeploymentView:
-    """The Deployment's rollout progress."""
-
-    generation: int
-    observed_generation: int
-    replicas: int  # desired (spec)
-    updated_replicas: int  # pods of the newest ReplicaSet
-    ready_replicas: int
-    available_replicas: int
-    config_hash: str
-    current_replicas: int = 0  # pods of every ReplicaSet it owns, old ones included
-
-    @property
-    def settled(self) -> bool:
-        """The Deployment controller has seen the latest spec."""
-        return self.observed_generation >= self.generation
-
-
 def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
     """Extract a DeploymentView from a Deployment object."""
     meta = body.get("metadata") or {}
@@ -139,8 +94,6 @@ def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
         replicas=int(spec.get("replicas") or 0),
         current_replicas=int(status.get("replicas") or 0),
         updated_replicas=int(status.get("updatedReplicas") or 0),
-        ready_replicas=int(status.get("readyReplicas") or 0),
-        available_replicas=int(status.get("availableReplicas") or 0),
         config_hash=template_annotations.get(api.ANNOTATION_CONFIG_HASH, ""),
     )
 
@@ -208,28 +161,6 @@ class Cache:
             store.pop(key, None)
 
 
-@dataclass(frozen=True)
-class ProbeResult:
-    """One GetModelStatus answer, or why there is none."""
-
-    pod: str
-    statuses: tuple[VersionStatus, ...] = ()
-    error_reason: str = ""
-    error_message: str = ""
-    at: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.error_reason
-
-    def state_of(self, version: int) -> VersionStatus | None:
-        return next((s for s in self.statuses if s.version == version), None)
-
-    @property
-    def available_versions(self) -> tuple[int, ...]:
-        return tuple(sorted(s.version for s in self.statuses if s.state == ModelState.AVAILABLE))
-
-
 class Prober:
     """Asks model servers for their versions: bounded, concurrent, backed off per pod."""
 
@@ -257,19 +188,14 @@ class Prober:
                     pod.name,
                     error_reason=err.reason,
                     error_message=err.message,
-                    at=time.monotonic(),
                 )
-        return ProbeResult(pod.name, tuple(statuses), at=time.monotonic())
+        return ProbeResult(pod.name, tuple(statuses))
 
     async def probe_all(self, pods: Iterable[PodView]) -> dict[str, ProbeResult]:
         """Probe several pods at once."""
         pods = list(pods)
         results = await asyncio.gather(*(self.probe(p) for p in pods))
         return {r.pod: r for r in results}
-
-    async def retain(self, targets: Iterable[str]) -> None:
-        """Close channels to servers that are gone."""
-        await self._pool.retain(targets)
 
     async def forget(self, targets: Iterable[str]) -> None:
         """Close the channels of these servers (their pods are gone)."""

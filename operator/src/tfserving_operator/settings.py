@@ -37,12 +37,17 @@ class Settings:
     # Retry delays for a pod whose gate is closed: from the initial delay,
     # doubling. A pod answering LOADING (or refusing connections: the real
     # server listens only once loaded) is asked again at least every second
-    # (reconcile.QUICK_RETRY_MAX_SECONDS); timeouts and other failures back
+    # (probing.QUICK_RETRY_MAX_SECONDS); timeouts and other failures back
     # off up to the max.
     probe_backoff_initial_seconds: float = 0.25
     probe_backoff_max_seconds: float = 5.0
     # How often a pod whose gate is open is asked again (steady-state probe load).
     probe_interval_seconds: float = 30.0
+    # Consecutive probe timeouts / transport errors that close an open gate
+    # (a readiness probe's failureThreshold): one slow answer from a busy
+    # server does not pull its pod out of the Service. A definite answer (a
+    # version not AVAILABLE, NOT_FOUND) closes it at once.
+    probe_failure_threshold: int = 3
     # Concurrent probes across all ServedModels (one hung server holds one slot
     # for at most probe_timeout_seconds).
     max_concurrent_probes: int = 64
@@ -92,6 +97,10 @@ class Settings:
         if self.probe_backoff_max_seconds < self.probe_backoff_initial_seconds:
             raise SettingsError(
                 "TFSO_PROBE_BACKOFF_MAX_SECONDS must be >= TFSO_PROBE_BACKOFF_INITIAL_SECONDS"
+            )
+        if self.probe_failure_threshold < 1:
+            raise SettingsError(
+                f"TFSO_PROBE_FAILURE_THRESHOLD must be >= 1, got {self.probe_failure_threshold}"
             )
         if self.peering_priority < 0:
             raise SettingsError(

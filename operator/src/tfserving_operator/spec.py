@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfserving_operator import api
+
 
 @dataclass(frozen=True)
 class VersionSet:
@@ -211,6 +213,6 @@ def parse(body: Mapping[str, Any], default_image: str, default_gpu_image: str) -
         service_type=service.get("type", "ClusterIP"),
         service_annotations=service.get("annotations") or {},
         network_policy=spec.get("networkPolicy"),
-        retry_token=(meta.get("annotations") or {}).get("serving.tfoperator.dev/retry", ""),
+        retry_token=(meta.get("annotations") or {}).get(api.ANNOTATION_RETRY, ""),
         image_is_default=not spec.get("image"),
     )

@@ -1,10 +1,11 @@
 """Asyncio client for TensorFlow Serving's ModelService, without TensorFlow.
 
 The operator asks each model server for the state of every model version
-(``GetModelStatus``) and may swap its model config in place
-(``HandleReloadConfigRequest``). The published Python bindings for those
-messages, tensorflow-serving-api, import all of TensorFlow (about 600 MB of
-memory and two seconds at start), which the operator process must never load.
+(``GetModelStatus``); it never reloads a server's config in place (each
+config generation is a new pod, see docs/architecture.md). The published
+Python bindings for those messages, tensorflow-serving-api, import all of
+TensorFlow (about 600 MB of memory and two seconds at start), which the
+operator process must never load.
 So the messages come from our own ``tfserving_wire.proto``: same field numbers
 and wire types as TF Serving's, a different proto package. Protobuf's wire
 format carries neither package nor message names, so the server cannot tell.
@@ -14,8 +15,6 @@ written out by hand because no service is generated from our .proto:
 
 - ``/tensorflow.serving.ModelService/GetModelStatus``
   (GetModelStatusRequest -> GetModelStatusResponse)
-- ``/tensorflow.serving.ModelService/HandleReloadConfigRequest``
-  (ReloadConfigRequest -> ReloadConfigResponse)
 
 Every call has a deadline, and a slightly longer asyncio timeout guards it in
 case the deadline is not honoured. Failures come out as `ProbeError` subclasses
@@ -25,10 +24,8 @@ whose ``reason`` is ready for a Kubernetes condition.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from types import TracebackType
 from typing import ClassVar
 
@@ -36,35 +33,29 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError
 
+from tfserving_operator.views import ModelState, VersionStatus
 from tfserving_operator.wire import tfserving_wire_pb2 as pb
 
 __all__ = [
     "CHANNEL_OPTIONS",
     "DEFAULT_TIMEOUT",
     "GET_MODEL_STATUS_METHOD",
-    "HANDLE_RELOAD_CONFIG_METHOD",
     "ChannelPool",
     "ModelNotFound",
     "ModelState",
     "ProbeError",
     "ProbeFailed",
     "ProbeTimeout",
-    "ReloadRejected",
     "ServerUnreachable",
     "VersionStatus",
     "get_model_status",
-    "handle_reload_config",
 ]
 
 log = logging.getLogger(__name__)
 
 GET_MODEL_STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"
-HANDLE_RELOAD_CONFIG_METHOD = "/tensorflow.serving.ModelService/HandleReloadConfigRequest"
 
 DEFAULT_TIMEOUT = 2.0
-# A reload returns only once the server has acted on the new config, which can
-# include loading models: much slower than a status probe.
-DEFAULT_RELOAD_TIMEOUT = 30.0
 
 # Extra time the asyncio guard grants beyond the gRPC deadline, so that the
 # deadline (which reports DEADLINE_EXCEEDED cleanly) normally fires first.
@@ -85,59 +76,6 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     # pod given HTTP(S)_PROXY for outside access must not send these via it.
     ("grpc.enable_http_proxy", 0),
 )
-
-# TF Serving's StatusProto.error_code is a tensorflow.error.Code, whose numbers
-# are the canonical gRPC status codes: name them from grpc's own table.
-_CODE_NAMES: dict[int, str] = {code.value[0]: code.name for code in grpc.StatusCode}
-
-
-class ModelState(enum.IntEnum):
-    """A model version's state, as TF Serving's ModelVersionStatus.State."""
-
-    UNKNOWN = 0
-    START = 10
-    LOADING = 20
-    AVAILABLE = 30
-    UNLOADING = 40
-    END = 50  # unloaded, or failed to load: see VersionStatus.error_code
-
-    @classmethod
-    def from_wire(cls, value: int) -> ModelState:
-        """Map a state number to a member; numbers added by newer servers map to UNKNOWN.
-
-        UNKNOWN is the safe reading for a state we cannot interpret: it is not
-        AVAILABLE, so nothing gets routed to that version on its account.
-        """
-        try:
-            return cls(value)
-        except ValueError:
-            return cls.UNKNOWN
-
-
-@dataclass(frozen=True, slots=True)
-class VersionStatus:
-    """One model version's status as reported by the server."""
-
-    version: int
-    state: ModelState
-    # A tensorflow.error.Code (the gRPC canonical codes); 0 is OK.
-    error_code: int
-    error_message: str
-
-    @property
-    def available(self) -> bool:
-        """True when the server can answer requests with this version."""
-        return self.state is ModelState.AVAILABLE
-
-    @property
-    def failed(self) -> bool:
-        """True when the version ended with an error (typically a failed load)."""
-        return self.state is ModelState.END and self.error_code != 0
-
-    @property
-    def error_code_name(self) -> str:
-        """The error code's canonical name, e.g. ``"NOT_FOUND"``; ``"OK"`` for none."""
-        return _CODE_NAMES.get(self.error_code, f"CODE_{self.error_code}")
 
 
 class ProbeError(Exception):
@@ -188,12 +126,6 @@ class ProbeFailed(ProbeError):
     """Any other failure: another status code, or a response that does not parse."""
 
     reason: ClassVar[str] = "ProbeFailed"
-
-
-class ReloadRejected(ProbeError):
-    """The server received a config reload and refused or failed to apply it."""
-
-    reason: ClassVar[str] = "ReloadRejected"
 
 
 def _clip(text: str) -> str:
@@ -349,65 +281,13 @@ async def get_model_status(
     ]
 
 
-async def handle_reload_config(
-    target: str,
-    config: pb.ModelServerConfig,
-    timeout: float = DEFAULT_RELOAD_TIMEOUT,
-    channel: grpc.aio.Channel | None = None,
-) -> None:
-    """Replace the model server's whole model config with ``config``.
-
-    TF Serving unloads every model the new config leaves out. Returns when the
-    server has accepted the config. Raises ServerUnreachable or ProbeTimeout
-    when the call did not get through, ReloadRejected when the server refused
-    the config (any other status code, or an error in the response's status),
-    ProbeFailed for a response that does not parse.
-    """
-    _check_timeout(timeout)
-    payload = pb.ReloadConfigRequest(config=config).SerializeToString()
-    what = "HandleReloadConfigRequest"
-    try:
-        if channel is None:
-            async with _new_channel(target, CHANNEL_OPTIONS) as own:
-                raw = await _call(own, HANDLE_RELOAD_CONFIG_METHOD, payload, target, what, timeout)
-        else:
-            raw = await _call(channel, HANDLE_RELOAD_CONFIG_METHOD, payload, target, what, timeout)
-    except (ModelNotFound, ProbeFailed) as err:
-        if err.code is None:
-            raise  # no answer from the server (bad response, channel closed)
-        # An answered call with an error status is the server's verdict on the
-        # config, whatever the code (a missing base path may come as NOT_FOUND).
-        raise ReloadRejected(
-            f"model server {target} rejected the config: {_clip(err.details)}",
-            target=target,
-            details=err.details,
-            code=err.code,
-        ) from err
-    try:
-        response = pb.ReloadConfigResponse.FromString(raw)
-    except DecodeError as err:
-        raise ProbeFailed(
-            f"model server {target} sent a {what} response that does not parse",
-            target=target,
-            details=str(err),
-        ) from err
-    # The server may also report failure inside an OK call's response.
-    if response.status.error_code != 0:
-        details = str(response.status.error_message)
-        raise ReloadRejected(
-            f"model server {target} rejected the config: {_clip(details)}",
-            target=target,
-            details=details,
-        )
-
-
 class ChannelPool:
     """One reusable grpc.aio channel per model-server target.
 
     Channels are created lazily and never block: connecting happens on gRPC's
     threads during the first call. A pool belongs to the event loop it is used
-    on (grpc.aio channels are bound to their loop). Call `retain` with the
-    targets still in use to close the others, and `close` on shutdown.
+    on (grpc.aio channels are bound to their loop). Call `discard` for a
+    target that is gone, and `close` on shutdown.
     """
 
     def __init__(self, options: Sequence[tuple[str, int]] = CHANNEL_OPTIONS) -> None:
@@ -449,30 +329,11 @@ class ChannelPool:
             target, model_name, version, label, timeout, channel=self.channel(target)
         )
 
-    async def handle_reload_config(
-        self,
-        target: str,
-        config: pb.ModelServerConfig,
-        timeout: float = DEFAULT_RELOAD_TIMEOUT,
-    ) -> None:
-        """`handle_reload_config` over this pool's channel for ``target``."""
-        await handle_reload_config(target, config, timeout, channel=self.channel(target))
-
     async def discard(self, target: str) -> None:
         """Close the channel for ``target`` if there is one; calls in flight on it are cancelled."""
         ch = self._channels.pop(target, None)
         if ch is not None:
             await self._close_all([ch])
-
-    async def retain(self, targets: Iterable[str]) -> list[str]:
-        """Close the channels of every target not in ``targets``; return those targets."""
-        keep = set(targets)
-        gone = sorted(t for t in self._channels if t not in keep)
-        # Removed from the map before any await, so a concurrent caller asking
-        # for a dropped target gets a fresh channel, never a closing one.
-        channels = [self._channels.pop(t) for t in gone]
-        await self._close_all(channels)
-        return gone
 
     async def close(self) -> None:
         """Close every channel and refuse new ones (operator shutdown)."""

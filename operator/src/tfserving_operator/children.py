@@ -1,0 +1,108 @@
+"""Child sync: make the rendered children true in the cluster, and nothing more.
+
+Applies a child only when it is missing or differs from the render (an idle
+cluster sees no writes), deletes optional children the render dropped, and
+collects config generations no pod uses any more. Writes go through the
+applier (apply.py); what is observed comes from the watch-fed Cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tfserving_operator import kinds, render
+from tfserving_operator.apply import ApiWriter
+from tfserving_operator.kube import ApiError
+from tfserving_operator.observe import Cache, Key
+from tfserving_operator.views import PodView
+
+log = logging.getLogger(__name__)
+
+
+class ChildSync:
+    """The children of one ServedModel."""
+
+    def __init__(self, key: Key, applier: ApiWriter, cache: Cache) -> None:
+        self.key = key
+        self.applier = applier
+        self.cache = cache
+
+    async def dry_run(self, children: render.Children) -> str:
+        """Server-side dry run of every child: refuse the spec before anything is written.
+
+        Returns the API server's complaint about the first child it refuses, or "".
+        """
+        for manifest in children.all():
+            try:
+                await self.applier.apply(manifest, dry_run=True)
+            except ApiError as err:
+                if err.status in (400, 403, 422):
+                    return f"{manifest['kind']} {manifest['metadata']['name']}: {err.message}"
+                raise
+        return ""
+
+    async def ensure(self, children: render.Children, owner_uid: str) -> None:
+        """Apply each child that is missing or differs from what we render, and
+        delete the ones the spec no longer asks for."""
+        observed = self.cache.children.setdefault(self.key, {})
+        for manifest in children.all():
+            ident = (manifest["kind"], manifest["metadata"]["name"])
+            current = observed.get(ident)
+            if current is not None and contains(current, manifest):
+                continue
+            result = await self.applier.apply(manifest)
+            self.cache.observe(manifest["kind"], result, deleted=False)
+        await self.prune(children, owner_uid)
+
+    async def prune(self, children: render.Children, owner_uid: str) -> None:
+        """Delete the optional children (kinds.PRUNED) the render no longer holds."""
+        # A PDB at one replica, the REST Service with REST off, a NetworkPolicy
+        # the spec dropped: rendered no more, so deleted. Only objects this
+        # ServedModel controls (owner uid), never one that merely carries our
+        # label; ConfigMaps go by collect_config_maps once nothing uses them.
+        wanted = {(m["kind"], m["metadata"]["name"]) for m in children.all()}
+        observed = self.cache.children.get(self.key, {})
+        for ident, obj in list(observed.items()):
+            kind, name = ident
+            if kind not in kinds.PRUNED or ident in wanted or not _controlled_by(obj, owner_uid):
+                continue
+            log.info("%s/%s: deleting %s %s: no longer rendered", *self.key, kind, name)
+            await self.applier.delete(kind, self.key[0], name)
+            observed.pop(ident, None)
+
+    async def collect_config_maps(self, current_hash: str, pods: Sequence[PodView]) -> None:
+        """Delete config generations no pod or ReplicaSet uses any more."""
+        in_use = {current_hash, *(p.config_hash for p in pods)}
+        in_use |= set(self.cache.replicaset_hashes.get(self.key, {}).values())
+        observed = self.cache.children.get(self.key, {})
+        for kind, name in list(observed):
+            if kind != "ConfigMap" or not name.startswith(f"{self.key[1]}-config-"):
+                continue
+            if name.rsplit("-", 1)[-1] in in_use:
+                continue
+            await self.applier.delete("ConfigMap", self.key[0], name)
+            observed.pop((kind, name), None)
+
+
+def contains(observed: Any, desired: Any) -> bool:
+    """True when every field we render has the same value in the observed object.
+
+    Fields the API server or other controllers add (defaults, status,
+    annotations) are ignored; a field we render that differs is drift.
+    """
+    if isinstance(desired, Mapping):
+        if not isinstance(observed, Mapping):
+            return False
+        return all(k in observed and contains(observed[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(observed, list) or len(observed) != len(desired):
+            return False
+        return all(contains(o, d) for o, d in zip(observed, desired, strict=True))
+    return bool(observed == desired)
+
+
+def _controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or ()
+    return bool(uid) and any(r.get("controller") and r.get("uid") == uid for r in refs)

@@ -1,0 +1,115 @@
+"""When to ask each model server next, and how many answers in a row failed.
+
+The `Prober` (observe.py) asks; this schedule decides who is due. A pod
+whose gate is open is asked every `probe_interval_seconds`; a closed one
+sooner, backing off; a pod that answers "still loading" or refuses
+connections at least every QUICK_RETRY_MAX_SECONDS. It also counts each
+pod's consecutive probe failures of the uncertain kind (timeouts, transport
+errors), which the gate's hysteresis reads (decide.gate_for).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tfserving_operator import decide
+from tfserving_operator.api import GateReason
+from tfserving_operator.settings import Settings
+from tfserving_operator.views import PodView, ProbeResult
+
+# A server that answers "still LOADING", or refuses connections while it
+# starts (the real server opens its ports only once its versions have
+# loaded), is asked again at least this often: such a probe costs next to
+# nothing, and the time between the version turning AVAILABLE and the next
+# probe is the gate's latency. Slow failures (timeouts, odd answers) back
+# off up to the probe_backoff_max_seconds setting.
+QUICK_RETRY_MAX_SECONDS = 1.0
+QUICK_RETRY_REASONS = frozenset({GateReason.LOADING, GateReason.UNREACHABLE})
+
+
+class ProbeClient(Protocol):
+    """What the schedule needs of a prober (observe.Prober, or a test's fake)."""
+
+    async def probe_all(self, pods: Iterable[PodView]) -> dict[str, ProbeResult]: ...
+
+    async def forget(self, targets: Iterable[str]) -> None: ...
+
+
+@dataclass
+class ProbeState:
+    """When to ask one pod next, and what it said last."""
+
+    last: ProbeResult | None = None
+    next_at: float = 0.0
+    backoff: float = 0.0
+    config_hash: str = ""
+    target: str = ""  # host:port last probed (its channel is closed when the pod goes)
+    failures: int = 0  # consecutive timeouts / transport errors, up to the last answer
+
+
+class ProbeSchedule:
+    """The probe state of every pod of one ServedModel."""
+
+    def __init__(self, prober: ProbeClient, settings: Settings) -> None:
+        self.prober = prober
+        self.settings = settings
+        self.states: dict[str, ProbeState] = {}
+
+    async def probe(self, pods: Sequence[PodView]) -> dict[str, ProbeResult]:
+        """Ask the servers that are due; return the latest answer of every pod."""
+        now = time.monotonic()
+        live = {p.name for p in pods}
+        gone = [self.states.pop(name) for name in set(self.states) - live]
+        # One channel per pod IP: without this the pool grows with every pod
+        # that ever ran (pod IPs are rarely reused).
+        await self.prober.forget(s.target for s in gone if s.target)
+        due = []
+        for pod in pods:
+            state = self.states.setdefault(pod.name, ProbeState())
+            if state.config_hash != pod.config_hash:
+                state.config_hash, state.next_at, state.backoff = pod.config_hash, 0.0, 0.0
+                state.failures = 0
+            if pod.probeable and not pod.terminating and state.next_at <= now:
+                due.append(pod)
+        if due:
+            results = await self.prober.probe_all(due)
+            for pod in due:
+                self.states[pod.name].target = pod.target
+                self.record(pod, results[pod.name])
+        return {name: s.last for name, s in self.states.items() if s.last is not None}
+
+    def record(self, pod: PodView, result: ProbeResult) -> None:
+        """Keep the answer, count failures, and set when to ask again."""
+        state = self.states.setdefault(pod.name, ProbeState())
+        state.last = result
+        state.failures = state.failures + 1 if decide.uncertain(result) else 0
+        # The cadence follows the answer itself, not the gate it leads to: a
+        # gate held open through a timeout is asked again soon, so a third
+        # failure (or a recovery) is seen in seconds, not at the next interval.
+        decision = decide.gate_for(pod, result)
+        if decision.open:
+            state.backoff = 0.0
+            state.next_at = time.monotonic() + self.settings.probe_interval_seconds
+            return
+        longest = self.settings.probe_backoff_max_seconds
+        if decision.reason in QUICK_RETRY_REASONS:
+            longest = min(longest, QUICK_RETRY_MAX_SECONDS)
+        initial = self.settings.probe_backoff_initial_seconds
+        state.backoff = min(longest, max(initial, state.backoff * 2))
+        state.next_at = time.monotonic() + state.backoff
+
+    def failures(self) -> dict[str, int]:
+        """Consecutive uncertain failures per pod, for the gate's hysteresis."""
+        return {name: s.failures for name, s in self.states.items()}
+
+    def seconds_until_due(self) -> list[float]:
+        """Seconds until each scheduled probe is due (negative: overdue)."""
+        now = time.monotonic()
+        return [s.next_at - now for s in self.states.values() if s.next_at]
+
+    def targets(self) -> list[str]:
+        """Every server address probed (to close their channels)."""
+        return [s.target for s in self.states.values() if s.target]

@@ -1,0 +1,152 @@
+"""The values the pure modules decide on: pods, Deployments, model servers' answers.
+
+This module does no I/O and imports nothing that does (no grpc, kopf or
+kubernetes): observe.py builds these values from watch events and gRPC
+answers, decide.py reads them. import-linter (pyproject.toml) keeps it so.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+# The canonical gRPC status codes (grpc/status.h, google.rpc.Code): TF Serving's
+# StatusProto.error_code is a tensorflow.error.Code, which uses the same numbers.
+CODE_NAMES: dict[int, str] = {
+    0: "OK",
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
+
+
+class ModelState(enum.IntEnum):
+    """A model version's state, as TF Serving's ModelVersionStatus.State."""
+
+    UNKNOWN = 0
+    START = 10
+    LOADING = 20
+    AVAILABLE = 30
+    UNLOADING = 40
+    END = 50  # unloaded, or failed to load: see VersionStatus.error_code
+
+    @classmethod
+    def from_wire(cls, value: int) -> ModelState:
+        """Map a state number to a member; numbers added by newer servers map to UNKNOWN.
+
+        UNKNOWN is the safe reading for a state we cannot interpret: it is not
+        AVAILABLE, so nothing gets routed to that version on its account.
+        """
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStatus:
+    """One model version's status as reported by the server."""
+
+    version: int
+    state: ModelState
+    # A tensorflow.error.Code (the gRPC canonical codes); 0 is OK.
+    error_code: int
+    error_message: str
+
+    @property
+    def available(self) -> bool:
+        """True when the server can answer requests with this version."""
+        return self.state is ModelState.AVAILABLE
+
+    @property
+    def failed(self) -> bool:
+        """True when the version ended with an error (typically a failed load)."""
+        return self.state is ModelState.END and self.error_code != 0
+
+    @property
+    def error_code_name(self) -> str:
+        """The error code's canonical name, e.g. ``"NOT_FOUND"``; ``"OK"`` for none."""
+        return CODE_NAMES.get(self.error_code, f"CODE_{self.error_code}")
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What the gate and the status need to know about one model server pod."""
+
+    name: str
+    namespace: str
+    ip: str
+    phase: str
+    ready: bool
+    gate: bool | None  # None: the operator never set it
+    gate_reason: str
+    terminating: bool
+    config_hash: str
+    versions: str  # the pod template's version annotation, e.g. "2,3" or "latest"
+    model_name: str
+    grpc_port: int
+    running: bool
+    restart_count: int
+    termination_message: str
+    unschedulable: str  # the scheduler's message when it cannot place the pod
+
+    @property
+    def target(self) -> str:
+        """host:port of its gRPC server."""
+        return f"{self.ip}:{self.grpc_port}"
+
+    @property
+    def probeable(self) -> bool:
+        """Running with an IP: its server can be asked."""
+        return bool(self.ip) and self.running and self.phase == "Running"
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """The Deployment's rollout progress."""
+
+    generation: int
+    observed_generation: int
+    replicas: int  # desired (spec)
+    updated_replicas: int  # pods of the newest ReplicaSet
+    config_hash: str
+    current_replicas: int = 0  # pods of every ReplicaSet it owns, old ones included
+
+    @property
+    def settled(self) -> bool:
+        """The Deployment controller has seen the latest spec."""
+        return self.observed_generation >= self.generation
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One GetModelStatus answer, or why there is none."""
+
+    pod: str
+    statuses: tuple[VersionStatus, ...] = ()
+    error_reason: str = ""
+    error_message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_reason
+
+    def state_of(self, version: int) -> VersionStatus | None:
+        return next((s for s in self.statuses if s.version == version), None)
+
+    @property
+    def available_versions(self) -> tuple[int, ...]:
+        return tuple(sorted(s.version for s in self.statuses if s.state == ModelState.AVAILABLE))
