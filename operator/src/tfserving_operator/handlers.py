@@ -103,3 +103,13 @@ def probe_calls(memo: kopf.Memo, **_: Any) -> int:
     """gRPC GetModelStatus calls made since start (probe load)."""
     prober: Prober | None = getattr(memo, "prober", None)
     return prober.calls if prober else 0
+
+
+@kopf.on.probe(id="probe_latency_ms")
+def probe_latency(memo: kopf.Memo, **_: Any) -> dict[str, float]:
+    """GetModelStatus round trips (recent window) and timeouts since start: what a
+    loaded model server's shared gRPC pool does to the gate's probes."""
+    prober: Prober | None = getattr(memo, "prober", None)
+    if prober is None:
+        return {"count": 0}
+    return {**prober.latency_summary(), "timeouts": prober.timeouts}

@@ -10,13 +10,15 @@ and never stalls another ServedModel.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tfserving_operator import api
 from tfserving_operator.views import DeploymentView, PodView, ProbeResult
-from tfserving_operator.wire.client import ChannelPool, ProbeError, ServerUnreachable
+from tfserving_operator.wire.client import ChannelPool, ProbeError, ProbeTimeout, ServerUnreachable
 
 __all__ = [
     "Cache",
@@ -31,6 +33,10 @@ __all__ = [
 ]
 
 Key = tuple[str, str]  # (namespace, ServedModel name)
+
+# Round trips kept for the latency summary: a bounded window, so memory stays
+# flat however long the operator runs.
+LATENCY_WINDOW = 4096
 
 
 def _condition(status: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
@@ -169,16 +175,35 @@ class Prober:
         self._pool = ChannelPool()
         self._slots = asyncio.Semaphore(max_concurrent)
         self.calls = 0  # for benchmarks: probe load
+        self.timeouts = 0
+        # Seconds per GetModelStatus round trip (slot wait excluded: it measures
+        # the model server, whose one gRPC pool Predict load can fill).
+        self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+
+    def latency_summary(self) -> dict[str, float]:
+        """p50/p99/max of the recent round trips in milliseconds, and their count."""
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return {"count": 0}
+
+        def rank(q: float) -> float:
+            return round(ordered[min(len(ordered), max(1, round(q * len(ordered)))) - 1] * 1e3, 1)
+
+        return {"count": len(ordered), "p50": rank(0.5), "p99": rank(0.99), "max": rank(1.0)}
 
     async def probe(self, pod: PodView) -> ProbeResult:
         """GetModelStatus for the pod's model (every version it manages)."""
         async with self._slots:
             self.calls += 1
+            started = time.monotonic()
             try:
                 statuses = await self._pool.get_model_status(
                     pod.target, pod.model_name, timeout=self.timeout
                 )
             except ProbeError as err:
+                self.latencies.append(time.monotonic() - started)
+                if isinstance(err, ProbeTimeout):
+                    self.timeouts += 1
                 if isinstance(err, ServerUnreachable):
                     # gRPC holds a failed channel back from reconnecting for
                     # up to its max reconnect backoff (5 s): a fresh channel
@@ -189,6 +214,7 @@ class Prober:
                     error_reason=err.reason,
                     error_message=err.message,
                 )
+            self.latencies.append(time.monotonic() - started)
         return ProbeResult(pod.name, tuple(statuses))
 
     async def probe_all(self, pods: Iterable[PodView]) -> dict[str, ProbeResult]:
