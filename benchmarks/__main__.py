@@ -22,12 +22,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import idle, machine, probe_load, report, startup, throughput, workload
+from benchmarks import (
+    gate_under_load,
+    idle,
+    machine,
+    probe_load,
+    report,
+    startup,
+    throughput,
+    workload,
+)
 from benchmarks.harness import DEFAULT_INSTANCE, Bench, median, say
 from benchmarks.runner import start_operator
 
 RESULTS_DIR = Path(__file__).with_name("results")
-SECTIONS = ("throughput", "idle", "startup", "probe_load", "gate_latency")
+SECTIONS = ("throughput", "idle", "startup", "probe_load", "gate_latency", "gate_under_load")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--probe-servedmodels", type=int, help="one-replica ServedModels")
     parser.add_argument("--probe-window", type=float, help="probe-load window in seconds")
     parser.add_argument("--gate-samples", type=int, help="pods measured for gate latency")
+    parser.add_argument("--load-window", type=float, help="seconds of Predict load per scenario")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -54,6 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.probe_servedmodels = args.probe_servedmodels or (2 if quick else 50)
     args.probe_window = args.probe_window or (10.0 if quick else 180.0)
     args.gate_samples = args.gate_samples or (2 if quick else 20)
+    args.load_window = args.load_window or (10.0 if quick else 60.0)
     args.only = set(args.only.split(",")) if args.only else set(SECTIONS)
     args.out = args.out or RESULTS_DIR
     return args
@@ -111,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             "probe_servedmodels": args.probe_servedmodels,
             "probe_window": args.probe_window,
             "gate_samples": args.gate_samples,
+            "load_window": args.load_window,
         },
     }
     say(f"starting cluster instance {args.instance}")
@@ -160,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         if "gate_latency" in args.only:
             results["gate_latency"] = _section(
                 results, "gate_latency", lambda: gate_latency(bench, args.gate_samples)
+            )
+        if "gate_under_load" in args.only:
+            results["gate_under_load"] = _section(
+                results,
+                "gate_under_load",
+                lambda: gate_under_load.run(bench, args.load_window, args.quick),
             )
     finally:
         results["loadavg_at_end"] = list(os.getloadavg())

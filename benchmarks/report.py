@@ -221,4 +221,42 @@ def markdown(results: dict[str, Any]) -> str:
             ]
         else:
             lines += [f"Not every ServedModel became Ready: {probe}", ""]
+    loaded = results.get("gate_under_load")
+    if loaded:
+        lines += ["## 7. Gate under Predict load", ""]
+        if "error" in loaded:
+            lines += [f"Not measured: {loaded['error']}", ""]
+        else:
+            lines += [
+                f"{loaded['replicas']} replicas with `--grpc_max_threads="
+                f"{loaded['grpc_max_threads']}`, {loaded['predict_workers']} closed-loop "
+                "Predict workers, the operator probing every second.",
+                "",
+                *_table(
+                    [
+                        "scenario",
+                        "probe timeout (s)",
+                        "threshold",
+                        "gate flaps",
+                        "probe p50 / p99 / max (ms)",
+                        "timeouts / probes",
+                        "Predicts (failed)",
+                    ],
+                    [
+                        [
+                            key,
+                            run["probe_timeout_seconds"],
+                            run["failure_threshold"],
+                            run["gate_flaps"],
+                            f"{run['probe_p50_ms']} / {run['probe_p99_ms']} / "
+                            f"{run['probe_max_ms']}",
+                            f"{run['probe_timeouts']} / {run['probes']}",
+                            f"{run['predicts']} ({run['predict_failures']})",
+                        ]
+                        for key, run in loaded.items()
+                        if isinstance(run, dict) and "gate_flaps" in run
+                    ],
+                ),
+                "",
+            ]
     return "\n".join(lines) + "\n"
