@@ -133,6 +133,11 @@ class Launched:
     run: Future[ExitStatus]
     models_dir: Path
     config_file: Path
+    loop: LoopThread
+
+    def kill(self) -> None:
+        """SIGKILL the run and wait until it ended."""
+        self.loop.run(self.server.kill())
 
     def exit_status(self, timeout: float = 30.0) -> ExitStatus:
         """Wait for the run to end by itself."""
@@ -180,7 +185,7 @@ def launch(
             None,
         )
         run = loop_thread.submit(server.run())
-        item = Launched(server, run, models, config_file)
+        item = Launched(server, run, models, config_file, loop_thread)
         launched.append(item)
         return item
 
