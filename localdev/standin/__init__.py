@@ -57,3 +57,4 @@ Known differences from the real server:
 * Batching, monitoring (Prometheus), SSL, the gRPC socket path, the gRPC
   health service and ``MultiInference`` are not emulated; those flags are
   parsed and ignored.
+"""
