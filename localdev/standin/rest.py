@@ -328,6 +328,7 @@ class RestApi:
         # The real HTTP server (net_http, model_servers/http_server.cc) runs its
         # handlers on --rest_api_num_threads threads: requests beyond that wait.
         self._threads = asyncio.Semaphore(max(num_threads, 1))
+        self.busy = 0  # requests holding a thread now
 
     def app(self) -> web.Application:
         """An aiohttp application answering every path."""
@@ -343,7 +344,11 @@ class RestApi:
         body = await request.read()
         try:
             async with self._threads:
-                result = await self._dispatch(request.method, path, body)
+                self.busy += 1
+                try:
+                    result = await self._dispatch(request.method, path, body)
+                finally:
+                    self.busy -= 1
         except ServingError as e:
             return _json_response({"error": e.message}, e.http_status)
         return _json_response(result)

@@ -219,6 +219,7 @@ class PodServer:
             initial_load_threads=4 * runtime.cpus,
         )
         self.rpc_pool: RpcPool | None = None
+        self.rest_api: RestApi | None = None
         self._grpc: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
 
@@ -470,8 +471,9 @@ class PodServer:
 
     async def _open_rest(self) -> None:
         """The REST listener; like the real server, failing to open it is logged, not fatal."""
+        self.rest_api = RestApi(self.manager, self.runtime.infer_executor, self.rest_threads)
         runner = web.AppRunner(
-            RestApi(self.manager, self.runtime.infer_executor, self.rest_threads).app(),
+            self.rest_api.app(),
             access_log=None,
             shutdown_timeout=0.5,
         )

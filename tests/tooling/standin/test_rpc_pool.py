@@ -4,6 +4,10 @@ make a GetModelStatus wait past its deadline."""
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -64,3 +68,33 @@ def test_default_pool_is_four_per_cpu(
     assert served.server.rpc_pool is not None
     assert served.server.rpc_pool.size == 4 * served.server.runtime.cpus
     assert served.server.rest_threads == 4 * served.server.runtime.cpus
+
+
+def test_rest_requests_wait_for_a_rest_thread(
+    serve: StartFn, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """--rest_api_num_threads bounds the REST handlers (http_server.cc); the
+    gRPC pool is separate."""
+    slow = save_slow_model(tmp_path_factory.mktemp("templates") / "slow")
+    add_version(tmp_path / "models" / "demo", 1, slow)
+    served = serve(models_config(DEMO), extra_args=("--rest_api_num_threads=1",))
+    rest = served.server.rest_api
+    assert rest is not None
+
+    def post() -> object:
+        body = json.dumps({"inputs": 2.0}).encode()
+        request = urllib.request.Request(
+            served.rest_url + "/v1/models/demo:predict", data=body, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return json.loads(response.read())
+
+    with ThreadPoolExecutor(1) as pool:
+        predicted = pool.submit(post)
+        wait_until(lambda: rest.busy == 1, what="the REST Predict to hold the thread")
+        with pytest.raises((TimeoutError, urllib.error.URLError)):
+            urllib.request.urlopen(served.rest_url + "/v1/models/demo", timeout=0.5)
+        assert served.models.GetModelStatus(status_request(), timeout=1.0).model_version_status
+        assert predicted.result() == {"outputs": 2.0}
+    code, _ = served.rest("GET", "/v1/models/demo")
+    assert code == 200
