@@ -85,19 +85,19 @@ _LOCAL_SERVER_FLAGS: dict[str, str] = {
 }
 
 
-def _server_flags() -> dict[str, str]:
+def _server_flags() -> tuple[dict[str, str], str]:
+    """The flag table and the module it came from."""
     try:
         release = importlib.import_module("tfserving_operator.release")
     except ImportError:
-        return dict(_LOCAL_SERVER_FLAGS)
+        return dict(_LOCAL_SERVER_FLAGS), __name__
     table = getattr(release, "SERVER_FLAGS", None)
-    return dict(table) if isinstance(table, Mapping) else dict(_LOCAL_SERVER_FLAGS)
+    if not isinstance(table, Mapping):
+        return dict(_LOCAL_SERVER_FLAGS), __name__
+    return dict(table), release.__name__
 
 
-SERVER_FLAGS: dict[str, str] = _server_flags()
-FLAG_SOURCE = (
-    "tfserving_operator.release" if SERVER_FLAGS != _LOCAL_SERVER_FLAGS else "localdev.standin"
-)
+SERVER_FLAGS, FLAG_SOURCE = _server_flags()
 
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 # absl::SimpleAtoi: optional surrounding ASCII whitespace and sign, decimal digits.
