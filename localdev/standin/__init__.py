@@ -16,27 +16,45 @@ or ``"4=30,5=2.5"`` per version) keeps versions in LOADING for that long, and
 or ``vanish``) breaks the pod's server on purpose, for the reliability tests
 (see ``faults.py``).
 
+Each pod gets one *run* of the server (``PodServer.run()``, server.py), which
+behaves like ``tensorflow_model_server`` of the pinned release (2.20.0): the
+real flag grammar (flags.py), ports that open only after the initial load,
+exit code 255 with main.cc's ``Failed to start server. Error: ...`` when the
+first finished version of a model is END (or the config file is unreadable or
+invalid, or the initial config labels a version that is not AVAILABLE), a
+wait with closed ports while a base path is missing or empty, parallel
+initial loads, warm-up replay while LOADING, and one bounded pool of
+``--grpc_max_threads`` for every RPC. The run keeps its printed lines, and
+its ``ExitStatus`` carries the kubelet's termination-message tail of them.
+docs/local-cluster.md has the fidelity table (behaviour, real source file,
+stand-in file, test).
+
 Known differences from the real server:
 
-* The real server exits at start when a configured model's initial version
-  fails to load, or when the initial config assigns a version label to a
-  version that is not AVAILABLE yet (without
-  ``--allow_version_labels_for_unavailable_models``); its pod then
-  crash-loops. It also opens its ports only once the initial load is done, and
-  waits forever when a base path does not exist. The stand-in stays up, listens
-  at once, reports the failed version as END with the error (or logs what the
-  real server would have exited with), and keeps polling.
+* Nobody restarts an exited run yet: the supervisor (pods.py) logs the exit
+  and the pod stays Running with closed ports (no restartCount, no
+  CrashLoopBackOff) until a kubelet emulation calls ``run()`` again.
+* ``num_initial_load_threads`` and the thread-count defaults use the CPUs
+  of the machine running the stand-in (``Runtime.cpus``), not a node's.
+  TensorFlow work itself runs on small shared thread pools; only the
+  concurrency *semantics* (how many loads or RPCs run at once, what waits)
+  follow the flags.
 * ConfigMap files are read from the API, so a changed ConfigMap is seen at the
   next config poll instead of after the kubelet's sync delay (up to a minute or
-  so). Files mounted with ``subPath`` are frozen at first read, like a real
-  kubelet never updates them.
+  so); a ConfigMap that does not exist makes the run exit with NOT_FOUND,
+  where a real kubelet would not start the container. Files mounted with
+  ``subPath`` are frozen at first read, like a real kubelet never updates them.
 * ``emptyDir``, ``nfs`` and other volume kinds, and ``s3://``/``gs://`` base
   paths, are not reachable: they behave like a base path that does not exist.
-* Loads of different models in one pod run concurrently (the real server's
-  default is one load at a time per server); versions of one model load one at
-  a time, highest first, with the real availability-preserving order.
 * ``--file_system_poll_wait_seconds=0`` scans once per config applied (the real
   server scans once per process).
-* Batching, warmup requests, monitoring (Prometheus), SSL and
-  ``MultiInference`` are not emulated; those flags are accepted and ignored.
+* The usage text lists names, defaults and types but not the help sentences.
+  Log lines have the real wording where the source was read (main.cc,
+  server.cc, loader_harness.cc, retrier.cc, saved_model_warmup_util.cc), not
+  always the real file:line.
+* Warm-up records of MultiInference are accepted without running;
+  ``num_model_warmup_threads`` is not emulated (one thread).
+* Batching, monitoring (Prometheus), SSL, the gRPC socket path, the gRPC
+  health service and ``MultiInference`` are not emulated; those flags are
+  parsed and ignored.
 """

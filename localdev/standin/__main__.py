@@ -39,6 +39,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--infer-threads", type=int, default=4, help="threads running requests (default 4)"
     )
     parser.add_argument(
+        "--cpus",
+        type=int,
+        default=None,
+        help="NumSchedulableCPUs() every pod's server sees: 4 x this is the default of "
+        "--grpc_max_threads, --rest_api_num_threads and the initial load threads "
+        "(default: the CPUs this process may use)",
+    )
+    parser.add_argument(
         "--tf-threads",
         type=int,
         default=2,
@@ -70,7 +78,7 @@ async def run(args: argparse.Namespace) -> None:
                 return
     configure_tensorflow(args.tf_threads)
     api = client.CoreV1Api(config.new_client_from_config(config_file=args.kubeconfig))
-    runtime = Runtime.create(args.load_threads, args.infer_threads)
+    runtime = Runtime.create(args.load_threads, args.infer_threads, args.cpus)
     lookup = KubeLookup(api)
     supervisor = PodSupervisor(runtime, lookup)
 

@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
 from .errors import ServingError, failed_precondition, invalid_argument
+from .flags import SERVER_FLAGS, parse_command_line
 
 log = logging.getLogger(__name__)
 
@@ -24,137 +25,91 @@ CONTAINER_NAME = "tensorflow-serving"
 LOAD_DELAY_ANNOTATION = "standin.tests.tfoperator.dev/load-delay-seconds"
 
 
-# Flags of tensorflow_model_server the stand-in knows about. The real server
-# refuses to start on a flag it does not know, so an unknown one is worth a
-# warning (it is most likely a typo in what the operator renders).
-KNOWN_FLAGS = frozenset(
-    {
-        "port",
-        "grpc_socket_path",
-        "rest_api_port",
-        "rest_api_num_threads",
-        "rest_api_timeout_in_ms",
-        "rest_api_enable_cors_support",
-        "enable_batching",
-        "enable_per_model_batching_parameters",
-        "allow_version_labels",
-        "allow_version_labels_for_unavailable_models",
-        "batching_parameters_file",
-        "model_config_file",
-        "model_config_file_poll_wait_seconds",
-        "model_name",
-        "model_base_path",
-        "num_load_threads",
-        "num_unload_threads",
-        "max_num_load_retries",
-        "load_retry_interval_micros",
-        "file_system_poll_wait_seconds",
-        "flush_filesystem_caches",
-        "tensorflow_session_parallelism",
-        "tensorflow_intra_op_parallelism",
-        "tensorflow_inter_op_parallelism",
-        "use_alts_credentials",
-        "ssl_config_file",
-        "platform_config_file",
-        "per_process_gpu_memory_fraction",
-        "saved_model_tags",
-        "grpc_channel_arguments",
-        "grpc_max_threads",
-        "enable_model_warmup",
-        "num_request_iterations_for_warmup",
-        "version",
-        "monitoring_config_file",
-        "remove_unused_fields_from_bundle_metagraph",
-        "prefer_tflite_model",
-        "num_tflite_pools",
-        "num_tflite_interpreters_per_pool",
-        "enable_signature_method_name_check",
-        "xla_cpu_compilation_enabled",
-        "enable_profiler",
-        "thread_pool_factory_config_file",
-        "mixed_precision",
-        "skip_initialize_tpu",
-        "enable_grpc_healthcheck_service",
-    }
-)
-
-
 @dataclass(frozen=True)
 class ServerFlags:
     """The flags of tensorflow_model_server that change what the stand-in does.
 
-    Defaults are the real server's defaults.
+    Defaults are the real server's (``Server::Options`` in
+    ``model_servers/server.h`` at 2.20.0). ``None`` for a thread count means
+    the real default, ``4 x NumSchedulableCPUs()``, which the pod server
+    resolves. ``unknown_args`` are the arguments ``Flags::Parse`` left over,
+    ``flag_errors`` the values it could not interpret.
     """
 
     port: int = 8500
+    grpc_socket_path: str = ""
     rest_api_port: int = 0
+    rest_api_num_threads: int | None = None
     model_config_file: str = ""
     model_config_file_poll_wait_seconds: int = 0
     model_name: str = "default"
     model_base_path: str = ""
+    num_load_threads: int = 0
     file_system_poll_wait_seconds: int = 1
     max_num_load_retries: int = 5
     load_retry_interval_micros: int = 60_000_000
     allow_version_labels_for_unavailable_models: bool = False
-    unknown_flags: tuple[str, ...] = field(default=())
+    use_alts_credentials: bool = False
+    ssl_config_file: str = ""
+    grpc_max_threads: int | None = None
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 0
+    version: bool = False
+    unknown_args: tuple[str, ...] = field(default=())
+    flag_errors: tuple[str, ...] = field(default=())
+    help_requested: bool = False
 
     @property
     def load_retry_interval_seconds(self) -> float:
         """The pause between load retries; a negative flag value means none."""
         return max(self.load_retry_interval_micros, 0) / 1_000_000
 
+    @property
+    def unknown_flags(self) -> tuple[str, ...]:
+        """Names of the unknown ``--name[=value]`` arguments (for logs and older callers)."""
+        return tuple(
+            a.lstrip("-").partition("=")[0] for a in self.unknown_args if a.startswith("-")
+        )
 
-_INT_FLAGS = {
-    "port",
-    "rest_api_port",
-    "model_config_file_poll_wait_seconds",
-    "file_system_poll_wait_seconds",
-    "max_num_load_retries",
-    "load_retry_interval_micros",
-}
-_STR_FLAGS = {"model_config_file", "model_name", "model_base_path"}
-_BOOL_FLAGS = {"allow_version_labels_for_unavailable_models"}
+    def defaults_for_usage(self, cpus: int) -> dict[str, Any]:
+        """Default values as the usage text shows them (thread counts resolved)."""
+        shown: dict[str, Any] = {
+            name: getattr(ServerFlags, name)
+            for name in SERVER_FLAGS
+            if isinstance(getattr(ServerFlags, name, None), (bool, int, str))
+        }
+        shown.update(
+            grpc_max_threads=4 * cpus,
+            rest_api_num_threads=4 * cpus,
+            model_name="",
+            enable_profiler=True,
+            flush_filesystem_caches=True,
+            remove_unused_fields_from_bundle_metagraph=True,
+            num_tflite_pools=cpus,
+            num_tflite_interpreters_per_pool=1,
+            rest_api_timeout_in_ms=30000,
+        )
+        return shown
 
 
-def _parse_bool(value: str) -> bool:
-    if value.lower() in ("", "1", "true", "yes"):
-        return True
-    if value.lower() in ("0", "false", "no"):
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
+_FIELDS = set(ServerFlags.__dataclass_fields__)
 
 
 def parse_server_args(argv: Sequence[str]) -> ServerFlags:
     """Parse tensorflow_model_server's command line (without the binary itself).
 
-    Accepts ``--flag=value``, ``--flag value`` and bare ``--flag`` for booleans,
-    as TensorFlow's flag parser does. Raises ``ValueError`` on a value that the
-    real server would reject (e.g. ``--port=abc``).
+    Follows the real grammar (see ``flags.py``): problems are not raised but
+    kept in ``flag_errors``/``unknown_args``/``help_requested``, because the
+    process reports them (``PodServer.run`` exits 255 or goes on, like main.cc).
     """
-    values: dict[str, Any] = {}
-    unknown: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
-        if not arg.startswith("-"):
-            continue  # positional arguments mean nothing to the real server
-        name, eq, value = arg.lstrip("-").partition("=")
-        if not eq and name not in _BOOL_FLAGS and i < len(argv) and not argv[i].startswith("--"):
-            value = argv[i]
-            i += 1
-        if name not in KNOWN_FLAGS:
-            unknown.append(name)
-        if name in _INT_FLAGS:
-            try:
-                values[name] = int(value)
-            except ValueError:
-                raise ValueError(f"flag --{name} needs an integer, got {value!r}") from None
-        elif name in _STR_FLAGS:
-            values[name] = value
-        elif name in _BOOL_FLAGS:
-            values[name] = _parse_bool(value)
-    return ServerFlags(**values, unknown_flags=tuple(unknown))
+    parsed = parse_command_line(argv)
+    values = {k: v for k, v in parsed.values.items() if k in _FIELDS}
+    return ServerFlags(
+        **values,
+        unknown_args=parsed.unknown,
+        flag_errors=parsed.errors,
+        help_requested=parsed.help_requested,
+    )
 
 
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")

@@ -266,3 +266,45 @@ def add_services(server: grpc.aio.Server, manager: VersionManager, executor: Exe
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(manager, executor), server
     )
+
+
+class RpcPool(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """The real gRPC server's bounded thread pool, shared by every RPC.
+
+    tensorflow_model_server runs a synchronous gRPC server whose threads are
+    capped by ``ResourceQuota::SetMaxThreads(--grpc_max_threads)``
+    (model_servers/server.cc at 2.20.0; default 4 x NumSchedulableCPUs in
+    server.h). Every RPC, GetModelStatus included, needs one of those threads:
+    when Predicts hold them all, a status call waits in the queue and may miss
+    its deadline. Listed first among the interceptors, so that whatever the
+    handler does (faults included) holds a slot.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(size, 1)
+        self.busy = 0
+        self._slots = asyncio.Semaphore(self.size)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+
+        async def pooled(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async with self._slots:
+                self.busy += 1
+                try:
+                    return await inner(request, context)
+                finally:
+                    self.busy -= 1
+
+        return grpc.unary_unary_rpc_method_handler(
+            pooled,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -3,7 +3,9 @@
 Pods labelled ``serving.tfoperator.dev/servedmodel`` (any value, any
 namespace) are served while ``status.phase`` is Running and ``status.podIP``
 is set, Terminating included (the real server ignores SIGTERM and serves
-through the grace period), and stopped when the pod object is gone.
+through the grace period), and stopped when the pod object is gone. Each pod
+gets one run of the server (``PodServer.run``); a run that exits is logged
+and not restarted (restarts are the kubelet's job, emulated elsewhere).
 
 Watches run in threads (the kubernetes client is synchronous) and hand events
 to the event loop. They list, then watch from the list's resourceVersion;
@@ -16,7 +18,6 @@ of one API call per pod per config poll.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import threading
@@ -28,7 +29,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from .paths import ClusterLookup, PathError
-from .server import BadPod, BindError, PodServer, Runtime, serving_spec_from_pod
+from .server import BadPod, PodServer, Runtime, serving_spec_from_pod
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +233,12 @@ class PodSupervisor:
 
     @property
     def servers(self) -> dict[str, PodServer]:
-        """Running pod servers by pod uid."""
-        return {uid: s.server for uid, s in self._served.items() if s.server is not None}
+        """Pod servers that serve (initial load done, run not ended) by pod uid."""
+        return {
+            uid: s.server
+            for uid, s in self._served.items()
+            if s.server is not None and s.server.serving
+        }
 
     def resync(self, pods: list[dict[str, Any]]) -> None:
         """A fresh full list: serve what it holds, stop what it lacks."""
@@ -286,35 +291,30 @@ class PodSupervisor:
         except Exception:
             log.exception("pod %s: not served: unexpected error reading it", key)
             return
-        logged_bind_error = ""
-        server: PodServer | None = None
-        while not served.stop.is_set():
-            server = PodServer(spec, self._runtime)
-            try:
-                await server.start()
-                break
-            except BindError as e:
-                # The address may still be held by a pod we have not stopped
-                # yet (events can arrive in any order): retry.
-                if str(e) != logged_bind_error:
-                    log.warning("pod %s: %s; retrying", key, e)
-                    logged_bind_error = str(e)
-                server = None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(served.stop.wait(), 1.0)
-            except Exception:
-                log.exception("pod %s: not served: unexpected error starting it", key)
-                return
-        if server is None:
-            return
+        server = PodServer(spec, self._runtime)
         served.server = server
-        # The pod may have changed while binding: take its latest annotations.
+        # The pod may have changed since the event: take its latest annotations.
         server.update_annotations((served.pod.get("metadata") or {}).get("annotations") or {})
+        run = asyncio.create_task(server.run(), name=f"pod {key} run")
+        stop = asyncio.create_task(served.stop.wait(), name=f"pod {key} stop")
         try:
-            await served.stop.wait()
+            await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if run.done() and not run.cancelled() and run.exception() is None:
+                # Until the kubelet emulation restarts it, the pod just stays down.
+                status = run.result()
+                log.warning(
+                    "pod %s: model server exited with code %d (%s); last lines:\n%s",
+                    key,
+                    status.code,
+                    status.reason,
+                    "\n".join(status.log_tail[-10:]),
+                )
+                await served.stop.wait()
         finally:
+            stop.cancel()
             try:
-                await server.stop()
+                await server.kill()
+                await run
             except Exception:
                 log.exception("pod %s: error while stopping", key)
 

@@ -322,9 +322,13 @@ def _serialized_examples(doc: dict[str, Any]) -> list[bytes]:
 class RestApi:
     """Request handling of one pod's REST port."""
 
-    def __init__(self, manager: VersionManager, executor: Executor) -> None:
+    def __init__(self, manager: VersionManager, executor: Executor, num_threads: int = 4) -> None:
         self.manager = manager
         self.executor = executor
+        # The real HTTP server (net_http, model_servers/http_server.cc) runs its
+        # handlers on --rest_api_num_threads threads: requests beyond that wait.
+        self._threads = asyncio.Semaphore(max(num_threads, 1))
+        self.busy = 0  # requests holding a thread now
 
     def app(self) -> web.Application:
         """An aiohttp application answering every path."""
@@ -339,7 +343,12 @@ class RestApi:
             return web.Response(status=404)
         body = await request.read()
         try:
-            result = await self._dispatch(request.method, path, body)
+            async with self._threads:
+                self.busy += 1
+                try:
+                    result = await self._dispatch(request.method, path, body)
+                finally:
+                    self.busy -= 1
         except ServingError as e:
             return _json_response({"error": e.message}, e.http_status)
         return _json_response(result)

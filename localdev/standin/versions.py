@@ -9,15 +9,33 @@ Mirrors how tensorflow_model_server manages versions:
   ``specific { versions }``. A specific version with no folder is logged and
   looked for again at every poll. If any model's base path is missing the whole
   poll fails and no model changes, as in the real file system source.
+* Start-up is ``ServerCore::Create`` (model_servers/server_core.cc at
+  2.20.0): the initial config's labels are checked before anything loads
+  (so a label without ``--allow_version_labels_for_unavailable_models``
+  fails the start), then ``start`` waits, for each model, until a version
+  reaches AVAILABLE or END (the highest such version counts, as in
+  core/servable_state_monitor.cc); an END fails the start with
+  ``N servable(s) did not become available: ...``
+  (core/load_servables_fast.cc). A missing base path never produces a
+  version: ``start`` waits forever, like the real server.
+* Loads run on a pool of load slots (core/aspired_versions_manager.cc with
+  its load executor): ``num_initial_load_threads`` (4 x NumSchedulableCPUs,
+  a ServerCore option, not a flag) during the initial load, then
+  ``--num_load_threads`` (0, meaning loads one at a time in the manager
+  thread). So at start several versions, of one model or of several, are
+  LOADING at once; later loads queue.
 * The availability-preserving policy decides one action at a time per model:
   unload the lowest unaspired AVAILABLE version when no version is aspired, an
-  aspired one is AVAILABLE, or more than one unaspired one is; otherwise load
-  the highest new aspired version. So a new version loads before the old one
-  unloads, and a version that failed to load leaves the old one serving.
+  aspired one is AVAILABLE, or more than one unaspired one is; otherwise ask
+  for the highest new aspired version to be loaded (the load waits for a
+  slot). So a new version loads before the old one unloads, and a version
+  that failed to load leaves the old one serving.
 * States go START -> LOADING -> AVAILABLE -> UNLOADING -> END; a failed load
   is retried ``--max_num_load_retries`` times, ``--load_retry_interval_micros``
-  apart (staying LOADING), then ends in END with the error. A failed version
-  that stays aspired is not loaded again. END states are kept: status
+  apart (staying LOADING, holding its load slot), then ends in END with the
+  error. Warm-up (``warm_up``, see warmup.py) is part of the load: it runs
+  while the version is LOADING, and its failure is a failed load. A failed
+  version that stays aspired is not loaded again. END states are kept: status
   answers list every version ever seen, like the real state monitor.
 * A config (from the file, polled every
   ``--model_config_file_poll_wait_seconds``, or from
@@ -35,6 +53,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -47,11 +66,11 @@ from .config import (
     ServerFlags,
     describe_error,
     parse_model_server_config,
-    single_model_config,
     validate_config,
 )
 from .errors import ServingError, failed_precondition, invalid_argument, not_found
 from .models import LoadedModel, ModelCache, ModelLease
+from .output import ProcessOutput
 from .paths import PathError, PathResolver
 
 log = logging.getLogger(__name__)
@@ -84,7 +103,12 @@ class _Harness:
     state: State = State.START
     error: ServingError | None = None
     lease: ModelLease | None = None
+    scheduled: bool = False  # a load was asked for; it may still wait for a slot
     cancel_retries: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def servable_id(self, model: str) -> str:
+        """``ServableId::DebugString()``."""
+        return f"{{name: {model} version: {self.version}}}"
 
 
 class _Model:
@@ -94,7 +118,58 @@ class _Model:
         self.harnesses: dict[int, _Harness] = {}
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.loads: set[asyncio.Task[None]] = set()
         self.removed = False
+
+
+class LoadSlots:
+    """The load executor's threads: at most ``capacity`` loads at once, first come
+    first served; the capacity changes after the initial load."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(capacity, 1)
+        self.busy = 0
+        self.peak = 0  # the most loads ever running at once, for tests and logs
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def resize(self, capacity: int) -> None:
+        """Take a new thread count (``SetNumLoadThreads``); running loads go on."""
+        self.capacity = max(capacity, 1)
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self._waiters and self.busy < self.capacity:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._take()
+                waiter.set_result(None)
+
+    def _take(self) -> None:
+        self.busy += 1
+        self.peak = max(self.peak, self.busy)
+
+    async def __aenter__(self) -> None:
+        if self.busy < self.capacity and not self._waiters:
+            self._take()
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # the slot came with the cancellation
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        self.busy -= 1
+        self._hand_out()
 
 
 class _PollError(Exception):
@@ -150,8 +225,15 @@ class VersionManager:
         resolver: PathResolver,
         cache: ModelCache,
         load_delays: Callable[[], LoadDelays] = LoadDelays,
+        output: ProcessOutput | None = None,
+        warm_up: Callable[[LoadedModel, str], None] | None = None,
+        initial_load_threads: int = 4,
     ) -> None:
         self.name = name
+        self.output = output or ProcessOutput(name)
+        self._warm_up = warm_up
+        self._initial_load_threads = initial_load_threads
+        self.slots = LoadSlots(max(flags.num_load_threads, 1))
         self.flags = flags
         self._resolver = resolver
         self._cache = cache
@@ -160,7 +242,6 @@ class VersionManager:
         self._monitor: dict[str, dict[int, VersionStatus]] = {}
         self._labels: dict[str, dict[str, int]] = {}
         self._config: ModelServerConfig | None = None
-        self._config_ok = False  # the config in effect was applied whole (labels too)
         self._file_text_applied: str | None = None
         self._config_lock = asyncio.Lock()
         self._poll_now = asyncio.Event()
@@ -171,34 +252,51 @@ class VersionManager:
 
     # ------------------------------------------------------------------ life
 
-    async def start(self) -> None:
-        """Begin: read the initial config and start polling. Returns at once."""
+    async def start(self, config: ModelServerConfig, file_text: str | None = None) -> None:
+        """``ServerCore::Create``: apply the initial config and wait for its first loads.
+
+        Raises ``ServingError`` with the error the real server exits with (bad
+        config, a label on a version that is not AVAILABLE, a first version
+        that ended in END). Never returns while a model has no version yet (a
+        missing base path or one without version folders).
+        """
+        self.slots.resize(self._initial_load_threads)
         self._tasks.append(asyncio.create_task(self._fs_poll_loop(), name=f"{self.name} fs poll"))
-        if self.flags.model_config_file:
+        await self._apply(config, source="initial config", file_text=file_text)
+        names = [m.name for m in config.model_config_list.config]
+        await self._wait_initial_load(names)
+        self.slots.resize(max(self.flags.num_load_threads, 1))
+        if self.flags.model_config_file and self.flags.model_config_file_poll_wait_seconds > 0:
             self._tasks.append(
                 asyncio.create_task(self._config_file_loop(), name=f"{self.name} config poll")
             )
-        elif self.flags.model_base_path:
-            config = single_model_config(self.flags.model_name, self.flags.model_base_path)
-            try:
-                await self._apply(config, source="flags", file_text=None)
-            except ServingError as e:
-                log.error(
-                    "%s: the real server would exit at start: %s; serving no model",
-                    self.name,
-                    describe_error(e),
-                )
-        else:
-            log.error(
-                "%s: both --model_base_path and --model_config_file are empty: the real "
-                "server would exit; serving no model",
-                self.name,
+
+    async def _wait_initial_load(self, names: list[str]) -> None:
+        failed: list[str] = []
+        for name in names:
+
+            def reached(name: str = name) -> bool:
+                states = self._monitor.get(name, {}).values()
+                return any(s.state in (State.AVAILABLE, State.END) for s in states)
+
+            await self.wait_for(reached)
+            versions = self._monitor.get(name, {})
+            version = max(v for v, s in versions.items() if s.state in (State.AVAILABLE, State.END))
+            status = versions[version]
+            if status.state != State.AVAILABLE:
+                error = f" due to error: {describe_error(status.error)}" if status.error else ""
+                failed.append(f"{{{{name: {name} version: {version}}}{error}}}, ")
+        if failed:
+            raise ServingError(
+                grpc.StatusCode.UNKNOWN,
+                f"{len(failed)} servable(s) did not become available: {{{''.join(failed)}}}",
             )
 
     async def stop(self) -> None:
         """Stop polling and loading, and let go of every loaded version."""
         self._stopped = True
         tasks = self._tasks + [m.task for m in self._models.values() if m.task is not None]
+        tasks += [t for m in self._models.values() for t in m.loads]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -281,19 +379,9 @@ class VersionManager:
                     "from one ModelConfigList to another."
                 )
             validate_config(config)
-            labels_ok = True
-            try:
-                labels = self._checked_labels(config)
-            except ServingError as e:
-                if not initial:
-                    raise
-                log.error(
-                    "%s: the real server would exit at start here (%s); serving without "
-                    "version labels until a config poll applies them",
-                    self.name,
-                    describe_error(e),
-                )
-                labels, labels_ok = {}, False
+            # The real server checks labels before it adds models, so on the
+            # initial config no version is AVAILABLE yet (server_core.cc).
+            labels = self._checked_labels(config)
             wanted = {m.name: m for m in config.model_config_list.config}
             added: list[str] = []
             for model in self._models.values():
@@ -316,7 +404,6 @@ class VersionManager:
                 current.config = model_config
             self._labels = labels
             self._config = config
-            self._config_ok = labels_ok
             self._file_text_applied = file_text
             names = ", ".join(sorted(wanted)) or "none"
             log.info("%s: config applied from %s: models %s", self.name, source, names)
@@ -366,24 +453,17 @@ class VersionManager:
         path = self.flags.model_config_file
         interval = self.flags.model_config_file_poll_wait_seconds
         while True:
+            await asyncio.sleep(interval)
             try:
                 text = await asyncio.to_thread(self._resolver.read_text, path)
-                if text != self._file_text_applied or not self._config_ok:
+                if text != self._file_text_applied:
                     config = parse_model_server_config(text, path)
                     await self._apply(config, source=path, file_text=text)
                 self._log_once("config", "")
             except (PathError, ServingError) as e:
                 message = describe_error(e) if isinstance(e, ServingError) else str(e)
-                if self._config is None:
-                    message = f"the real server would exit at start: {message}; retrying"
+                # server.cc's PollFilesystemAndReloadConfig logs and keeps the old config.
                 self._log_once("config", f"reading config file {path} failed: {message}")
-            if self._config is None:
-                # The real pod would crash-loop and restart: try again soon.
-                await asyncio.sleep(1.0)
-            elif interval <= 0:
-                return
-            else:
-                await asyncio.sleep(interval)
 
     # ------------------------------------------------------------ versions
 
@@ -442,7 +522,7 @@ class VersionManager:
             return
         self._logged[topic] = message
         if message:
-            log.warning("%s: %s", self.name, message)
+            self.output.warning("file_system_storage_path_source.cc", message)
         elif previous:
             log.info("%s: resolved: %s", self.name, previous)
 
@@ -497,7 +577,7 @@ class VersionManager:
         aspired_ready = any(h.state == State.AVAILABLE for h in aspired)
         if ready_unaspired and (not aspired or aspired_ready or len(ready_unaspired) > 1):
             return VersionManager._unload, ready_unaspired[0]
-        new = [h for h in aspired if h.state == State.START]
+        new = [h for h in aspired if h.state == State.START and not h.scheduled]
         if new:
             return VersionManager._load, max(new, key=lambda h: h.version)
         return None
@@ -508,46 +588,78 @@ class VersionManager:
             model.wake.clear()
             while (action := self._next_action(model)) is not None:
                 step, harness = action
-                await step(self, model, harness)
-            if model.removed and not model.harnesses:
+                if step is VersionManager._load:
+                    # Loads run on the load slots, so the next new version can be
+                    # asked for while this one loads (parallel initial loads).
+                    harness.scheduled = True
+                    task = asyncio.create_task(
+                        self._load(model, harness), name=f"{self.name} load {harness.version}"
+                    )
+                    model.loads.add(task)
+                    task.add_done_callback(model.loads.discard)
+                else:
+                    await step(self, model, harness)
+            if model.removed and not model.harnesses and not model.loads:
                 if self._models.get(model.name) is model:
                     del self._models[model.name]
                 return
 
     async def _load(self, model: _Model, h: _Harness) -> None:
+        try:
+            async with self.slots:
+                if model.harnesses.get(h.version) is h and h.state == State.START:
+                    await self._load_with_retries(model, h)
+        finally:
+            model.wake.set()  # the policy may now unload an older version
+
+    async def _load_with_retries(self, model: _Model, h: _Harness) -> None:
+        """``LoaderHarness::Load`` with ``Retry`` (core/loader_harness.cc, util/retrier.cc)."""
+        servable = h.servable_id(model.name)
+        out = self.output
+        out.info("loader_harness.cc:70", f"Approving load for servable version {servable}")
         h.state = State.LOADING
         self._publish(model, h)
+        out.info("loader_harness.cc:78", f"Loading servable version {servable}")
         delay = self._load_delays().for_version(h.version)
         if delay > 0:
-            log.info(
-                "%s: model %s version %d: load delayed %.1fs by annotation",
-                self.name,
-                model.name,
-                h.version,
-                delay,
-            )
+            log.info("%s: %s: load delayed %.1fs by annotation", self.name, servable, delay)
             await asyncio.sleep(delay)
-        retries = 0
+        tries = 0
         while True:
+            if tries > 0:
+                out.info(
+                    "retrier.cc:36", f"Retrying of Loading servable: {servable} retry: {tries}"
+                )
             try:
-                lease = await self._cache.acquire(h.path)
+                lease = await self._load_once(h)
                 break
             except ServingError as e:
-                log.warning(
-                    "%s: loading servable {name: %s version: %d} failed: %s",
-                    self.name,
-                    model.name,
-                    h.version,
-                    describe_error(e),
+                out.error(
+                    "retrier.cc:40", f"Loading servable: {servable} failed: {describe_error(e)}"
                 )
-                give_up = retries >= self.flags.max_num_load_retries
+                tries += 1
+                give_up = tries > self.flags.max_num_load_retries
                 if not give_up:
-                    retries += 1
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(
                             h.cancel_retries.wait(), self.flags.load_retry_interval_seconds
                         )
+                if h.cancel_retries.is_set() and not give_up:
+                    out.info(
+                        "retrier.cc:47", f"Retrying of Loading servable: {servable} was cancelled."
+                    )
+                if give_up:
+                    out.info(
+                        "retrier.cc:50",
+                        f"Retrying of Loading servable: {servable} exhausted max_num_retries: "
+                        f"{self.flags.max_num_load_retries}",
+                    )
                 if give_up or h.cancel_retries.is_set():
+                    out.info(
+                        "loader_harness.cc:181",
+                        f"Encountered an error for servable version {servable}: "
+                        f"{describe_error(e)}",
+                    )
                     h.state, h.error = State.END, e
                     self._publish(model, h)
                     if not h.aspired:
@@ -556,15 +668,31 @@ class VersionManager:
         if self._stopped:
             lease.release()
             return
+        out.info("loader_harness.cc:104", f"Successfully loaded servable version {servable}")
         h.lease, h.state, h.error = lease, State.AVAILABLE, None
         self._publish(model, h)
 
+    async def _load_once(self, h: _Harness) -> ModelLease:
+        """One try: the SavedModel load, then the warm-up, as one loader ``Load``."""
+        lease = await self._cache.acquire(h.path)
+        if self._warm_up is None:
+            return lease
+        try:
+            await asyncio.to_thread(self._warm_up, lease.model, h.path)
+        except BaseException:
+            lease.release()
+            raise
+        return lease
+
     async def _unload(self, model: _Model, h: _Harness) -> None:
+        servable = h.servable_id(model.name)
         h.state = State.UNLOADING
         self._publish(model, h)
+        self.output.info("loader_harness.cc:164", f"Quiescing servable version {servable}")
         if h.lease is not None:
             h.lease.release()
             h.lease = None
+        self.output.info("loader_harness.cc:136", f"Done unloading servable version {servable}")
         h.state = State.END
         model.harnesses.pop(h.version, None)
         self._publish(model, h)

@@ -181,3 +181,58 @@ def models_config(*models: str) -> str:
     """A text-format ModelServerConfig holding these ``config { ... }`` bodies."""
     body = "".join(f"  config {{\n{m}\n  }}\n" for m in models)
     return f"model_config_list {{\n{body}}}\n"
+
+
+class SlowModel(tf.Module):
+    """Sleeps ``seconds`` (a scalar input) inside TensorFlow, then answers it:
+    a Predict that holds a server thread without burning a CPU."""
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.float32, name="seconds")])
+    def serve(self, seconds: tf.Tensor) -> dict[str, tf.Tensor]:
+        # A test-only dataset transformation of TensorFlow's; no public sleep op exists.
+        from tensorflow.python.data.experimental.ops import testing
+
+        micros = tf.cast(seconds * 1e6, tf.int64)
+        slept = tf.data.Dataset.from_tensors(seconds).apply(testing.sleep(micros))
+        return {"slept": slept.reduce(tf.constant(0.0), lambda total, x: total + x)}
+
+
+def save_slow_model(path: Path) -> Path:
+    """Write the SlowModel SavedModel to ``path``."""
+    module = SlowModel()
+    tf.saved_model.save(
+        module, str(path), signatures={"serving_default": module.serve.get_concrete_function()}
+    )
+    return path
+
+
+def write_warmup_file(version_dir: Path, records: list[bytes]) -> Path:
+    """Write ``assets.extra/tf_serving_warmup_requests`` as a TFRecord file of ``records``."""
+    target = version_dir / "assets.extra" / "tf_serving_warmup_requests"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(target)) as writer:
+        for record in records:
+            writer.write(record)
+    return target
+
+
+def predict_log(values: list[float], input_name: str = "x") -> bytes:
+    """A serialized PredictionLog holding a half_plus_three Predict request."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    log = prediction_log_pb2.PredictionLog()
+    request = log.predict_log.request
+    request.model_spec.name = "demo"
+    request.inputs[input_name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.float32))
+    return log.SerializeToString()
+
+
+def add_version_with_warmup(base: Path, version: int, template: Path, records: list[bytes]) -> Path:
+    """Like ``add_version``, with a warm-up file written before the folder appears."""
+    base.mkdir(parents=True, exist_ok=True)
+    staging = base / f".tmp-{version}"
+    shutil.copytree(template, staging)
+    write_warmup_file(staging, records)
+    target = base / str(version)
+    os.rename(staging, target)
+    return target

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import text_format
+from tensorflow_serving.apis import model_management_pb2
 
 from .conftest import StartFn
 from .helpers import add_corrupt_version, add_version, models_config, wait_until
@@ -19,9 +21,10 @@ DEMO = 'name: "demo" base_path: "/models/demo" model_platform: "tensorflow"'
 def test_latest_policy_rollout_and_failed_version(serve: StartFn, half_plus_three: Path) -> None:
     """v1 loads; v2 replaces it; a corrupt v3 ends in END with TensorFlow's error
     while v2 keeps serving."""
-    served = serve(models_config(DEMO), extra_args=("--max_num_load_retries=0",))
+    served = serve(
+        models_config(DEMO), extra_args=("--max_num_load_retries=0",), versions={"demo": [1]}
+    )
     base = served.models_dir / "demo"
-    add_version(base, 1, half_plus_three)
     (base / "tmp-7").mkdir()  # not a number: never a version
 
     wait_until(lambda: served.states("demo") == {1: "AVAILABLE"}, what="v1 AVAILABLE")
@@ -52,31 +55,39 @@ def test_load_delay_annotation_keeps_version_loading(serve: StartFn, half_plus_t
     delay = 1.5
     served = serve(
         models_config(DEMO),
-        annotations={"standin.tests.tfoperator.dev/load-delay-seconds": f"1={delay}"},
+        annotations={"standin.tests.tfoperator.dev/load-delay-seconds": f"2={delay}"},
+        versions={"demo": [1]},
     )
     start = time.monotonic()
-    add_version(served.models_dir / "demo", 1, half_plus_three)
-    wait_until(lambda: served.states("demo") == {1: "LOADING"}, what="v1 LOADING")
+    add_version(served.models_dir / "demo", 2, half_plus_three)
+    wait_until(lambda: served.states("demo").get(2) == "LOADING", what="v2 LOADING")
     code, body = served.rest("GET", "/v1/models/demo")
     assert code == 200
     assert body["model_version_status"][0]["state"] == "LOADING"
-    wait_until(lambda: served.states("demo") == {1: "AVAILABLE"}, what="v1 AVAILABLE")
+    wait_until(lambda: served.states("demo").get(2) == "AVAILABLE", what="v2 AVAILABLE")
     assert time.monotonic() - start >= delay
 
 
 def test_failed_load_is_retried_while_loading(serve: StartFn) -> None:
-    """With retries left, a failing version stays LOADING, then ends in END."""
+    """With retries left, a failing version stays LOADING, then ends in END,
+    while the version before it keeps serving; the run prints the retrier's lines."""
     served = serve(
         models_config(DEMO),
         extra_args=("--max_num_load_retries=1", "--load_retry_interval_micros=1500000"),
+        versions={"demo": [1]},
     )
-    add_corrupt_version(served.models_dir / "demo", 1)
-    wait_until(lambda: served.states("demo") == {1: "LOADING"}, what="v1 LOADING")
+    add_corrupt_version(served.models_dir / "demo", 2)
+    wait_until(lambda: served.states("demo").get(2) == "LOADING", what="v2 LOADING")
     # Still LOADING after the first failure, while the retry waits.
     time_seen = time.monotonic()
-    wait_until(lambda: served.states("demo") == {1: "END"}, what="v1 END after retries")
+    wait_until(lambda: served.states("demo").get(2) == "END", what="v2 END after retries")
     assert time.monotonic() - time_seen >= 1.0
-    assert served.status("demo", 1).model_version_status[0].status.error_message
+    assert served.status("demo", 2).model_version_status[0].status.error_message
+    assert served.states("demo")[1] == "AVAILABLE"
+    lines = "\n".join(served.server.log_lines)
+    assert "Loading servable: {name: demo version: 2} failed: " in lines
+    assert "Retrying of Loading servable: {name: demo version: 2} retry: 1" in lines
+    assert "exhausted max_num_retries: 1" in lines
 
 
 def test_specific_policy_missing_version_appears_later(
@@ -85,10 +96,8 @@ def test_specific_policy_missing_version_appears_later(
     """A specific version with no folder is not managed (NOT_FOUND) until its
     folder appears; then it loads."""
     config = models_config(DEMO + " model_version_policy { specific { versions: 1 versions: 5 } }")
-    served = serve(config)
+    served = serve(config, versions={"demo": [1, 2]})  # 2 is not in the policy
     base = served.models_dir / "demo"
-    add_version(base, 1, half_plus_three)
-    add_version(base, 2, half_plus_three)  # not in the policy
     wait_until(lambda: served.states("demo") == {1: "AVAILABLE"}, what="v1 AVAILABLE")
     with pytest.raises(grpc.RpcError) as info:
         served.status("demo", 5)
@@ -102,10 +111,10 @@ def test_specific_policy_missing_version_appears_later(
 
 def test_all_policy_and_removed_version(serve: StartFn, half_plus_three: Path) -> None:
     """``all {}`` serves every version; deleting a folder unloads that version."""
-    served = serve(models_config(DEMO + " model_version_policy { all {} }"))
+    served = serve(
+        models_config(DEMO + " model_version_policy { all {} }"), versions={"demo": [1, 2, 3]}
+    )
     base = served.models_dir / "demo"
-    for version in (1, 2, 3):
-        add_version(base, version, half_plus_three)
     wait_until(
         lambda: served.states("demo") == {3: "AVAILABLE", 2: "AVAILABLE", 1: "AVAILABLE"},
         what="all versions AVAILABLE",
@@ -137,41 +146,40 @@ def test_model_loaded_once_for_many_pods(
 
 def test_unreachable_base_path_blocks_the_whole_poll(serve: StartFn, half_plus_three: Path) -> None:
     """A base path that cannot be reached (here: on no volume) fails the whole
-    file system poll, as in the real server: no model gets versions until it is
-    fixed or removed from the config."""
+    file system poll, as in the real server: a model added by a reload gets no
+    versions, nor does any other, until the config is fixed."""
+    served = serve(models_config(DEMO), versions={"demo": [1]})
     ghost = 'name: "ghost" base_path: "s3://bucket/ghost" model_platform: "tensorflow"'
-    served = serve(
-        models_config(DEMO, ghost), extra_args=("--model_config_file_poll_wait_seconds=1",)
+    request = model_management_pb2.ReloadConfigRequest()
+    text_format.Parse(models_config(DEMO, ghost), request.config)
+    with pytest.raises(grpc.RpcError) as info:
+        served.models.HandleReloadConfigRequest(request, timeout=2)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    add_version(served.models_dir / "demo", 2, half_plus_three)
+    wait_until(
+        lambda: any(
+            "Could not find base path s3://bucket/ghost" in line for line in served.server.log_lines
+        ),
+        what="the failed poll to be printed",
     )
-    add_version(served.models_dir / "demo", 1, half_plus_three)
-    # Give a few polls the chance to (wrongly) load demo.
-    deadline = time.monotonic() + 2.5
-    while time.monotonic() < deadline:
-        assert served.states("demo") == {}
-        time.sleep(0.25)
+    assert served.states("demo") == {1: "AVAILABLE"}
     code, body = served.rest("GET", "/v1/models/ghost")
     assert (code, body) == (404, {"error": "Could not find any versions of model ghost"})
-    served.config_file.write_text(models_config(DEMO))
-    wait_until(lambda: served.states("demo") == {1: "AVAILABLE"}, what="demo loads once fixed")
+    request.config.Clear()
+    text_format.Parse(models_config(DEMO), request.config)
+    served.models.HandleReloadConfigRequest(request, timeout=10)
+    wait_until(lambda: served.states("demo").get(2) == "AVAILABLE", what="demo v2 once fixed")
 
 
-def test_single_model_flags_and_missing_saved_model(serve: StartFn, half_plus_three: Path) -> None:
-    """``--model_name``/``--model_base_path`` without a config file; a version
-    folder without saved_model.pb fails with TensorFlow's NOT_FOUND text."""
+def test_single_model_flags(serve: StartFn) -> None:
+    """``--model_name``/``--model_base_path`` without a config file."""
     served = serve(
         None,
-        extra_args=(
-            "--model_name=demo",
-            "--model_base_path=/models/demo",
-            "--max_num_load_retries=0",
-        ),
+        extra_args=("--model_name=demo", "--model_base_path=/models/demo"),
+        versions={"demo": [1]},
     )
-    (served.models_dir / "demo" / "1" / "variables").mkdir(parents=True)
-    wait_until(lambda: served.states("demo") == {1: "END"}, what="v1 END")
-    status = served.status("demo", 1).model_version_status[0].status
-    assert status.error_code == grpc.StatusCode.NOT_FOUND.value[0]
-    assert "does not exist" in status.error_message
-    add_version(served.models_dir / "demo", 2, half_plus_three)
-    wait_until(lambda: served.states("demo") == {2: "AVAILABLE", 1: "END"}, what="v2 AVAILABLE")
     code, body = served.rest("POST", "/v1/models/demo:predict", {"instances": [1.0, 2.0, 5.0]})
     assert (code, body) == (200, {"predictions": [3.5, 4.0, 5.5]})
+    assert "Building single TensorFlow model file config:  model_name: demo" in "\n".join(
+        served.server.log_lines
+    )

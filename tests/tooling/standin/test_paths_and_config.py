@@ -202,6 +202,8 @@ def test_host_file_read(tmp_path: Path) -> None:
 
 
 def test_server_args() -> None:
+    """The real grammar: ``--name=value`` (bare ``--name`` for booleans); the
+    spaced form and unknown flags are left over, a bad value is an error."""
     flags = parse_server_args(
         [
             "--port=9000",
@@ -216,14 +218,19 @@ def test_server_args() -> None:
         ]
     )
     assert flags.port == 9000
-    assert flags.rest_api_port == 0
+    assert flags.rest_api_port == 0  # "--rest_api_port" alone is no int flag: unknown
+    assert flags.unknown_args == ("--rest_api_port", "0", "--prot=1")
     assert flags.model_config_file == "/etc/tfserving/models.config"
     assert flags.file_system_poll_wait_seconds == 5
     assert flags.allow_version_labels_for_unavailable_models is True
-    assert flags.unknown_flags == ("prot",)
+    assert flags.unknown_flags == ("rest_api_port", "prot")
     assert flags.max_num_load_retries == ServerFlags().max_num_load_retries == 5
-    with pytest.raises(ValueError):
-        parse_server_args(["--port=http"])
+    assert flags.flag_errors == ()
+    bad = parse_server_args(["--port=http", "--enable_batching=maybe"])
+    assert bad.flag_errors == (
+        "Couldn't interpret value http for flag port.",
+        "Couldn't interpret value maybe for flag enable_batching.",
+    )
 
 
 def test_server_argv_from_command_env_and_entrypoint() -> None:

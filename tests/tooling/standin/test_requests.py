@@ -49,10 +49,10 @@ def predict_request(
 def pinned(serve: StartFn, half_plus_three: Path) -> Served:
     """Versions 1 and 2 AVAILABLE, labelled stable=1 and canary=2."""
     served = serve(
-        models_config(PINNED), extra_args=("--allow_version_labels_for_unavailable_models",)
+        models_config(PINNED),
+        extra_args=("--allow_version_labels_for_unavailable_models",),
+        versions={"demo": [1, 2]},
     )
-    add_version(served.models_dir / "demo", 1, half_plus_three)
-    add_version(served.models_dir / "demo", 2, half_plus_three)
     wait_until(lambda: served.states("demo") == {2: "AVAILABLE", 1: "AVAILABLE"}, what="v1, v2 up")
     return served
 
@@ -225,9 +225,9 @@ def test_reload_config_replaces_whole_and_guards_labels(pinned: Served) -> None:
     wait_until(lambda: pinned.states("demo") == {2: "END", 1: "END"}, what="model unloaded")
 
 
-def test_classify_and_regress(serve: StartFn, example_scorer: Path) -> None:
+def test_classify_and_regress(serve: StartFn, example_scorer: Path, tmp_path: Path) -> None:
+    add_version(tmp_path / "models" / "demo", 1, example_scorer)
     served = serve(models_config(DEMO))
-    add_version(served.models_dir / "demo", 1, example_scorer)
     wait_until(lambda: served.states("demo") == {1: "AVAILABLE"}, what="v1 AVAILABLE")
 
     request = classification_pb2.ClassificationRequest()
@@ -281,13 +281,15 @@ def test_reload_waits_for_new_models(pinned: Served, half_plus_three: Path) -> N
 
 
 def test_config_file_poll(serve: StartFn, half_plus_three: Path) -> None:
-    """With --model_config_file_poll_wait_seconds the edited file takes effect;
-    labels on versions not loaded yet wait until a later poll (without the
-    unavailable-labels flag the real server would exit at start instead)."""
-    served = serve(models_config(PINNED), extra_args=("--model_config_file_poll_wait_seconds=1",))
-    add_version(served.models_dir / "demo", 1, half_plus_three)
-    add_version(served.models_dir / "demo", 2, half_plus_three)
+    """With --model_config_file_poll_wait_seconds the edited file takes effect
+    at a later poll: here labels on versions already AVAILABLE."""
+    served = serve(
+        models_config(DEMO + " model_version_policy { specific { versions: 1 versions: 2 } }"),
+        extra_args=("--model_config_file_poll_wait_seconds=1",),
+        versions={"demo": [1, 2]},
+    )
     wait_until(lambda: served.states("demo") == {2: "AVAILABLE", 1: "AVAILABLE"}, what="v1, v2 up")
+    served.config_file.write_text(models_config(PINNED))
     canary = wait_until(
         lambda: served.predictions.Predict(predict_request(label="canary"), timeout=5),
         what="labels applied by a config poll",

@@ -30,9 +30,13 @@ def free_port(host: str) -> int:
 def make_pod(name: str, models: Path, port: int, **changes: Any) -> dict[str, Any]:
     config_dir = models.parent / "config"
     config_dir.mkdir(exist_ok=True)
-    (config_dir / "models.config").write_text(
-        models_config('name: "demo" base_path: "/models/demo" model_platform: "tensorflow"')
-    )
+    config_file = config_dir / "models.config"
+    if not config_file.exists():
+        # Written once: a run reading it while it is rewritten would start with an
+        # empty config (and serve no model), as the real server would.
+        config_file.write_text(
+            models_config('name: "demo" base_path: "/models/demo" model_platform: "tensorflow"')
+        )
     pod = pod_dict(
         name=name,
         ip=IP,
