@@ -16,88 +16,22 @@ Facts followed (read, not copied):
   Whatever is left is unknown: main.cc prints ``unknown argument: <first>``
   and the usage, and goes on.
 
-The table of flags comes from ``tfserving_operator.release.SERVER_FLAGS``
-when that module exists (the one place the release pin lives), else from the
-copy below, which lists the same flags in the same order.
+The table of flags is ``tfserving_operator.release.SERVER_FLAGS``, the one place
+the release pin lives (the operator's admission rules come from it too).
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# The order of the table matters: the first flag whose name is a prefix of
+# the argument is tried first (main.cc's order, kept by release.py).
+from tfserving_operator.release import SERVER_FLAGS
+
 PROGRAM = "/usr/bin/tensorflow_model_server"
-
-# main.cc at 2.20.0, in its order (the order matters: the first flag whose
-# name is a prefix of the argument is tried first).
-_LOCAL_SERVER_FLAGS: dict[str, str] = {
-    "port": "int32",
-    "grpc_socket_path": "string",
-    "rest_api_port": "int32",
-    "rest_api_num_threads": "int32",
-    "rest_api_timeout_in_ms": "int32",
-    "rest_api_enable_cors_support": "bool",
-    "enable_batching": "bool",
-    "allow_version_labels_for_unavailable_models": "bool",
-    "batching_parameters_file": "string",
-    "enable_per_model_batching_parameters": "bool",
-    "model_config_file": "string",
-    "model_config_file_poll_wait_seconds": "int32",
-    "model_name": "string",
-    "model_base_path": "string",
-    "num_load_threads": "int32",
-    "num_unload_threads": "int32",
-    "max_num_load_retries": "int32",
-    "load_retry_interval_micros": "int64",
-    "file_system_poll_wait_seconds": "int32",
-    "flush_filesystem_caches": "bool",
-    "tensorflow_session_parallelism": "int64",
-    "tensorflow_session_config_file": "string",
-    "tensorflow_intra_op_parallelism": "int64",
-    "tensorflow_inter_op_parallelism": "int64",
-    "use_alts_credentials": "bool",
-    "ssl_config_file": "string",
-    "platform_config_file": "string",
-    "per_process_gpu_memory_fraction": "float",
-    "saved_model_tags": "string",
-    "grpc_channel_arguments": "string",
-    "grpc_max_threads": "int32",
-    "enable_model_warmup": "bool",
-    "num_request_iterations_for_warmup": "int32",
-    "version": "bool",
-    "monitoring_config_file": "string",
-    "remove_unused_fields_from_bundle_metagraph": "bool",
-    "prefer_tflite_model": "bool",
-    "num_tflite_pools": "int32",
-    "num_tflite_interpreters_per_pool": "int32",
-    "enable_signature_method_name_check": "bool",
-    "xla_cpu_compilation_enabled": "bool",
-    "xla_gpu_compilation_enabled": "bool",
-    "enable_profiler": "bool",
-    "thread_pool_factory_config_file": "string",
-    "mixed_precision": "string",
-    "skip_initialize_tpu": "bool",
-    "enable_grpc_healthcheck_service": "bool",
-    "enable_serialization_as_tensor_content": "bool",
-}
-
-
-def _server_flags() -> tuple[dict[str, str], str]:
-    """The flag table and the module it came from."""
-    try:
-        release = importlib.import_module("tfserving_operator.release")
-    except ImportError:
-        return dict(_LOCAL_SERVER_FLAGS), __name__
-    table = getattr(release, "SERVER_FLAGS", None)
-    if not isinstance(table, Mapping):
-        return dict(_LOCAL_SERVER_FLAGS), __name__
-    return dict(table), release.__name__
-
-
-SERVER_FLAGS, FLAG_SOURCE = _server_flags()
 
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 # absl::SimpleAtoi: optional surrounding ASCII whitespace and sign, decimal digits.

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from localdev.standin import flags as standin_flags
 from localdev.standin.config import parse_server_args
 from localdev.standin.flags import SERVER_FLAGS, parse_command_line, usage_lines
 
 
 def test_flag_table_is_main_cc_at_2_20_0() -> None:
-    """One table, from the release pin when it exists; the local copy is identical."""
-    assert SERVER_FLAGS == standin_flags._LOCAL_SERVER_FLAGS
+    """One table: the release pin's (test_release_pin checks it against main.cc)."""
+    from tfserving_operator import release
+
+    assert SERVER_FLAGS is release.SERVER_FLAGS
     assert list(SERVER_FLAGS)[:3] == ["port", "grpc_socket_path", "rest_api_port"]
     assert SERVER_FLAGS["load_retry_interval_micros"] == "int64"
     assert SERVER_FLAGS["per_process_gpu_memory_fraction"] == "float"
