@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
 from kubernetes import client
 
 from localdev.support.clients import (
@@ -131,67 +132,86 @@ def new_pod(pods: PodWatcher, versions: str, timeout: float = 30) -> PodInfo:
 # ----------------------------------------------------------------------------
 
 
-def test_gate_holds_pod_out_of_traffic_until_v2_available(
+def test_gate_holds_pod_out_of_traffic_until_every_version_available(
     api_client: Any, namespace: str, operator: Any, model_store: Path
 ) -> None:
-    """v1 -> v2: the new pod is not Ready while its server says LOADING, and turns
-    Ready only after it says AVAILABLE; the status ends serving 2."""
+    """1 -> {1, 2}: the new pod's server opens its ports once one version of the
+    model is AVAILABLE (server_core.cc waits for the first to finish), here 2,
+    while 1 is still LOADING; the pod is not Ready until its server says 1 is
+    AVAILABLE too."""
     base = make_model_dir(model_store, "gate", good=(1, 2))
-    spec = hpt_spec(base, 1, podAnnotations={LOAD_DELAY: "2=6"})
+    spec = hpt_spec(base, 1, podAnnotations={LOAD_DELAY: "1=6"})
     create_sm(api_client, namespace, servedmodel("gate", spec))
     wait_serving(api_client, namespace, "gate", "1")
 
     with PodWatcher(api_client, namespace, "gate") as pods:
         (old,) = pods.serving()
-        patch_sm(api_client, namespace, "gate", {"spec": {"version": 2}})
-        pod = new_pod(pods, "2")
+        both = {"version": None, "versionPolicy": {"specific": {"versions": [1, 2]}}}
+        patch_sm(api_client, namespace, "gate", {"spec": both})
+        pod = new_pod(pods, "1,2")
 
         gate_reasons = set()
         last_loading_query = 0.0
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 40
         while True:
-            assert time.monotonic() < deadline, "version 2 never became AVAILABLE"
+            assert time.monotonic() < deadline, "version 1 never became AVAILABLE"
             # The pod first, then its server: a pod seen Ready before the server
             # said LOADING was Ready while LOADING.
             seen = pods.pods()[pod.name]
             asked_at = time.monotonic()
-            state = state_of(pod.target, 2)
+            try:
+                state = state_of(pod.target, 1)
+            except grpc.RpcError:
+                state = ""  # ports still closed: the initial load is not done
             if state == "AVAILABLE":
                 break
-            assert state in ("", "START", "LOADING"), f"version 2 is {state}"
-            last_loading_query = asked_at
-            assert not seen.ready, f"{pod.name} Ready while its server says 2 is {state}"
+            assert state in ("", "START", "LOADING"), f"version 1 is {state}"
+            if state == "LOADING":
+                last_loading_query = asked_at
+            assert not seen.ready, f"{pod.name} Ready while its server says 1 is {state!r}"
             if seen.gate == "False":
                 gate_reasons.add(seen.gate_reason)
             # The old pod keeps serving all along (maxUnavailable 0).
             assert pods.pods()[old.name].serving, "the v1 pod stopped serving"
             time.sleep(0.05)
-        # (ServerUnreachable may come first: the pod runs before its server listens.)
         assert "VersionLoading" in gate_reasons, f"gate reasons while loading: {gate_reasons}"
-        assert last_loading_query > 0, "version 2 was never seen LOADING: no window observed"
+        assert last_loading_query > 0, "version 1 was never seen LOADING: no window observed"
 
-        assert pods.wait(lambda p: p.get(pod.name, pod).ready, 15), "v2 pod never turned Ready"
+        assert pods.wait(lambda p: p.get(pod.name, pod).ready, 15), "new pod never turned Ready"
         assert pods.ready_at[pod.name] > last_loading_query
 
-    body = wait_serving(api_client, namespace, "gate", "2")
+    body = wait_serving(api_client, namespace, "gate", "1,2")
     st = status_of(body)
-    assert st["targetVersions"] == "2"
+    assert st["targetVersions"] == "1,2"
     assert st["readyReplicas"] == 1
-    assert st["lastGood"]["versions"] == [2]
+    assert st["lastGood"]["versions"] == [1, 2]
     assert not st.get("refused")
     (entry,) = st["pods"]
     assert entry["ready"] is True
-    assert entry["versions"] == [{"version": 2, "state": "AVAILABLE"}]
+    assert sorted(v["version"] for v in entry["versions"] if v["state"] == "AVAILABLE") == [1, 2]
     reasons = [e.reason for e in events_of(api_client, namespace, "gate")]
     assert "RolloutStarted" in reasons
     assert "ServingVersions" in reasons
 
 
+def last_termination(api_client: Any, namespace: str, pod: str) -> Body | None:
+    """The model server container's lastState.terminated (what the kubelet wrote
+    when the process exited), or None while it has not exited yet."""
+    body = client.CoreV1Api(api_client).read_namespaced_pod(pod, namespace).to_dict()
+    for container in (body.get("status") or {}).get("container_statuses") or ():
+        if container["name"] == api.CONTAINER_NAME and container["restart_count"] > 0:
+            terminated = (container.get("last_state") or {}).get("terminated")
+            return dict(terminated) if terminated else None
+    return None
+
+
 def test_broken_v3_refused_while_v2_keeps_serving(
     api_client: Any, namespace: str, operator: Any, model_store: Path
 ) -> None:
-    """A version that fails to load is refused in the server's words; the spec keeps
-    saying 3 until the user changes it; the retry annotation tries it again."""
+    """A version that fails to load on a new pod crash-loops its server (the real
+    server exits -1 when its first version ends in END); the operator refuses it
+    with the server's own last words, the spec keeps saying 3 until the user
+    changes it, and the retry annotation tries it again."""
     base = make_model_dir(model_store, "broken", good=(2,), broken=(3,))
     spec = hpt_spec(base, 2, rollout={"loadRetries": 0, "loadRetryIntervalSeconds": 1})
     create_sm(api_client, namespace, servedmodel("broken", spec))
@@ -201,24 +221,22 @@ def test_broken_v3_refused_while_v2_keeps_serving(
         (old,) = pods.serving()
         patch_sm(api_client, namespace, "broken", {"spec": {"version": 3}})
         pod = new_pod(pods, "3")
-        # The server's own words for the failure, asked before the pod goes.
-        error = wait_until(
-            lambda: next(
-                (
-                    s.error_message
-                    for s in model_status(pod.target, MODEL)
-                    if s.version == 3 and s.state == "END" and s.error_message
-                ),
-                None,
-            ),
+        # The server's own words: its last log lines, kept by the kubelet as the
+        # container's termination message (FallbackToLogsOnError).
+        terminated = wait_until(
+            lambda: last_termination(api_client, namespace, pod.name),
             timeout=30,
-            what="version 3 END with an error on the new pod's server",
+            what="the v3 pod's server to exit",
         )
+        assert terminated["exit_code"] == 255, terminated
+        assert "Failed to start server" in terminated["message"], terminated
+        assert "version: 3" in terminated["message"], terminated
         body = wait_refused(api_client, namespace, "broken", "VersionLoadFailed")
-        assert pods.wait(lambda p: list(p) == [old.name], 30), pods.pods()
+        assert pods.wait(lambda p: list(p) == [old.name], 60), pods.pods()
         never_left = all(info.serving for _, info in pods.history if info.name == old.name)
         assert never_left, "the v2 pod stopped serving during the refused rollout"
         assert not any(info.ready for _, info in pods.history if info.name == pod.name)
+    error = terminated["message"].strip().splitlines()[-1]
 
     st = status_of(body)
     assert body["spec"]["version"] == 3, "the spec was rewritten"
@@ -249,7 +267,7 @@ def test_broken_v3_refused_while_v2_keeps_serving(
             return refused.get("retryToken") == "1" and not status_of(body).get("rollout")
 
         wait_sm(api_client, namespace, "broken", "refused again after retry", refused_again)
-        assert pods.wait(lambda p: list(p) == [old.name], 30), pods.pods()
+        assert pods.wait(lambda p: list(p) == [old.name], 60), pods.pods()
         assert all(info.serving for _, info in pods.history if info.name == old.name)
 
     # Back to 2 in the spec: the refusal is over.

@@ -47,6 +47,8 @@ def pod(
         running=True,
         restart_count=0,
         termination_message="",
+        exit_code=0,
+        exit_reason="",
         unschedulable="",
     )
     return replace(base, **options)

@@ -413,6 +413,35 @@ class TestDetectFailure:
         assert failure.message.endswith(LOAD_ERROR)
         assert len(failure.message) < 700
 
+    def test_server_exit_code_255_is_a_load_failure(self) -> None:
+        last_words = "Failed to start server. Error: " + LOAD_ERROR
+        crashed = pod(
+            "b", restart_count=1, exit_code=255, exit_reason="Error", termination_message=last_words
+        )
+        failure = self.detect([crashed], {})
+        assert failure is not None
+        assert failure.reason == Reason.VERSION_LOAD_FAILED
+        assert "Failed to start server" in failure.message
+
+    def test_a_kubelet_kill_is_left_to_the_availability_timeout(self) -> None:
+        """137: the startup probe gave up on a server still loading; not a load error."""
+        killed = pod(
+            "b", restart_count=1, exit_code=137, exit_reason="Error", termination_message="..."
+        )
+        assert self.detect([killed], {}) is None
+        failure = self.detect([killed], {}, seconds=601)
+        assert failure is not None
+        assert failure.reason == Reason.VERSION_LOAD_TIMEOUT
+
+    def test_out_of_memory_while_loading_is_a_load_failure(self) -> None:
+        oom = pod(
+            "b", restart_count=1, exit_code=137, exit_reason="OOMKilled", termination_message="..."
+        )
+        failure = self.detect([oom], {})
+        assert failure is not None
+        assert failure.reason == Reason.VERSION_LOAD_FAILED
+        assert "OOMKilled" in failure.message
+
     def test_restart_without_a_message_is_no_failure(self) -> None:
         assert self.detect([pod("b", restart_count=1)], {}) is None
 

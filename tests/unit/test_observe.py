@@ -169,6 +169,8 @@ def test_a_serving_pod_is_read_field_by_field() -> None:
         running=True,
         restart_count=0,
         termination_message="",
+        exit_code=0,
+        exit_reason="",
         unschedulable="",
     )
     assert view.target == "10.0.0.7:9000"

@@ -313,14 +313,9 @@ def detect_failure(
                     f"model server on pod {pod.name}: {decision.message}",
                 )
     for pod in current:
-        # The real server exits when an initial version fails to load; its
-        # last log lines are the container's termination message.
-        if pod.restart_count > 0 and pod.gate is not True and pod.termination_message:
-            return Failure(
-                Reason.VERSION_LOAD_FAILED,
-                f"model server on pod {pod.name} exited while loading: "
-                f"{pod.termination_message[-600:]}",
-            )
+        exited = _exited_while_loading(pod)
+        if exited is not None:
+            return exited
     if rollout_start is not None:
         elapsed = (now - rollout_start).total_seconds()
         if elapsed > sm.availability_timeout_seconds:
@@ -334,6 +329,36 @@ def detect_failure(
                 f"replica within {sm.availability_timeout_seconds} s ({states})",
             )
     return None
+
+
+# SIGKILL's exit code: the kubelet killed the container (its startup or liveness
+# probe failed) rather than the server giving up by itself.
+KILLED_EXIT_CODE = 137
+
+
+def _exited_while_loading(pod: PodView) -> Failure | None:
+    """The server of a pod that never passed its gate ended while loading.
+
+    The real server exits -1 when its first version ends in END (main.cc), and
+    its last log lines become the termination message (FallbackToLogsOnError):
+    a load failure in its own words. Out of memory is one too. A container the
+    kubelet killed after its startup probe gave up is not: that is a server
+    still loading when its time ran out, which the availability timeout reports.
+    """
+    if pod.restart_count == 0 or pod.gate is True or not pod.termination_message:
+        return None
+    if pod.exit_reason == "OOMKilled":
+        return Failure(
+            Reason.VERSION_LOAD_FAILED,
+            f"model server on pod {pod.name} ran out of memory while loading "
+            f"(OOMKilled): {pod.termination_message[-500:]}",
+        )
+    if pod.exit_code == KILLED_EXIT_CODE:
+        return None
+    return Failure(
+        Reason.VERSION_LOAD_FAILED,
+        f"model server on pod {pod.name} exited while loading: {pod.termination_message[-600:]}",
+    )
 
 
 def _describe_target(pods: Sequence[PodView], config_hash: str) -> str:

@@ -82,6 +82,8 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         running="running" in (container.get("state") or {}),
         restart_count=int(container.get("restartCount") or 0),
         termination_message=str(terminated.get("message") or "").strip(),
+        exit_code=int(terminated.get("exitCode") or 0),
+        exit_reason=str(terminated.get("reason") or ""),
         unschedulable=unschedulable,
     )
 

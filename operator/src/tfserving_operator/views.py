@@ -101,6 +101,11 @@ class PodView:
     running: bool
     restart_count: int
     termination_message: str
+    # lastState.terminated of the server container: the process's exit code
+    # (255 for the real server's exit(-1), 137 when the kubelet killed it) and
+    # the kubelet's reason ("Error", "OOMKilled", "Completed").
+    exit_code: int
+    exit_reason: str
     unschedulable: str  # the scheduler's message when it cannot place the pod
 
     @property
