@@ -29,7 +29,7 @@ from typing import Any
 
 # The order of the table matters: the first flag whose name is a prefix of
 # the argument is tried first (main.cc's order, kept by release.py).
-from tfserving_operator.release import SERVER_FLAGS
+from tfserving_operator.release import SERVER_FLAGS as SERVER_FLAGS
 
 PROGRAM = "/usr/bin/tensorflow_model_server"
 
