@@ -316,6 +316,37 @@ def test_slow_v4_rolled_back_after_deadline(
     assert any(e.reason == "VersionLoadTimeout" for e in warnings)
 
 
+def test_missing_version_folder_refused_on_the_availability_timeout(
+    api_client: Any, namespace: str, operator: Any, model_store: Path
+) -> None:
+    """A version whose folder does not exist: the real server waits for it with its
+    ports closed, forever (tensorflow/serving#1693), so nothing ever reports a load
+    error; the operator refuses it when availabilityTimeoutSeconds runs out, and
+    the last good version keeps serving."""
+    base = make_model_dir(model_store, "missing", good=(2,))
+    spec = hpt_spec(base, 2, rollout={"availabilityTimeoutSeconds": 10})
+    create_sm(api_client, namespace, servedmodel("missing", spec))
+    wait_serving(api_client, namespace, "missing", "2")
+
+    with PodWatcher(api_client, namespace, "missing") as pods:
+        (old,) = pods.serving()
+        patch_sm(api_client, namespace, "missing", {"spec": {"version": 7}})
+        pod = new_pod(pods, "7")
+        body = wait_refused(api_client, namespace, "missing", "VersionLoadTimeout", timeout=60)
+        assert pods.wait(lambda p: list(p) == [old.name], 60), pods.pods()
+        assert all(info.serving for _, info in pods.history if info.name == old.name)
+        assert not any(info.ready for _, info in pods.history if info.name == pod.name)
+        # Its server never opened a port: the gate saw nothing but an unreachable server.
+        reasons = {info.gate_reason for _, info in pods.history if info.name == pod.name}
+        assert reasons <= {"", "ServerUnreachable"}, reasons
+
+    st = status_of(body)
+    assert (st["targetVersions"], st["servingVersions"]) == ("7", "2")
+    degraded = condition(body, "Degraded")
+    assert "target 7 refused, serving 2" in degraded["message"], degraded
+    assert "within 10 s" in degraded["message"], degraded
+
+
 def test_operator_killed_mid_rollout_finishes_it(
     api_client: Any, sim: Any, crds: None, model_store: Path
 ) -> None:
