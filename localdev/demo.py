@@ -3,9 +3,10 @@
 Starts the local cluster and the operator, trains MNIST version 1, serves it
 with manifests/mnist-servedmodel.yaml, measures its error rate with the
 MNIST client, trains version 2 and rolls to it through the availability
-gate, publishes a broken version 3 and shows it refused with the model
-server's own error while version 2 keeps serving, and ends with
-`kubectl get servedmodels`.
+gate, publishes a broken version 3 and shows it refused through the
+crash path production takes (the new pod's server exits, the kubelet keeps
+its last log lines as the termination message) while version 2 keeps
+serving, and ends with `kubectl get servedmodels`.
 
 Every step prints the command a user would type. The cluster and the
 operator keep running afterwards so you can look around; `make sim-down`
@@ -282,15 +283,49 @@ class Demo:
         self.k("-n", self.namespace, "get", "servedmodels")
         self.client()
 
+    def crashed_pod(self) -> dict[str, Any] | None:
+        """A pod of mnist whose model server exited at least once (the crash path)."""
+        pods = self.get_json("pods", "-l", "serving.tfoperator.dev/servedmodel=mnist")
+        for pod in pods["items"]:
+            for container in pod["status"].get("containerStatuses") or []:
+                if container.get("restartCount", 0) > 0:
+                    return dict(pod)
+        return None
+
     def version_3(self) -> None:
         step("Publish a broken version 3 (its saved_model.pb is garbage) and ask for it")
         broken = self.models / "3"
         broken.mkdir()
         (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
         print(f"$ echo 'not a SavedModel' > {broken}/saved_model.pb")
+        published = time.monotonic()
         self.set_version(3)
+        print(
+            "   A new pod starts for version 3. TF Serving opens its ports only after the "
+            "initial load,\n   and exits when that load fails: the pod crash-loops, and its "
+            "last log lines\n   become the container's termination message."
+        )
+        pod = wait_for(
+            "the version 3 pod's model server exited (restart count 1)",
+            self.crashed_pod,
+            timeout=120,
+        )
+        name = pod["metadata"]["name"]
+        self.k(
+            "-n", self.namespace, "get", "pods", "-l", "serving.tfoperator.dev/servedmodel=mnist"
+        )
+        self.k(
+            "-n",
+            self.namespace,
+            "get",
+            "pod",
+            name,
+            "-o",
+            "jsonpath={.status.containerStatuses[0].lastState.terminated.message}",
+        )
+        print()
         degraded = wait_for(
-            "version 3 refused with the model server's error",
+            "version 3 refused with the model server's own last words",
             lambda: (
                 self.condition("Degraded")
                 if self.condition("Degraded").get("status") == "True"
@@ -298,6 +333,7 @@ class Demo:
             ),
             timeout=120,
         )
+        print(f"   refused {time.monotonic() - published:.1f} s after version 3 was published")
         print(f"   Degraded: {degraded['reason']}: {degraded['message']}")
         self.k(
             "-n",
