@@ -11,7 +11,11 @@ stand-in misbehave the way broken model servers do in the wild:
   many seconds (an overloaded server);
 * ``vanish``: the gRPC and REST listeners close while the pod stays Running
   (the process died and nobody noticed yet); clearing the annotation opens
-  them again.
+  them again;
+* ``slow-predict=<seconds>``: ``PredictionService`` calls take that much
+  longer (a slow graph). They hold their thread of the server's one gRPC pool
+  meanwhile (the fault runs inside ``grpc_service.RpcPool``), so under load
+  a ``GetModelStatus`` call waits for a thread as it does on the real server.
 
 ``PredictionService`` and REST requests are not touched by hang, garbage and
 slow: the operator only ever calls ``ModelService``. The annotation is read
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 
 FAULT_ANNOTATION = "standin.tests.tfoperator.dev/fault"
 MODEL_SERVICE_PREFIX = "/tensorflow.serving.ModelService/"
+PREDICTION_SERVICE_PREFIX = "/tensorflow.serving.PredictionService/"
 # Bytes no protobuf parser accepts: field number 0 does not exist, and wire
 # type 7 is not a wire type.
 GARBAGE_RESPONSE = b"\xff\xff\xff\xff not a protobuf message"
@@ -51,7 +56,9 @@ class Fault:
 
     def describe(self) -> str:
         """The annotation's spelling of this fault."""
-        return f"slow={self.seconds:g}" if self.kind == "slow" else (self.kind or "none")
+        if self.kind in ("slow", "slow-predict"):
+            return f"{self.kind}={self.seconds:g}"
+        return self.kind or "none"
 
 
 NO_FAULT = Fault()
@@ -65,12 +72,14 @@ def parse_fault(value: str | None) -> Fault:
     if text in ("hang", "garbage", "vanish"):
         return Fault(text)
     name, eq, seconds_text = text.partition("=")
-    if name == "slow" and eq:
+    if name in ("slow", "slow-predict") and eq:
         seconds = float(seconds_text)
         if seconds < 0:
             raise ValueError(f"negative delay: {value!r}")
-        return Fault("slow", seconds)
-    raise ValueError(f"expected hang, garbage, slow=<seconds> or vanish, got {value!r}")
+        return Fault(name, seconds)
+    raise ValueError(
+        f"expected hang, garbage, slow=<seconds>, slow-predict=<seconds> or vanish, got {value!r}"
+    )
 
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -91,6 +100,17 @@ class FaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         fault = self._current()
         method = str(details.method)
+        if (
+            fault.kind == "slow-predict"
+            and handler is not None
+            and handler.unary_unary is not None
+            and method.startswith(PREDICTION_SERVICE_PREFIX)
+        ):
+            return grpc.unary_unary_rpc_method_handler(
+                self._slow(method, fault.seconds, handler.unary_unary, quiet=True),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         if handler is None or not method.startswith(MODEL_SERVICE_PREFIX):
             return handler
         if fault.kind == "hang":
@@ -121,9 +141,11 @@ class FaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return behaviour
 
-    def _slow(self, method: str, seconds: float, real: Behaviour) -> Behaviour:
+    def _slow(self, method: str, seconds: float, real: Behaviour, quiet: bool = False) -> Behaviour:
+        level = logging.DEBUG if quiet else logging.INFO
+
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            log.info("%s: %s: answering in %.1f s (fault annotation)", self._name, method, seconds)
+            log.log(level, "%s: %s: answering in %.1f s (fault)", self._name, method, seconds)
             await asyncio.sleep(seconds)
             return await real(request, context)
 
