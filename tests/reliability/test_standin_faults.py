@@ -106,14 +106,16 @@ def _set_fault(srv: PodServer, value: str | None) -> None:
     srv.update_annotations(annotations)
 
 
-def test_parse_fault_accepts_the_four_modes_and_refuses_typos() -> None:
+def test_parse_fault_accepts_the_five_modes_and_refuses_typos() -> None:
     assert parse_fault("hang").kind == "hang"
     assert parse_fault(" garbage ").kind == "garbage"
     assert parse_fault("vanish").vanish
     slow = parse_fault("slow=2.5")
     assert (slow.kind, slow.seconds) == ("slow", 2.5)
+    slow_predict = parse_fault("slow-predict=1")
+    assert (slow_predict.kind, slow_predict.describe()) == ("slow-predict", "slow-predict=1")
     assert parse_fault(None).kind == parse_fault("").kind == ""
-    for bad in ("hung", "slow", "slow=-1", "slow=abc"):
+    for bad in ("hung", "slow", "slow=-1", "slow=abc", "slow-predict", "slowpredict=1"):
         with pytest.raises(ValueError):
             parse_fault(bad)
 
