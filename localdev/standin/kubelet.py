@@ -347,9 +347,8 @@ class PodKubelet:
         probes = asyncio.create_task(self._probe_all(started_mono, kill_request))
         deleting = asyncio.create_task(self._deleting.wait())
         try:
-            await asyncio.wait(
-                {run_task, kill_request, deleting}, return_when=asyncio.FIRST_COMPLETED
-            )
+            waits: set[asyncio.Future[Any]] = {run_task, kill_request, deleting}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             probes.cancel()
             if run_task.done():
                 status: ExitLike = run_task.result()
@@ -517,9 +516,10 @@ class PodKubelet:
 class PodKubelets:
     """One ``PodKubelet`` per scheduled model-server pod, fed by the pod watch."""
 
-    def __init__(self, api: PodApi, factory: ProcessFactory) -> None:
+    def __init__(self, api: PodApi, factory: ProcessFactory, probe: ProbeCheck = tcp_probe) -> None:
         self._api = api
         self._factory = factory
+        self._probe = probe
         self._pods: dict[str, PodKubelet] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # Pods this kubelet deleted: late events for them must not start them again.
@@ -555,7 +555,7 @@ class PodKubelets:
             return
         if not (pod.get("spec") or {}).get("nodeName"):
             return  # not scheduled: no kubelet has it yet
-        kubelet = PodKubelet(pod, self._api, self._factory)
+        kubelet = PodKubelet(pod, self._api, self._factory, self._probe)
         self._pods[uid] = kubelet
         kubelet.observe(pod)
         task = asyncio.create_task(kubelet.run(), name=f"kubelet {kubelet.key}")
