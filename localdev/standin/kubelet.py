@@ -236,7 +236,19 @@ class PodKubelet:
         )
         self.container: Mapping[str, Any] = container
         self.name = str(container.get("name", ""))
-        self.record = ContainerRecord(self.name, str(container.get("image", "")))
+        # A restarted stand-in finds the pod as the last kubelet left it: the
+        # count and the last run carry over (a real kubelet keeps them too).
+        shown = next(
+            (c for c in (pod.get("status") or {}).get("containerStatuses") or []
+             if c.get("name") == self.name),
+            {},
+        )  # fmt: skip
+        self.record = ContainerRecord(
+            self.name,
+            str(container.get("image", "")),
+            restart_count=int(shown.get("restartCount") or 0),
+            last_terminated=(shown.get("lastState") or {}).get("terminated"),
+        )
         # Other containers of the pod (none in what the operator renders) just run.
         self._others = [
             ContainerRecord(str(c.get("name")), str(c.get("image", "")))
