@@ -238,7 +238,7 @@ class PodKubelet:
         self.name = str(container.get("name", ""))
         # A restarted stand-in finds the pod as the last kubelet left it: the
         # count and the last run carry over (a real kubelet keeps them too).
-        shown = next(
+        shown: Mapping[str, Any] = next(
             (c for c in (pod.get("status") or {}).get("containerStatuses") or []
              if c.get("name") == self.name),
             {},
