@@ -126,13 +126,18 @@ class PodApi:
         containers are stopped; only this pod (uid precondition)."""
         meta = pod["metadata"]
         body = {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
-        await asyncio.to_thread(
-            self._core.delete_namespaced_pod,
-            meta["name"],
-            meta["namespace"],
-            body=body,
-            _request_timeout=10,
-        )
+        try:
+            await asyncio.to_thread(
+                self._core.delete_namespaced_pod,
+                meta["name"],
+                meta["namespace"],
+                body=body,
+                _request_timeout=10,
+            )
+        except Exception as e:
+            # Gone already (404), or a new pod of the same name (409: uid precondition).
+            if getattr(e, "status", None) not in (404, 409):
+                raise
 
     async def event(
         self, pod: Mapping[str, Any], container: str, kind: str, reason: str, message: str
