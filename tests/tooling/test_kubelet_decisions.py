@@ -204,3 +204,20 @@ def test_container_status_after_an_exit() -> None:
     assert status["lastState"]["terminated"]["reason"] == "Error"
     assert status["restartCount"] == 1 and not status["ready"] and not status["started"]
     assert decide.status_patch(_pod([]), [record], NOW, NOW)["status"]["phase"] == "Running"  # type: ignore[index]
+
+
+def test_kwok_stages_leave_model_server_pods_to_the_standin_only_when_it_runs() -> None:
+    """With the stand-in, kwok's start, readiness and delete stages skip pods
+    labelled serving.tfoperator.dev/servedmodel (the stand-in's kubelet owns
+    them); without it (benchmarks, test_scale) the stages are the file as written."""
+    import yaml
+
+    from localdev.sim.cluster import STAGES_FILE, render_stages
+
+    assert render_stages(exclude_model_servers=False) == STAGES_FILE.read_text()
+    stages = {s["metadata"]["name"]: s for s in yaml.safe_load_all(render_stages(True)) if s}
+    label = '.metadata.labels["serving.tfoperator.dev/servedmodel"]'
+    for name, stage in stages.items():
+        keys = {e["key"]: e["operator"] for e in stage["spec"]["selector"]["matchExpressions"]}
+        owned = name in ("sim-pod-start", "sim-pod-readiness", "sim-pod-delete")
+        assert (keys.get(label) == "DoesNotExist") == owned, name
