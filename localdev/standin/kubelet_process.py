@@ -62,6 +62,7 @@ class StartStopServer:
         serve until killed: today's server never exits by itself."""
         self._running = True
         started = False
+        last_error = ""
         try:
             while not self._killed.is_set():
                 try:
@@ -69,7 +70,10 @@ class StartStopServer:
                     started = True
                     break
                 except BindError as e:
-                    self._log(f"{e}; retrying")
+                    # Once per distinct error: a port held elsewhere keeps failing.
+                    if str(e) != last_error:
+                        self._log(f"{e}; retrying")
+                        last_error = str(e)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._killed.wait(), BIND_RETRY_SECONDS)
             if started:
