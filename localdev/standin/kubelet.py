@@ -380,8 +380,8 @@ class PodKubelet:
         finally:
             deleting.cancel()
             probes.cancel()
-        self.process = None
         self._finished(status, started_at, container_id)
+        self.process = None
         return time.monotonic() - started_mono
 
     def _finished(self, status: ExitLike, started_at: str, container_id: str) -> None:
