@@ -33,6 +33,11 @@ from localdev.sim.pki import Pki, ensure_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
+# With the stand-in running, it plays the kubelet for model-server pods once
+# kwok's create stage gave them an IP (localdev/standin/kubelet.py): these
+# stages must then leave such pods alone.
+KUBELET_OWNED_STAGES = ("sim-pod-start", "sim-pod-readiness", "sim-pod-delete")
+MODEL_SERVER_LABEL = "serving.tfoperator.dev/servedmodel"
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,22 @@ COMPONENT_NAMES = (
 )
 
 
+def render_stages(exclude_model_servers: bool) -> str:
+    """kwok's Stages: the file as written, or with the stages the stand-in's
+    kubelet takes over limited to pods without the model-server label."""
+    text = STAGES_FILE.read_text()
+    if not exclude_model_servers:
+        return text
+    stages = [s for s in yaml.safe_load_all(text) if s]
+    for stage in stages:
+        if stage["metadata"]["name"] in KUBELET_OWNED_STAGES:
+            stage["spec"]["selector"]["matchExpressions"].append(
+                {"key": f'.metadata.labels["{MODEL_SERVER_LABEL}"]', "operator": "DoesNotExist"}
+            )
+    header = "# Rendered from localdev/sim/kwok-stages.yaml by SimCluster (with the stand-in).\n"
+    return header + yaml.safe_dump_all(stages, sort_keys=False)
+
+
 class SimError(RuntimeError):
     """The local cluster could not be started or is unhealthy."""
 
@@ -151,6 +172,7 @@ class SimCluster:
         self.logs = self.state_dir / "logs"
         self.pids = self.state_dir / "pids"
         self.kubeconfig = self.state_dir / "kubeconfig"
+        self.stages_file = self.state_dir / "kwok-stages.yaml"
         self.server = f"https://127.0.0.1:{self.ports.apiserver}"
         self._bin: Path | None = None
 
@@ -316,7 +338,7 @@ class SimCluster:
                     "--node-ip=127.0.0.1",
                     "--node-lease-duration-seconds=40",
                     f"--server-address=127.0.0.1:{ports.kwok}",
-                    f"--config={STAGES_FILE}",
+                    f"--config={self.stages_file}",
                 ],
             ),
         ]
@@ -429,6 +451,7 @@ class SimCluster:
         for user in ("controller-manager", "scheduler", "kwok"):
             self._write_kubeconfig(self.component_kubeconfig(user), user)
         self.link_user_binaries()
+        self._write_stages()
         comps = {c.name: c for c in self.components()}
         self._ensure_started(comps["etcd"])
         self._ensure_started(comps["kube-apiserver"])
@@ -448,6 +471,13 @@ class SimCluster:
         log(f"cluster up in {time.monotonic() - started:.1f} s (binaries: {bin_dir})")
         log(f"kubeconfig: {self.kubeconfig}")
         return self
+
+    def _write_stages(self) -> None:
+        """kwok's Stages for this cluster (see ``render_stages``); a running kwok
+        keeps the ones it started with."""
+        tmp = self.stages_file.with_name(self.stages_file.name + ".tmp")
+        tmp.write_text(render_stages(exclude_model_servers=self.with_standin))
+        os.replace(tmp, self.stages_file)
 
     def _ready_or_raise(self) -> bool:
         self._check_alive(["etcd", "kube-apiserver"])

@@ -2,8 +2,10 @@
 
 Nothing here is shipped with the operator. The local test cluster is a real
 kube-apiserver with kwok-simulated nodes: pods get IPs in 127.1.0.0/16 but no
-container ever runs. The stand-in plays ``tensorflow_model_server`` for every
-Running pod that carries the ``serving.tfoperator.dev/servedmodel`` label: it
+container ever runs. For every pod that carries the
+``serving.tfoperator.dev/servedmodel`` label the stand-in plays the kubelet
+(``kubelet.py``: probes, restarts with back-off, preStop and the grace period)
+and ``tensorflow_model_server``: it
 reads the pod's container args and volumes, and serves on the pod's IP and
 ports what the real server would (``ModelService`` and ``PredictionService``
 over gRPC, the REST API over HTTP), loading SavedModels with TensorFlow for real

@@ -59,8 +59,10 @@ async def run(args: argparse.Namespace) -> None:
     """Watch pods and serve them until SIGTERM or SIGINT."""
     from kubernetes import client, config
 
+    from .kubelet import PodApi, PodKubelets
+    from .kubelet_process import standin_factory
     from .models import configure_tensorflow
-    from .pods import SERVED_MODEL_LABEL, KubeLookup, PodSupervisor, Watcher
+    from .pods import SERVED_MODEL_LABEL, KubeLookup, Watcher
     from .server import Runtime
 
     loop = asyncio.get_running_loop()
@@ -80,7 +82,10 @@ async def run(args: argparse.Namespace) -> None:
     api = client.CoreV1Api(config.new_client_from_config(config_file=args.kubeconfig))
     runtime = Runtime.create(args.load_threads, args.infer_threads, args.cpus)
     lookup = KubeLookup(api)
-    supervisor = PodSupervisor(runtime, lookup)
+    # The stand-in plays the kubelet for model-server pods too (kwok's stages
+    # leave them alone once they have an IP): it runs one server per container
+    # start, with probes, restarts and graceful deletion (kubelet.py).
+    supervisor = PodKubelets(PodApi(api), standin_factory(runtime, lookup))
 
     def in_loop(fn: Callable[..., None], *fn_args: Any) -> None:
         loop.call_soon_threadsafe(fn, *fn_args)

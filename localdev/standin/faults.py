@@ -10,8 +10,11 @@ stand-in misbehave the way broken model servers do in the wild:
 * ``slow=<seconds>``: ``ModelService`` calls answer correctly after that
   many seconds (an overloaded server);
 * ``vanish``: the gRPC and REST listeners close while the pod stays Running
-  (the process died and nobody noticed yet); clearing the annotation opens
-  them again;
+  (the process hangs without its ports); clearing the annotation opens
+  them again. The stand-in's kubelet (``kubelet.py``) sees it like a real
+  one: readiness probes fail, and failed liveness probes kill and restart
+  the container (the restarted server keeps the fault while the annotation
+  stays);
 * ``slow-predict=<seconds>``: ``PredictionService`` calls take that much
   longer (a slow graph). They hold their thread of the server's one gRPC pool
   meanwhile (the fault runs inside ``grpc_service.RpcPool``), so under load

@@ -1,5 +1,10 @@
 """Which pods to serve: a resilient Kubernetes watch, and one ``PodServer`` per pod.
 
+The stand-in process feeds the pod watch to the kubelet emulation
+(``kubelet.PodKubelets``), which starts, probes, restarts and stops a server
+per container run; ``PodSupervisor`` below is the simpler "serve every
+Running pod" loop, kept for the in-process stand-in tests.
+
 Pods labelled ``serving.tfoperator.dev/servedmodel`` (any value, any
 namespace) are served while ``status.phase`` is Running and ``status.podIP``
 is set, Terminating included (the real server ignores SIGTERM and serves
