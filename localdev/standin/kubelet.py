@@ -12,9 +12,8 @@ decides what a kubelet would write or do; ``PodApi`` is the only writer.
 Each behaviour names the Kubernetes documentation page it follows.
 
 The server process is anything with the ``ServerProcess`` members; a factory
-builds one per container start. ``StartStopServer`` adapts today's
-``PodServer`` (start/stop, never exits by itself); once ``PodServer.run()``
-exists it can be the process itself.
+builds one per container start (``kubelet_process.standin_factory``: one
+``PodServer`` run, which exits as TF Serving does; tests use fakes).
 """
 
 from __future__ import annotations
