@@ -5,7 +5,15 @@ SHELL := /bin/bash
 PYTHON_BOOTSTRAP ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SETUP_STAMP := $(VENV)/.setup-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# The TF Serving API protos. 2.20.0, the pinned release's own, cannot be
+# imported: two of its modules (model_service_pb2, prediction_service_pb2) are
+# protoc-3-era code that protobuf's upb runtime refuses ("attribute
+# 'has_options' ... is not writable"), and TensorFlow 2.20 needs that runtime
+# (protobuf >= 5.28). 2.21.0 regenerated them; its messages are the same on the
+# wire (tests/contract/test_wire_compat.py). It declares tensorflow>=2.21, which
+# pip would then install over the pinned 2.20: hence --no-deps.
+SERVING_API := tensorflow-serving-api==2.21.0
+SETUP_STAMP := $(VENV)/.setup-$(shell { cat pyproject.toml; echo '$(SERVING_API)'; } | sha256sum | cut -c1-12)
 export KUBECONFIG_SIM := $(CURDIR)/.sim/kubeconfig
 PYTEST_ARGS ?=
 
@@ -17,6 +25,7 @@ $(SETUP_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps '$(SERVING_API)'
 	@rm -f $(VENV)/.setup-* && touch $@
 
 .PHONY: setup

@@ -75,9 +75,9 @@ def test_pyproject_tensorflow_follows_the_release() -> None:
     everything = list(project["dependencies"])
     for extra in project.get("optional-dependencies", {}).values():
         everything += extra
-    names = ("tensorflow", "tensorflow-cpu", "tensorflow-serving-api")
+    names = ("tensorflow", "tensorflow-cpu")
     pinned = requirements_named(everything, *names)
-    assert {Requirement(r).name for r in pinned} >= {"tensorflow", "tensorflow-serving-api"}
+    assert {Requirement(r).name for r in pinned} >= {"tensorflow"}
     problems = [p for r in pinned if (p := follows_the_minor(r))]
     assert not problems, f"pyproject.toml: {problems}"
 
@@ -169,18 +169,33 @@ def test_the_stand_in_takes_its_flags_from_the_release() -> None:
     assert "SERVER_FLAGS" not in assigned, "flags.py redefines SERVER_FLAGS"
 
 
-@pytest.mark.parametrize("package", ["tensorflow", "tensorflow-serving-api"])
-def test_installed_tensorflow_is_the_pinned_minor(package: str) -> None:
+def test_installed_tensorflow_is_the_pinned_minor() -> None:
     """A stale virtualenv trains and loads with another TensorFlow than the
     servers run: every stand-in result would then prove the wrong release."""
     try:
-        installed = Version(importlib.metadata.version(package))
+        installed = Version(importlib.metadata.version("tensorflow"))
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip(f"{package} is not installed (the operator alone needs neither)")
+        pytest.skip("tensorflow is not installed (the operator alone does not need it)")
     assert (installed.major, installed.minor) == (MAJOR, MINOR), (
-        f"{package} {installed} is installed, the pin is {release.TF_MINOR}: "
-        "reinstall the dev extras (pip install -e '.[dev]')"
+        f"tensorflow {installed} is installed, the pin is {release.TF_MINOR}: run `make setup`"
     )
+
+
+def test_the_serving_api_protos_are_the_makefiles_and_not_older_than_the_release() -> None:
+    """tensorflow-serving-api is installed by `make setup` (SERVING_API, --no-deps:
+    the release's own 2.20.0 cannot be imported under protobuf's upb runtime).
+    Protos only gain fields, so a newer API package speaks the release's wire
+    format; an older one might not know what the server sends."""
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    match = re.search(r"^SERVING_API := tensorflow-serving-api==(\S+)$", makefile, re.MULTILINE)
+    assert match, "the Makefile pins no SERVING_API"
+    pinned = Version(match[1])
+    assert (pinned.major, pinned.minor) >= (MAJOR, MINOR), pinned
+    try:
+        installed = Version(importlib.metadata.version("tensorflow-serving-api"))
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("tensorflow-serving-api is not installed")
+    assert installed == pinned, f"{installed} installed, the Makefile pins {pinned}: make setup"
 
 
 def main_cc_flags() -> dict[str, str]:
