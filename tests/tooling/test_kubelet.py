@@ -18,7 +18,9 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from localdev.support.models import make_model_dir
 from localdev.support.waiting import wait_until
+from tfserving_operator import release
 
 LABEL = "serving.tfoperator.dev/servedmodel"
 GATE = "serving.tfoperator.dev/model-available"
@@ -45,11 +47,11 @@ QUICK_PROBES = {
 
 
 def model_pod(
-    name: str, models: Path, probes: dict[str, Any], grace: int = 45, pre_stop: int = 40
+    name: str, store: Path, probes: dict[str, Any], grace: int = 45, pre_stop: int = 40
 ) -> dict[str, Any]:
-    """A model-server pod shaped like the operator's: an empty base path
-    (the stand-in listens at once; nothing for TensorFlow to load)."""
-    (models / "m").mkdir(parents=True, exist_ok=True)
+    """A model-server pod shaped like the operator's, serving a real SavedModel
+    (the server opens its ports only once its first version has loaded)."""
+    models = make_model_dir(store, name, good=(1,))
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -60,13 +62,13 @@ def model_pod(
             "containers": [
                 {
                     "name": SERVER,
-                    "image": "tensorflow/serving:2.19.1",
+                    "image": release.DEFAULT_IMAGE,
                     "command": ["/usr/bin/tensorflow_model_server"],
                     "args": [
                         "--port=8500",
                         "--rest_api_port=0",
                         "--model_name=m",
-                        "--model_base_path=/models/m",
+                        "--model_base_path=/models",
                     ],
                     "ports": [{"name": "grpc", "containerPort": 8500}],
                     "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -151,14 +153,14 @@ def set_gate(core: client.CoreV1Api, namespace: str, name: str, status: str) -> 
 
 
 def test_rendered_probes_start_the_container_and_ready_waits_for_the_gate(
-    api_client: Any, namespace: str, tmp_path: Path
+    api_client: Any, namespace: str, model_store: Path
 ) -> None:
     """Pod Lifecycle ("Container states", "Pod readiness") and Configure
     Liveness, Readiness and Startup Probes: the container runs, turns started
     after its startup probe and ready after its readiness probe; the pod is
     Ready only once the readiness gate's condition is True too."""
     core = client.CoreV1Api(api_client)
-    core.create_namespaced_pod(namespace, model_pod("start", tmp_path, RENDERED_PROBES))
+    core.create_namespaced_pod(namespace, model_pod("start", model_store, RENDERED_PROBES))
     wait = waiter(core, namespace, "start")
     pod = wait(
         lambda p: condition(p, "ContainersReady").get("status") == "True",
@@ -186,7 +188,7 @@ def test_rendered_probes_start_the_container_and_ready_waits_for_the_gate(
 
 
 def test_liveness_failure_kills_and_restarts_the_container(
-    api_client: Any, namespace: str, tmp_path: Path
+    api_client: Any, namespace: str, model_store: Path
 ) -> None:
     """Configure Liveness, Readiness and Startup Probes ("Define a TCP
     liveness probe") and Pod Lifecycle ("Container restarts"): when the port
@@ -194,7 +196,7 @@ def test_liveness_failure_kills_and_restarts_the_container(
     after the grace period: exit 137) and it is restarted after the back-off."""
     core = client.CoreV1Api(api_client)
     core.create_namespaced_pod(
-        namespace, model_pod("live", tmp_path, QUICK_PROBES, grace=2, pre_stop=1)
+        namespace, model_pod("live", model_store, QUICK_PROBES, grace=2, pre_stop=1)
     )
     wait = waiter(core, namespace, "live")
     wait(lambda p: bool(server_status(p).get("ready")), "container ready", 60)
@@ -223,7 +225,7 @@ def test_liveness_failure_kills_and_restarts_the_container(
 
 
 def test_deletion_runs_pre_stop_while_serving_then_deletes_after_the_grace_period(
-    api_client: Any, namespace: str, tmp_path: Path
+    api_client: Any, namespace: str, model_store: Path
 ) -> None:
     """Pod Lifecycle, "Termination of Pods" and Container Lifecycle Hooks: the
     preStop hook runs first while the server keeps serving; SIGTERM is ignored
@@ -232,7 +234,7 @@ def test_deletion_runs_pre_stop_while_serving_then_deletes_after_the_grace_perio
     core = client.CoreV1Api(api_client)
     grace = 6
     core.create_namespaced_pod(
-        namespace, model_pod("bye", tmp_path, QUICK_PROBES, grace=grace, pre_stop=3)
+        namespace, model_pod("bye", model_store, QUICK_PROBES, grace=grace, pre_stop=3)
     )
     wait = waiter(core, namespace, "bye")
     pod = wait(lambda p: bool(server_status(p).get("ready")), "container ready", 60)
@@ -262,12 +264,12 @@ def test_deletion_runs_pre_stop_while_serving_then_deletes_after_the_grace_perio
 
 
 def test_pod_deleted_before_its_container_started_goes_at_once(
-    api_client: Any, namespace: str, tmp_path: Path
+    api_client: Any, namespace: str, model_store: Path
 ) -> None:
     """Pod Lifecycle, "Termination of Pods": a pod with no running container
     has nothing to stop; the kubelet deletes the object at once."""
     core = client.CoreV1Api(api_client)
-    manifest = model_pod("never", tmp_path, QUICK_PROBES, grace=60)
+    manifest = model_pod("never", model_store, QUICK_PROBES, grace=60)
     # Bound to a node kwok does not manage: it never gets an IP, so no
     # container starts. Without a kubelet the bound pod would stay Terminating.
     manifest["spec"]["nodeName"] = "sim-absent-node"
