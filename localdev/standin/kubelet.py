@@ -477,7 +477,8 @@ class PodKubelet:
         """Probe every period from initialDelaySeconds after the container
         started; returns the result that ``stop_when`` accepted."""
         state = decide.initial_probe_state(spec.kind)
-        await asyncio.sleep(max(0.0, started_mono + spec.initial_delay - time.monotonic()))
+        first = decide.first_probe_at(started_mono, time.monotonic(), spec)
+        await asyncio.sleep(max(0.0, first - time.monotonic()))
         while True:
             ok, detail = await self._probe(self._ip, spec.port, spec.timeout)
             if not ok:

@@ -10,6 +10,7 @@ Each rule names the Kubernetes documentation page it follows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -180,6 +181,23 @@ class ProbeState:
     result: bool | None
     successes: int = 0
     failures: int = 0
+
+
+def first_probe_at(container_start: float, now: float, spec: ProbeSpec) -> float:
+    """When a probe worker first probes, on the clock of `container_start`.
+
+    The kubelet starts one worker per probe when the container starts; each
+    ticks every periodSeconds, skips ticks before initialDelaySeconds, and a
+    liveness or readiness worker also skips its ticks until the startup probe
+    has succeeded (kubelet pkg/kubelet/prober/worker.go; docs: Configure
+    Liveness, Readiness and Startup Probes). So the first probe comes at the
+    first tick at or after both the initial delay and `now`.
+    """
+    earliest = container_start + spec.initial_delay
+    if now <= earliest or spec.period <= 0:
+        return max(earliest, now)
+    ticks = math.ceil((now - earliest) / spec.period)
+    return earliest + ticks * spec.period
 
 
 def initial_probe_state(kind: str) -> ProbeState:

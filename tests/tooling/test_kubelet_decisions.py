@@ -221,3 +221,14 @@ def test_kwok_stages_leave_model_server_pods_to_the_standin_only_when_it_runs() 
         keys = {e["key"]: e["operator"] for e in stage["spec"]["selector"]["matchExpressions"]}
         owned = name in ("sim-pod-start", "sim-pod-readiness", "sim-pod-delete")
         assert (keys.get(label) == "DoesNotExist") == owned, name
+
+
+def test_a_probe_worker_first_probes_at_its_next_tick_after_startup() -> None:
+    """Workers tick from the container's start; a readiness probe with a 10 s
+    period whose startup probe passed at 23 s first probes at 30 s, not at 23 s."""
+    spec = decide.ProbeSpec("readiness", 8500, 0.0, 10.0, 1.0, 1, 3)
+    assert decide.first_probe_at(100.0, 123.0, spec) == 130.0
+    assert decide.first_probe_at(100.0, 130.0, spec) == 130.0
+    delayed = decide.ProbeSpec("liveness", 8500, 15.0, 10.0, 1.0, 1, 3)
+    assert decide.first_probe_at(100.0, 101.0, delayed) == 115.0
+    assert decide.first_probe_at(100.0, 116.0, delayed) == 125.0

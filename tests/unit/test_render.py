@@ -292,13 +292,18 @@ def test_readiness_gate_and_honest_probes(case: str) -> None:
     children = render_case(case)
     assert pod_spec(children)["readinessGates"] == [{"conditionType": api.GATE_CONDITION}]
     ctr = container(children)
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         # Never REST: GET /v1/models/NAME answers 200 with no version AVAILABLE.
         assert "httpGet" not in ctr[probe]
         assert ctr[probe]["tcpSocket"] == {"port": "grpc"}
-    # The startup probe waits as long as a version may take to load.
+    # The gate is the readiness signal: a readiness probe could only hold an
+    # AVAILABLE pod out of traffic until its next tick.
+    assert "readinessProbe" not in ctr
+    # The startup probe notices open ports within a second and waits as long
+    # as a version may take to load.
     startup = ctr["startupProbe"]
     timeout = parse(CASES[case]).availability_timeout_seconds
+    assert startup["periodSeconds"] == 1
     assert startup["periodSeconds"] * startup["failureThreshold"] >= timeout
 
 

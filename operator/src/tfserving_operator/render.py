@@ -333,7 +333,13 @@ def _probes(sm: ServedModel) -> dict[str, Any]:
     # The real server opens its ports only once the initial versions have
     # loaded, so "the gRPC port accepts connections" means "the process is up
     # and done loading", never more: a REST 200 on /v1/models/NAME would not
-    # even mean that. Which versions are AVAILABLE is the readiness gate's job.
+    # even mean that. Which versions are AVAILABLE is the readiness gate's job,
+    # so there is no readinessProbe: the kubelet runs one on its own ticker
+    # once the startup probe passed, and a TCP check could only hold a pod out
+    # of traffic for up to its period after the gate opened. The startup probe
+    # asks every second (a TCP connect costs nothing), so a pod is "started"
+    # within a second of its ports opening; it gives up when the availability
+    # timeout would refuse the version anyway.
     def tcp(period: int, failures: int) -> dict[str, Any]:
         # A fresh dict per probe: manifests share no sub-objects.
         return {
@@ -342,12 +348,12 @@ def _probes(sm: ServedModel) -> dict[str, Any]:
             "failureThreshold": failures,
         }
 
-    startup_period = 5
+    startup_period = 1
     return {
         "startupProbe": tcp(
             startup_period, max(1, -(-sm.availability_timeout_seconds // startup_period))
         ),
-        "readinessProbe": tcp(10, 3),
+        # A server whose port stays closed for a minute is dead: restart it.
         "livenessProbe": tcp(20, 3),
     }
 
