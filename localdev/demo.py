@@ -283,15 +283,6 @@ class Demo:
         self.k("-n", self.namespace, "get", "servedmodels")
         self.client()
 
-    def crashed_pod(self) -> dict[str, Any] | None:
-        """A pod of mnist whose model server exited at least once (the crash path)."""
-        pods = self.get_json("pods", "-l", "serving.tfoperator.dev/servedmodel=mnist")
-        for pod in pods["items"]:
-            for container in pod["status"].get("containerStatuses") or []:
-                if container.get("restartCount", 0) > 0:
-                    return dict(pod)
-        return None
-
     def version_3(self) -> None:
         step("Publish a broken version 3 (its saved_model.pb is garbage) and ask for it")
         broken = self.models / "3"
@@ -305,25 +296,6 @@ class Demo:
             "initial load,\n   and exits when that load fails: the pod crash-loops, and its "
             "last log lines\n   become the container's termination message."
         )
-        pod = wait_for(
-            "the version 3 pod's model server exited (restart count 1)",
-            self.crashed_pod,
-            timeout=120,
-        )
-        name = pod["metadata"]["name"]
-        self.k(
-            "-n", self.namespace, "get", "pods", "-l", "serving.tfoperator.dev/servedmodel=mnist"
-        )
-        self.k(
-            "-n",
-            self.namespace,
-            "get",
-            "pod",
-            name,
-            "-o",
-            "jsonpath={.status.containerStatuses[0].lastState.terminated.message}",
-        )
-        print()
         degraded = wait_for(
             "version 3 refused with the model server's own last words",
             lambda: (
@@ -335,6 +307,8 @@ class Demo:
         )
         print(f"   refused {time.monotonic() - published:.1f} s after version 3 was published")
         print(f"   Degraded: {degraded['reason']}: {degraded['message']}")
+        print("   The kubelet's word for it, and the operator's:")
+        self.k("-n", self.namespace, "get", "events", "--field-selector", "reason=BackOff")
         self.k(
             "-n",
             self.namespace,

@@ -32,7 +32,7 @@ def test_demo_runs_the_whole_mission(sim, crds, tmp_path) -> None:
         assert out.count("Inference error rate:") == 3, out[-4000:]
         assert "VersionLoadFailed" in out
         # Refused through the crash path, in the server's own words.
-        assert "model server exited (restart count 1)" in out, out[-4000:]
+        assert "Back-off restarting failed container" in out, out[-4000:]
         assert "exited while loading" in out and "Failed to start server" in out, out[-4000:]
         assert "Demo finished" in out
     finally:
