@@ -375,6 +375,16 @@ def test_version_update_ends_serving_the_new_version(
     ]
     assert old_rs.spec.replicas == 0
     children.apps.delete_namespaced_replica_set(old_rs.metadata.name, namespace)
+    # The old pod drains through its preStop sleep and grace period (the local
+    # kubelet honours them) and keeps its config until it is gone.
+    wait_until(
+        lambda: all(
+            p.metadata.annotations[api.ANNOTATION_CONFIG_HASH] != old_hash
+            for p in pods_of(api_client, namespace, "versioned")
+        ),
+        timeout=90,
+        what="the old pod gone after its grace period",
+    )
     wait_until(
         lambda: list(children.config_maps()) == [children_config_name(body)],
         timeout=30,

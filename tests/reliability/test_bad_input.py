@@ -105,18 +105,21 @@ def test_bad_model_folders(folders: Folders) -> None:
     cases: dict[str, tuple[str, tuple[str, ...], str]] = {}
     # name -> (what, words the status must use, versions that may serve)
 
+    # No version folder at all: the real server waits for one with its ports
+    # closed (tensorflow/serving#1693), so the availability timeout explains it.
+    never = ("VersionLoadTimeout", "ServerUnreachable")
     empty = f.folder("empty")
     f.create("empty-pinned", empty, version=1)
     f.create("empty-latest", empty)
-    cases["empty-pinned"] = ("empty folder, version pinned", ("VersionNotFound",), "")
-    cases["empty-latest"] = ("empty folder, latest policy", ("VersionNotFound",), "")
+    cases["empty-pinned"] = ("empty folder, version pinned", never, "")
+    cases["empty-latest"] = ("empty folder, latest policy", never, "")
 
     names = f.folder("names")
     for child in ("v1", "latest", "model"):
         add_good_version(f.root, names, 0)
         (names / "0").rename(names / child)
     f.create("non-numeric", names)
-    cases["non-numeric"] = ("only non-numeric folder names", ("VersionNotFound",), "")
+    cases["non-numeric"] = ("only non-numeric folder names", never, "")
 
     half = make_model_dir(f.root, "half", good=(1,))
     (half / "2" / "variables").mkdir(parents=True)

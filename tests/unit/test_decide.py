@@ -424,14 +424,17 @@ class TestDetectFailure:
         assert "Failed to start server" in failure.message
 
     def test_a_kubelet_kill_is_left_to_the_availability_timeout(self) -> None:
-        """137: the startup probe gave up on a server still loading; not a load error."""
+        """137: the startup probe gave up on a server still loading; not a load error,
+        but its last log lines say why it waited."""
+        last_log = "No versions of servable mnist found under base path /models/mnist"
         killed = pod(
-            "b", restart_count=1, exit_code=137, exit_reason="Error", termination_message="..."
+            "b", restart_count=1, exit_code=137, exit_reason="Error", termination_message=last_log
         )
         assert self.detect([killed], {}) is None
         failure = self.detect([killed], {}, seconds=601)
         assert failure is not None
         assert failure.reason == Reason.VERSION_LOAD_TIMEOUT
+        assert f"restarted 1x, last log: {last_log}" in failure.message
 
     def test_out_of_memory_while_loading_is_a_load_failure(self) -> None:
         oom = pod(

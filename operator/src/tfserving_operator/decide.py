@@ -319,10 +319,7 @@ def detect_failure(
     if rollout_start is not None:
         elapsed = (now - rollout_start).total_seconds()
         if elapsed > sm.availability_timeout_seconds:
-            states = (
-                "; ".join(f"{p.name}: {p.gate_reason or 'not probed'}" for p in current)
-                or "no new pod running"
-            )
+            states = "; ".join(_waiting_state(p) for p in current) or "no new pod running"
             return Failure(
                 Reason.VERSION_LOAD_TIMEOUT,
                 f"versions {_describe_target(pods, config_hash)} not AVAILABLE on every new "
@@ -359,6 +356,16 @@ def _exited_while_loading(pod: PodView) -> Failure | None:
         Reason.VERSION_LOAD_FAILED,
         f"model server on pod {pod.name} exited while loading: {pod.termination_message[-600:]}",
     )
+
+
+def _waiting_state(pod: PodView) -> str:
+    """How a new pod stands when time ran out; a server the kubelet killed while
+    it waited (a missing version folder: "No versions of servable ... found")
+    says why in its last log lines."""
+    state = f"{pod.name}: {pod.gate_reason or 'not probed'}"
+    if pod.restart_count and pod.termination_message:
+        state += f", restarted {pod.restart_count}x, last log: {pod.termination_message[-300:]}"
+    return state
 
 
 def _describe_target(pods: Sequence[PodView], config_hash: str) -> str:
