@@ -65,11 +65,12 @@ class Pair:
 
 
 def health(proc: OperatorProcess) -> dict[str, int]:
-    """The replica's liveness answer: {"servedmodels": workers, "probe_calls": probes sent}."""
+    """The replica's activity counters from its liveness answer: {"servedmodels":
+    workers, "probe_calls": probes sent} (its other details are not activity)."""
     url = f"http://127.0.0.1:{proc.liveness_port}/healthz"
     with urllib.request.urlopen(url, timeout=5) as response:
-        data: dict[str, int] = json.loads(response.read())
-        return data
+        data = json.loads(response.read())
+    return {key: int(data[key]) for key in ("servedmodels", "probe_calls")}
 
 
 def _log_count(proc: OperatorProcess, text: str) -> int:
@@ -157,6 +158,9 @@ def test_only_the_higher_priority_replica_acts(pair: Pair) -> None:
         "modelName": "half_plus_three",
         "storage": {"hostPath": {"path": str(pair.base)}},
         "version": 1,
+        # Replaced pods go in seconds (the local kubelet honours the grace
+        # period), while a paused replica is still paused.
+        "terminationGracePeriodSeconds": 5,
     }
     create_sm(pair.api, pair.namespace, servedmodel("peered", spec))
     wait_converged(pair.api, pair.namespace, "peered", "1", 1, timeout=60)
