@@ -406,6 +406,17 @@ class TestDetectFailure:
         assert "pod b exited while loading" in failure.message
         assert LOAD_ERROR in failure.message
 
+    def test_termination_message_is_cut_at_whole_lines(self) -> None:
+        log = "\n".join(f"I1201 loader_harness.cc:78] line {i} " + "x" * 80 for i in range(20))
+        last = "Failed to start server. Error: " + LOAD_ERROR
+        crashed = pod("b", restart_count=1, exit_code=255, termination_message=f"{log}\n{last}")
+        failure = self.detect([crashed], {})
+        assert failure is not None
+        quoted = failure.message.split("exited while loading: ", 1)[1]
+        assert quoted.endswith(last)
+        assert all(line.startswith(("I1201", "Failed")) for line in quoted.splitlines())
+        assert len(quoted) <= 600
+
     def test_long_termination_message_keeps_its_end(self) -> None:
         crashed = pod("b", restart_count=1, termination_message="x" * 5000 + LOAD_ERROR)
         failure = self.detect([crashed], {})

@@ -348,14 +348,31 @@ def _exited_while_loading(pod: PodView) -> Failure | None:
         return Failure(
             Reason.VERSION_LOAD_FAILED,
             f"model server on pod {pod.name} ran out of memory while loading "
-            f"(OOMKilled): {pod.termination_message[-500:]}",
+            f"(OOMKilled): {last_lines(pod.termination_message, 500)}",
         )
     if pod.exit_code == KILLED_EXIT_CODE:
         return None
     return Failure(
         Reason.VERSION_LOAD_FAILED,
-        f"model server on pod {pod.name} exited while loading: {pod.termination_message[-600:]}",
+        f"model server on pod {pod.name} exited while loading: "
+        f"{last_lines(pod.termination_message, 600)}",
     )
+
+
+def last_lines(text: str, limit: int) -> str:
+    """The last whole lines of a log that fit in `limit` characters (the last
+    line alone, cut from its start, when it is longer): the real server's
+    final line, "Failed to start server. Error: ...", holds the load error."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        if kept and size + len(line) + 1 > limit:
+            break
+        kept.insert(0, line)
+        size += len(line) + 1
+    joined = "\n".join(kept)
+    return joined if len(joined) <= limit else "..." + joined[-(limit - 3) :]
 
 
 def _waiting_state(pod: PodView) -> str:
@@ -364,7 +381,8 @@ def _waiting_state(pod: PodView) -> str:
     says why in its last log lines."""
     state = f"{pod.name}: {pod.gate_reason or 'not probed'}"
     if pod.restart_count and pod.termination_message:
-        state += f", restarted {pod.restart_count}x, last log: {pod.termination_message[-300:]}"
+        last_log = last_lines(pod.termination_message, 300)
+        state += f", restarted {pod.restart_count}x, last log: {last_log}"
     return state
 
 
