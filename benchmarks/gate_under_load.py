@@ -30,8 +30,7 @@ from typing import Any
 
 from benchmarks import workload
 from benchmarks.harness import Bench, say
-from benchmarks.probe_load import HEALTH_CACHE_SECONDS
-from benchmarks.runner import RunningOperator, start_operator
+from benchmarks.runner import start_operator
 from localdev.support.clients import PodInfo, PodWatcher, PredictLoad
 from localdev.support.k8s import create_sm, delete_sm, servedmodel, wait_condition
 from localdev.support.models import make_model_dir
@@ -64,13 +63,6 @@ def gate_flaps(history: list[tuple[float, PodInfo]]) -> int:
     return flaps
 
 
-def fresh_health(operator: RunningOperator) -> dict[str, Any]:
-    """/healthz computed no earlier than this call (kopf caches it for 10 s)."""
-    operator.health()
-    time.sleep(HEALTH_CACHE_SECONDS)
-    return operator.health()
-
-
 def run_scenario(
     bench: Bench, api_client: Any, base: Path, scenario: Scenario, window: float
 ) -> dict[str, Any]:
@@ -100,7 +92,7 @@ def run_scenario(
             time.sleep(window)  # the measurement window, not a synchronisation
             report = load.stop()
             flaps = gate_flaps(pods.history)
-        health = fresh_health(operator)
+        health = operator.fresh_health()
         latency = dict(health.get("probe_latency_ms") or {})
         figures = {
             "probe_timeout_seconds": scenario.probe_timeout,

@@ -15,12 +15,9 @@ from typing import Any
 from benchmarks import idle, procstat, workload
 from benchmarks.convergence import Tracker
 from benchmarks.harness import Bench, say
-from benchmarks.runner import RunningOperator, start_operator
+from benchmarks.runner import HEALTH_CACHE_SECONDS, RunningOperator, start_operator
 from benchmarks.throughput import TIMEOUT_SECONDS
 from tfserving_operator.settings import Settings
-
-# kopf caches probe results for 10 s: a read 10 s after any other is fresh.
-HEALTH_CACHE_SECONDS = 10.1
 
 
 def fresh_probe_calls(operator: RunningOperator) -> tuple[int, float]:

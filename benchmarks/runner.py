@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,8 @@ from typing import Any
 from localdev.sim.cluster import SimCluster
 from localdev.support.operator import OperatorProcess
 
+# kopf caches probe results for 10 s: a read 10 s after any other is fresh.
+HEALTH_CACHE_SECONDS = 10.1
 # The operator's defaults, not the test suite's faster backoff (OperatorProcess sets 1 s).
 BENCH_ENV = {"TFSO_PROBE_BACKOFF_MAX_SECONDS": "5", "TFSO_LOG_LEVEL": "INFO"}
 
@@ -30,11 +30,15 @@ class RunningOperator:
         return self.process.proc.pid
 
     def health(self) -> dict[str, Any]:
-        """kopf's /healthz answer: our probes (`servedmodels`, `probe_calls`), cached 10 s."""
-        url = f"http://127.0.0.1:{self.process.liveness_port}/healthz"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            body: dict[str, Any] = json.loads(resp.read())
-            return body
+        """kopf's /healthz answer (OperatorProcess.health), cached 10 s."""
+        return self.process.health()
+
+    def fresh_health(self) -> dict[str, Any]:
+        """/healthz computed no earlier than this call: a read one cache period
+        after another is fresh."""
+        self.health()
+        time.sleep(HEALTH_CACHE_SECONDS)
+        return self.health()
 
     def stop(self) -> None:
         self.process.stop()

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from localdev.support.waiting import wait_until
 
@@ -77,6 +78,17 @@ class OperatorProcess:
         url = f"http://127.0.0.1:{self.liveness_port}/healthz"
         with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(resp.status == 200)
+
+    def health(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The /healthz answer: kopf's probes (`servedmodels`, `probe_calls`,
+        `probe_latency_ms`), which kopf caches for up to 10 s."""
+        import json
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as in a node failure or OOM kill."""

@@ -10,8 +10,6 @@ TFSO_PROBE_FAILURE_THRESHOLD (default 3) consecutive ones (decide.gate_for).
 
 from __future__ import annotations
 
-import json
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,14 +51,6 @@ def own_operator(api_client: Any, sim: Any, crds: None) -> Iterator[tuple[str, O
         core.delete_namespace(namespace, propagation_policy="Background")
 
 
-def health(proc: OperatorProcess) -> Body:
-    """The operator's /healthz (kopf caches it for up to 10 s)."""
-    url = f"http://127.0.0.1:{proc.liveness_port}/healthz"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        body: Body = json.loads(resp.read())
-        return body
-
-
 def set_fault(api_client: Any, namespace: str, pod: str, fault: str | None) -> None:
     patch = {"metadata": {"annotations": {FAULT_ANNOTATION: fault}}}
     client.CoreV1Api(api_client).patch_namespaced_pod(pod, namespace, patch)
@@ -91,17 +81,17 @@ def test_gate_holds_while_predicts_fill_the_grpc_pool(
 
     with PodWatcher(api_client, namespace, "busy") as pods:
         (pod,) = pods.serving()
-        calls_before = int(health(proc)["probe_calls"])
+        calls_before = int(proc.health()["probe_calls"])
         load = PredictLoad(pods, MODEL, workers=2, max_seconds=120, timeout=10).start()
         try:
             # Probes every second: wait until a dozen were answered under load.
             wait_until(
-                lambda: int(health(proc)["probe_calls"]) >= calls_before + 12,
+                lambda: int(proc.health()["probe_calls"]) >= calls_before + 12,
                 timeout=90,
                 what="12 probes of the loaded server",
                 interval=1.0,
             )
-            latency = health(proc)["probe_latency_ms"]
+            latency = proc.health()["probe_latency_ms"]
         finally:
             report = load.stop()
         closed = [info for _, info in pods.history if info.name == pod.name and not info.ready]

@@ -121,12 +121,8 @@ def _reconciled(body: dict[str, Any]) -> bool:
 
 
 def _workers(proc: OperatorProcess) -> int:
-    """How many ServedModels the process reconciles (a fresh /healthz answer)."""
-    import urllib.request
-
-    url = f"http://127.0.0.1:{proc.liveness_port}/healthz"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return int(json.loads(resp.read())["servedmodels"])
+    """How many ServedModels the process reconciles (the /healthz answer)."""
+    return int(proc.health()["servedmodels"])
 
 
 def _fresh_workers(proc: OperatorProcess) -> int:

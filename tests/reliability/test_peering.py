@@ -11,9 +11,7 @@ it has sent.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,9 +65,7 @@ class Pair:
 def health(proc: OperatorProcess) -> dict[str, int]:
     """The replica's activity counters from its liveness answer: {"servedmodels":
     workers, "probe_calls": probes sent} (its other details are not activity)."""
-    url = f"http://127.0.0.1:{proc.liveness_port}/healthz"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        data = json.loads(response.read())
+    data = proc.health()
     return {key: int(data[key]) for key in ("servedmodels", "probe_calls")}
 
 
