@@ -15,17 +15,15 @@ from typing import Any
 from benchmarks import idle, procstat, workload
 from benchmarks.convergence import Tracker
 from benchmarks.harness import Bench, say
-from benchmarks.runner import HEALTH_CACHE_SECONDS, RunningOperator, start_operator
+from benchmarks.runner import RunningOperator, start_operator
 from benchmarks.throughput import TIMEOUT_SECONDS
 from tfserving_operator.settings import Settings
 
 
 def fresh_probe_calls(operator: RunningOperator) -> tuple[int, float]:
     """The operator's GetModelStatus call count, computed no earlier than the return."""
-    operator.health()
-    time.sleep(HEALTH_CACHE_SECONDS)
     at = time.monotonic()
-    return int(operator.health()["probe_calls"]), at
+    return int(operator.fresh_health()["probe_calls"]), at
 
 
 def run(

@@ -90,6 +90,19 @@ class OperatorProcess:
             body: dict[str, Any] = json.loads(resp.read())
             return body
 
+    def health_since(self, since: float, timeout: float = 30.0) -> dict[str, Any]:
+        """The first /healthz answer computed at or after `since` (Unix time):
+        kopf's cache may hand out details up to 10 s old, and a reader that
+        compares counters before and after an event needs ones from after it."""
+        answer: dict[str, Any] = {}
+
+        def fresh() -> bool:
+            answer.update(self.health())
+            return float(answer.get("computed_at", 0.0)) >= since
+
+        wait_until(fresh, timeout=timeout, what=f"a /healthz answer computed after {since:.1f}")
+        return answer
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, as in a node failure or OOM kill."""
         if self.proc and self.proc.poll() is None:

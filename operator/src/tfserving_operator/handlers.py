@@ -9,6 +9,7 @@ API writes at all and a ServedModel deletes even when the operator is gone
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import kopf
@@ -96,6 +97,13 @@ def workers_probe(memo: kopf.Memo, **_: Any) -> int:
     """Liveness detail: how many ServedModels this process reconciles."""
     ctx: Context | None = getattr(memo, "ctx", None)
     return len(ctx.workers) if ctx else 0
+
+
+@kopf.on.probe(id="computed_at")
+def computed_at(**_: Any) -> float:
+    """When these liveness details were computed (Unix time): kopf serves them
+    from a cache for up to 10 s, so a reader can tell a fresh answer from an old one."""
+    return time.time()
 
 
 @kopf.on.probe(id="probe_calls")
