@@ -66,7 +66,7 @@ fmt: setup ## Format and auto-fix with ruff
 
 .PHONY: test
 test: setup sim-build lint ## Every test: lint, unit, wire, training, and the local-cluster suites
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: setup ## Only the tests that need no cluster
@@ -74,7 +74,7 @@ test-unit: setup ## Only the tests that need no cluster
 
 .PHONY: chaos
 chaos: setup sim-build ## Long fault tests (operator kills, API server/etcd restarts, replicas, broken servers); writes docs/reliability.md
-	TFSO_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md $(PY) -m pytest -m chaos tests/reliability $(PYTEST_ARGS)
+	TFSO_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md $(PY) -m pytest -m chaos tests/reliability --durations=15 $(PYTEST_ARGS)
 
 .PHONY: demo
 demo: setup sim-build ## The whole mission on the local cluster: train, serve, roll v1->v2, refuse broken v3
