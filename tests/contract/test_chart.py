@@ -106,7 +106,7 @@ APPLICATION_GRANTS = {
     ("networking.k8s.io", "networkpolicies"): {"list", "watch", "create", "patch"},
     ("", "pods"): {"list", "watch"},
     ("", "pods/status"): {"patch"},
-    ("", "events"): {"create"},
+    ("events.k8s.io", "events"): {"create", "patch"},
 }
 CRD_GRANT = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 NAMESPACE_GRANT = {("", "namespaces"): {"list", "watch"}}
