@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -43,8 +44,15 @@ DOCKERFILE = REPO_ROOT / "operator" / "Dockerfile"
 SUITE = "bookworm"
 MIRROR = os.environ.get("TFSO_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # python3.11-minimal is the interpreter; libpython3.11-stdlib the rest of the
-# standard library (ssl, asyncio's selectors, json's speedups, ...).
-BASE_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib")
+# standard library (ssl, asyncio's selectors, json's speedups, ...);
+# libstdc++6 for grpcio's extension (the only library the pinned wheels link
+# beyond glibc and libgcc: `readelf -d` of their .so files).
+BASE_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6")
+# What the built image must import, on a read-only root, without a network:
+# every extension module the operator loads at start.
+SMOKE_IMPORTS = (
+    "import grpc, kopf, kubernetes, prometheus_client, yaml, tfserving_operator.handlers"
+)
 # Documentation, manual pages and translations: nothing at run time reads them.
 TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian")
 PIP_VERSION = "26.3"
@@ -81,7 +89,13 @@ def image_exists(ref: str) -> bool:
 
 def base_recipe() -> dict[str, object]:
     """Everything the base depends on: its hash names it."""
-    return {"suite": SUITE, "mirror": MIRROR, "packages": BASE_PACKAGES, "trim": TRIM}
+    return {
+        "suite": SUITE,
+        "mirror": MIRROR,
+        "packages": BASE_PACKAGES,
+        "trim": TRIM,
+        "hook": "extract",
+    }
 
 
 def base_image() -> str:
@@ -100,8 +114,8 @@ def base_image() -> str:
                 f"--include={','.join(BASE_PACKAGES)}",
                 # The .debs that went in, before apt's cache is cleaned: the
                 # base's bill of materials.
-                f"--customize-hook=ls \"$1\"/var/cache/apt/archives/ | grep '\\.deb$' > {packages}",
-                f"--customize-hook=rm -rf {trim}",
+                f"--extract-hook=ls \"$1\"/var/cache/apt/archives/ | grep '\\.deb$' > {packages}",
+                f"--extract-hook=rm -rf {trim}",
                 "--format=tar",
                 SUITE,
                 str(tarball.with_suffix(".tmp")),
@@ -119,28 +133,46 @@ def base_image() -> str:
 
 
 def wheels() -> Path:
-    """dist/image/: the pinned wheels, the operator's wheel, pip.whl, requirements.txt."""
+    """dist/image/: the pinned wheels, the operator's wheel, pip.whl, requirements.txt.
+
+    The pinned wheels and pip are downloaded again only when the lock file or
+    the pip pin changes; the operator's wheel is built every time.
+    """
     wheel_dir = STAGE / "wheels"
-    shutil.rmtree(wheel_dir, ignore_errors=True)
-    wheel_dir.mkdir(parents=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    subprocess.run(
-        [*pip, "download", "--no-deps", "--only-binary=:all:", "--dest", str(wheel_dir),
-         "--requirement", str(LOCK_FILE)],
-        check=True,
-    )  # fmt: skip
-    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(wheel_dir), str(REPO_ROOT)],
-                   check=True)  # fmt: skip
-    pip_dir = STAGE / "pip"
-    shutil.rmtree(pip_dir, ignore_errors=True)
-    subprocess.run(
-        [*pip, "download", "--no-deps", "--only-binary=:all:", "--dest", str(pip_dir),
-         f"pip=={PIP_VERSION}"],
-        check=True,
-    )  # fmt: skip
-    (pip_whl,) = pip_dir.glob("pip-*.whl")
-    shutil.move(pip_whl, STAGE / "pip.whl")
-    shutil.rmtree(pip_dir)
+    recipe = LOCK_FILE.read_text() + PIP_VERSION
+    stamp = STAGE / f".downloaded-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+    if not stamp.exists():
+        shutil.rmtree(wheel_dir, ignore_errors=True)
+        for old_stamp in STAGE.glob(".downloaded-*"):
+            old_stamp.unlink()
+        wheel_dir.mkdir(parents=True)
+        subprocess.run(
+            [*pip, "download", "--no-deps", "--only-binary=:all:", "--dest", str(wheel_dir),
+             "--requirement", str(LOCK_FILE)],
+            check=True,
+        )  # fmt: skip
+        pip_dir = STAGE / "pip"
+        subprocess.run(
+            [*pip, "download", "--no-deps", "--only-binary=:all:", "--dest", str(pip_dir),
+             f"pip=={PIP_VERSION}"],
+            check=True,
+        )  # fmt: skip
+        (pip_whl,) = pip_dir.glob("pip-*.whl")
+        shutil.move(pip_whl, STAGE / "pip.whl")
+        shutil.rmtree(pip_dir)
+        stamp.touch()
+    for old in wheel_dir.glob("tfserving_operator-*.whl"):
+        old.unlink()
+    # A fresh build directory: setuptools would otherwise reuse build/ leftovers.
+    with tempfile.TemporaryDirectory() as scratch:
+        source = Path(scratch) / "src"
+        shutil.copytree(REPO_ROOT / "operator", source / "operator",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))  # fmt: skip
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(REPO_ROOT / name, source / name)
+        subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(wheel_dir), str(source)],
+                       check=True)  # fmt: skip
     requirements = LOCK_FILE.read_text() + f"tfserving-operator=={project_version()}\n"
     (STAGE / "requirements.txt").write_text(requirements)
     return STAGE
@@ -181,6 +213,14 @@ def build(base: str) -> str:
     return ref
 
 
+def smoke(ref: str) -> None:
+    """The image starts Python and imports the operator (catches a missing shared library)."""
+    podman(
+        "run", "--rm", "--network=none", "--read-only", "--entrypoint", "python3.11", ref,
+        "-c", SMOKE_IMPORTS,
+    )  # fmt: skip
+
+
 def archive_path() -> Path:
     """dist/tfserving-operator-<version>.oci.tar."""
     return DIST / f"tfserving-operator-{project_version()}.oci.tar"
@@ -215,6 +255,7 @@ def main() -> int:
     times["wheels"] = time.monotonic() - mark
     mark = time.monotonic()
     ref = build(base)
+    smoke(ref)
     times["build"] = time.monotonic() - mark
     mark = time.monotonic()
     archive = save(ref)
