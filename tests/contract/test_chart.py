@@ -604,3 +604,76 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert lines[0] == "*", "allow-list: everything is excluded first"
     included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert included == {"dist/image"}, "the build context is the wheels only"
+
+
+# ----- the Grafana dashboard ---------------------------------------------------
+
+DASHBOARD = CHART / "dashboards" / "tfserving-operator.json"
+# TF Serving's own metrics on /monitoring/prometheus/metrics, as its exporter
+# names them ('/' -> ':'; tensorflow_serving/util/prometheus_exporter.cc and
+# servables/tensorflow/util.cc at 2.20.0): a counter, and a histogram of
+# microseconds.
+TF_SERVING_FAMILIES = {
+    ":tensorflow:serving:request_count": ("model_name", "status"),
+    ":tensorflow:serving:request_latency": ("model_name", "API", "entrypoint"),
+}
+METRIC_NAME = re.compile(r"(?<![\w:])(tfserving_operator_\w+|:tensorflow:[\w:]+)")
+
+
+def _dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def _exposed_names() -> set[str]:
+    """Every series name a scrape can return: operator families with their
+    histogram suffixes, and TF Serving's."""
+    from prometheus_client import generate_latest
+
+    from tfserving_operator.metrics import Metrics
+
+    metrics = Metrics()
+    # One observation per labelled family, so every series name shows up.
+    metrics.observe_pass("success", 0.1)
+    metrics.observe_request("GET", 200)
+    metrics.observe_probe("ok", 0.01)
+    metrics.observe_gate(True, "ModelAvailable")
+    metrics.gate_latency.observe(1.0)
+    metrics.refusals.labels("VersionLoadFailed").inc()
+    metrics.set_servedmodel("ml", "m", ready=1, versions=[1])
+    names = {
+        line.split("{")[0].split(" ")[0]
+        for line in generate_latest(metrics.registry).decode().splitlines()
+        if line and not line.startswith("#")
+    }
+    for family in TF_SERVING_FAMILIES:
+        names |= {family, f"{family}_bucket", f"{family}_sum", f"{family}_count"}
+    return names
+
+
+def test_every_dashboard_query_names_metrics_that_exist() -> None:
+    exprs = _dashboard_exprs()
+    assert exprs, "the dashboard has no queries"
+    exposed = _exposed_names()
+    for expr in exprs:
+        named = METRIC_NAME.findall(expr)
+        assert named, f"query names no metric: {expr}"
+        for name in named:
+            assert name in exposed, f"{name} (in {expr!r}) is not a metric anyone exposes"
+
+
+def test_the_dashboard_shows_every_operator_family() -> None:
+    from tfserving_operator.metrics import Metrics
+
+    queried = {name for expr in _dashboard_exprs() for name in METRIC_NAME.findall(expr)}
+    for family in Metrics().family_names():
+        suffixed = {family, f"{family}_bucket"}
+        assert queried & suffixed, f"no panel shows {family}"
+
+
+def test_dashboard_configmap_carries_the_json_when_enabled(helm: str) -> None:
+    assert not by_kind(render(helm), "ConfigMap")
+    config_map = one(render(helm, "metrics.dashboard.enabled=true"), "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    embedded = json.loads(config_map["data"]["tfserving-operator.json"])
+    assert embedded == json.loads(DASHBOARD.read_text())
