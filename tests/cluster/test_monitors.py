@@ -20,7 +20,7 @@ def kubectl(
     sim: SimCluster, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(sim.kubectl_path), "--kubeconfig", str(sim.kubeconfig), *args],
+        [str(sim.kubectl_path()), "--kubeconfig", str(sim.kubeconfig), *args],
         input=stdin, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
