@@ -113,6 +113,18 @@ manifests: ## Regenerate spec.serverArgs from release.py, copy crds/ into the ch
 	} > manifests/install.yaml.tmp
 	mv manifests/install.yaml.tmp manifests/install.yaml
 
+.PHONY: image
+image: setup ## Build the operator image with podman, pulling nothing (Debian-built base); writes dist/tfserving-operator-<version>.oci.tar
+	PYTHONPATH=$(CURDIR) $(PY) -m localdev.image.build
+
+.PHONY: image-wheels
+image-wheels: setup ## Only the wheels the image installs (dist/image/), e.g. before `docker build -f operator/Dockerfile .`
+	PYTHONPATH=$(CURDIR) $(PY) -c 'from localdev.image import build; build.wheels()'
+
+.PHONY: image-lock
+image-lock: setup ## Re-pin operator/requirements-image.txt to the versions installed in the venv
+	PYTHONPATH=$(CURDIR) $(PY) -m localdev.image.lock
+
 .PHONY: clean
 clean: sim-down ## Stop the cluster and remove local state (.sim, caches; keeps the built binaries)
 	rm -rf .sim .pytest_cache .mypy_cache .ruff_cache

@@ -30,12 +30,14 @@ class OperatorProcess:
         log_path: Path,
         env: dict[str, str] | None = None,
         liveness_port: int = 0,
+        metrics_port: int = 0,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = namespaces
         self.log_path = log_path
         self.extra_env = env or {}
         self.liveness_port = liveness_port or _free_port()
+        self.metrics_port = metrics_port or _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
@@ -45,6 +47,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "TFSO_NAMESPACES": self.namespaces,
             "TFSO_LIVENESS_PORT": str(self.liveness_port),
+            "TFSO_METRICS_PORT": str(self.metrics_port),
             # Tests want rollouts decided in seconds.
             "TFSO_PROBE_BACKOFF_MAX_SECONDS": "1",
             **self.extra_env,
@@ -102,6 +105,14 @@ class OperatorProcess:
 
         wait_until(fresh, timeout=timeout, what=f"a /healthz answer computed after {since:.1f}")
         return answer
+
+    def metrics_text(self, timeout: float = 5.0) -> str:
+        """The Prometheus exposition text of /metrics."""
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return str(resp.read().decode())
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as in a node failure or OOM kill."""

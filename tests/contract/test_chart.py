@@ -8,6 +8,7 @@ judge (admission, RBAC in action) is in tests/cluster/test_install.py.
 from __future__ import annotations
 
 import filecmp
+import json
 import re
 import shutil
 import subprocess
@@ -106,7 +107,7 @@ APPLICATION_GRANTS = {
     ("networking.k8s.io", "networkpolicies"): {"list", "watch", "create", "patch"},
     ("", "pods"): {"list", "watch"},
     ("", "pods/status"): {"patch"},
-    ("", "events"): {"create"},
+    ("events.k8s.io", "events"): {"create", "patch"},
 }
 CRD_GRANT = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 NAMESPACE_GRANT = {("", "namespaces"): {"list", "watch"}}
@@ -201,7 +202,7 @@ def test_every_value_is_documented() -> None:
     """Each top-level key, and each key of the chart's own settings blocks, has a
     comment right above it (Kubernetes pass-through blocks such as resources or
     securityContext are documented as a whole)."""
-    own_blocks = {"image", "ha", "operator", "serviceAccount", "rbac", "healthService"}
+    own_blocks = {"image", "ha", "operator", "serviceAccount", "rbac", "healthService", "metrics"}
     lines = (CHART / "values.yaml").read_text().splitlines()
     block = ""
     undocumented = []
@@ -227,6 +228,7 @@ def test_default_render_objects(helm: str) -> None:
         ("ClusterRole", "rel-tfserving-operator"),
         ("ClusterRoleBinding", "rel-tfserving-operator"),
         ("Deployment", "rel-tfserving-operator"),
+        ("Service", "rel-tfserving-operator-metrics"),
         ("ServiceAccount", "rel-tfserving-operator"),
     ]
 
@@ -241,10 +243,14 @@ def test_operator_deployment_defaults(helm: str) -> None:
     assert container["image"] == "tfserving-operator:0.1.0"
     env = env_of(deployment)
     assert env["TFSO_LIVENESS_PORT"] == "8080"
+    assert env["TFSO_METRICS_PORT"] == "8081"
     assert env["TFSO_PROBE_FAILURE_THRESHOLD"] == "3"
     assert "TFSO_NAMESPACES" not in env and "TFSO_PEERING" not in env
     # Liveness through kopf's probe endpoint, on the port the operator is told to use.
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "health", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 8081, "protocol": "TCP"},
+    ]
     for probe in ("livenessProbe", "startupProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
@@ -395,11 +401,65 @@ def test_rendered_env_is_accepted_by_the_operator_settings(helm: str) -> None:
     assert settings.label_selector == {"x": "y"}
 
 
-def test_health_service_and_no_service_monitor(helm: str) -> None:
-    docs = render(helm, "healthService.enabled=true")
+def test_health_service(helm: str) -> None:
+    docs = render(helm, "healthService.enabled=true", "metrics.service.enabled=false")
     service = one(docs, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "health"
-    assert not by_kind(docs, "ServiceMonitor")  # no Prometheus endpoint to scrape
+
+
+def test_metrics_service_by_default_and_no_monitors_unless_asked(helm: str) -> None:
+    docs = render(helm)
+    service = one(docs, "Service")
+    assert service["metadata"]["name"] == "rel-tfserving-operator-metrics"
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert not by_kind(docs, "ServiceMonitor") and not by_kind(docs, "PodMonitor")
+
+
+def test_metrics_port_zero_turns_the_endpoint_and_its_objects_off(helm: str) -> None:
+    docs = render(helm, "operator.metricsPort=0", "metrics.serviceMonitor.enabled=true")
+    assert not by_kind(docs, "Service") and not by_kind(docs, "ServiceMonitor")
+    deployment = one(docs, "Deployment")
+    assert env_of(deployment)["TFSO_METRICS_PORT"] == "0"
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert [p["name"] for p in container["ports"]] == ["health"]
+
+
+def test_service_monitor_scrapes_the_metrics_port(helm: str) -> None:
+    docs = render(
+        helm, "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom"
+    )
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+    service = one(docs, "Service")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["tfso-system"]}
+
+
+def test_pod_monitor_scrapes_model_servers_that_turn_monitoring_on(helm: str) -> None:
+    from tfserving_operator import api
+
+    docs = render(helm, "metrics.podMonitor.enabled=true")
+    monitor = one(docs, "PodMonitor")
+    spec = monitor["spec"]
+    assert spec["selector"]["matchExpressions"] == [
+        {"key": api.LABEL_SERVEDMODEL, "operator": "Exists"}
+    ]
+    assert spec["namespaceSelector"] == {"any": True}
+    (endpoint,) = spec["podMetricsEndpoints"]
+    # The model server's REST port name and TF Serving's default metrics path.
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/monitoring/prometheus/metrics")
+    keep = endpoint["relabelings"][0]
+    assert keep["sourceLabels"] == ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"]
+    assert (keep["regex"], keep["action"]) == ("true", "keep")
+    scoped = render(helm, "metrics.podMonitor.enabled=true", "metrics.podMonitor.namespaces={ml}")
+    assert one(scoped, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["ml"]}
 
 
 def test_notes_say_what_to_do_next() -> None:
@@ -445,12 +505,13 @@ def test_install_yaml_objects() -> None:
         "CustomResourceDefinition",
         "Deployment",
         "Namespace",
+        "Service",
         "ServiceAccount",
     ]
     crds = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
     assert "servedmodels.serving.tfoperator.dev" in crds
     for doc in docs:
-        if doc["kind"] in ("Deployment", "ServiceAccount"):
+        if doc["kind"] in ("Deployment", "Service", "ServiceAccount"):
             assert doc["metadata"]["namespace"] == INSTALL_NAMESPACE
 
 
@@ -482,15 +543,20 @@ def _dockerfile_instructions() -> list[tuple[str, str]]:
     return pairs
 
 
-def test_dockerfile_is_slim_runtime_only_and_non_root() -> None:
+def test_dockerfile_is_runtime_only_non_root_on_one_base_argument() -> None:
     instructions = _dockerfile_instructions()
+    # One recipe, two bases: the official Python image by default (Docker
+    # users), the Debian-built base from `make image`.
+    args = [rest for word, rest in instructions if word == "ARG"]
+    assert "BASE_IMAGE=python:3.11-slim" in args
     bases = [rest.split()[0] for word, rest in instructions if word == "FROM"]
-    assert bases and all(b == "python:3.11-slim" for b in bases), bases
-    installs = [rest for word, rest in instructions if word == "RUN" and "pip install" in rest]
-    assert installs, "the image must pip install the operator"
-    for command in installs:
-        assert "[dev]" not in command and ".[" not in command, command
-        assert "tensorflow" not in command.lower(), command
+    assert bases and all(b == "${BASE_IMAGE}" for b in bases), bases
+    runs = [json.loads(rest) for word, rest in instructions if word == "RUN"]
+    # Exec form only: the Debian-built base has no shell.
+    installs = [r for r in runs if "install" in r]
+    assert len(installs) == 1, runs
+    (install,) = installs
+    assert "--no-index" in install and "--requirement=/build/requirements.txt" in install
     assert not any("tensorflow" in rest.lower() for word, rest in instructions if word != "#")
     users = [rest for word, rest in instructions if word == "USER"]
     assert users, "no USER: the image would run as root"
@@ -499,14 +565,31 @@ def test_dockerfile_is_slim_runtime_only_and_non_root() -> None:
     # The chart runs the pod as the image's user.
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["podSecurityContext"]["runAsUser"] == int(uid)
-    entrypoints = [rest for word, rest in instructions if word == "ENTRYPOINT"]
-    assert entrypoints == ['["tfserving-operator"]']
+    entrypoints = [json.loads(rest) for word, rest in instructions if word == "ENTRYPOINT"]
+    assert entrypoints == [["python3.11", "-m", "tfserving_operator"]]
+    labels = " ".join(rest for word, rest in instructions if word == "LABEL")
+    for key in ("source", "version", "revision"):
+        assert f"org.opencontainers.image.{key}=" in labels
+
+
+def test_image_lock_pins_every_runtime_dependency_within_its_bounds() -> None:
+    from packaging.utils import canonicalize_name
+
+    from localdev.image.lock import read_lock, runtime_requirements
+
+    pins = read_lock()
+    assert "tensorflow" not in pins and "tensorflow-serving-api" not in pins
+    for req in runtime_requirements():
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{name} missing from operator/requirements-image.txt: make image-lock"
+        assert req.specifier.contains(pins[name]), f"{name}=={pins[name]} outside {req.specifier}"
 
 
 def test_console_script_is_the_image_entry_point() -> None:
     import tomllib
 
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    # The image runs `python3.11 -m tfserving_operator`: the same function.
     assert project["scripts"]["tfserving-operator"] == "tfserving_operator.__main__:main"
     runtime = " ".join(project["dependencies"]).lower()
     assert "tensorflow" not in runtime
@@ -520,4 +603,77 @@ def test_dockerignore_keeps_the_context_small() -> None:
     ]
     assert lines[0] == "*", "allow-list: everything is excluded first"
     included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert included == {"pyproject.toml", "README.md", "operator/src"}
+    assert included == {"dist/image"}, "the build context is the wheels only"
+
+
+# ----- the Grafana dashboard ---------------------------------------------------
+
+DASHBOARD = CHART / "dashboards" / "tfserving-operator.json"
+# TF Serving's own metrics on /monitoring/prometheus/metrics, as its exporter
+# names them ('/' -> ':'; tensorflow_serving/util/prometheus_exporter.cc and
+# servables/tensorflow/util.cc at 2.20.0): a counter, and a histogram of
+# microseconds.
+TF_SERVING_FAMILIES = {
+    ":tensorflow:serving:request_count": ("model_name", "status"),
+    ":tensorflow:serving:request_latency": ("model_name", "API", "entrypoint"),
+}
+METRIC_NAME = re.compile(r"(?<![\w:])(tfserving_operator_\w+|:tensorflow:[\w:]+)")
+
+
+def _dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def _exposed_names() -> set[str]:
+    """Every series name a scrape can return: operator families with their
+    histogram suffixes, and TF Serving's."""
+    from prometheus_client import generate_latest
+
+    from tfserving_operator.metrics import Metrics
+
+    metrics = Metrics()
+    # One observation per labelled family, so every series name shows up.
+    metrics.observe_pass("success", 0.1)
+    metrics.observe_request("GET", 200)
+    metrics.observe_probe("ok", 0.01)
+    metrics.observe_gate(True, "ModelAvailable")
+    metrics.gate_latency.observe(1.0)
+    metrics.refusals.labels("VersionLoadFailed").inc()
+    metrics.set_servedmodel("ml", "m", ready=1, versions=[1])
+    names = {
+        line.split("{")[0].split(" ")[0]
+        for line in generate_latest(metrics.registry).decode().splitlines()
+        if line and not line.startswith("#")
+    }
+    for family in TF_SERVING_FAMILIES:
+        names |= {family, f"{family}_bucket", f"{family}_sum", f"{family}_count"}
+    return names
+
+
+def test_every_dashboard_query_names_metrics_that_exist() -> None:
+    exprs = _dashboard_exprs()
+    assert exprs, "the dashboard has no queries"
+    exposed = _exposed_names()
+    for expr in exprs:
+        named = METRIC_NAME.findall(expr)
+        assert named, f"query names no metric: {expr}"
+        for name in named:
+            assert name in exposed, f"{name} (in {expr!r}) is not a metric anyone exposes"
+
+
+def test_the_dashboard_shows_every_operator_family() -> None:
+    from tfserving_operator.metrics import Metrics
+
+    queried = {name for expr in _dashboard_exprs() for name in METRIC_NAME.findall(expr)}
+    for family in Metrics().family_names():
+        suffixed = {family, f"{family}_bucket"}
+        assert queried & suffixed, f"no panel shows {family}"
+
+
+def test_dashboard_configmap_carries_the_json_when_enabled(helm: str) -> None:
+    assert not by_kind(render(helm), "ConfigMap")
+    config_map = one(render(helm, "metrics.dashboard.enabled=true"), "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    embedded = json.loads(config_map["data"]["tfserving-operator.json"])
+    assert embedded == json.loads(DASHBOARD.read_text())

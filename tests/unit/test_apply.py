@@ -252,17 +252,21 @@ def servedmodel(uid: str = "uid-1") -> dict[str, Any]:
     }
 
 
-def test_event_posts_a_core_event_about_the_servedmodel() -> None:
+EVENTS_PATH = f"/apis/events.k8s.io/v1/namespaces/{NS}/events"
+MICROTIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+def test_event_creates_an_events_k8s_io_event_about_the_servedmodel() -> None:
     fake = FakeTransport()
     run(applier(fake).event(servedmodel(), "Warning", "VersionLoadFailed", "3 END: " + "e" * 2000))
     call = fake.only_call
-    assert (call.method, call.path) == ("POST", f"/api/v1/namespaces/{NS}/events")
+    assert (call.method, call.path) == ("POST", EVENTS_PATH)
     assert call.content_type == "application/json"
     body = call.body
-    assert (body["apiVersion"], body["kind"]) == ("v1", "Event")
+    assert (body["apiVersion"], body["kind"]) == ("events.k8s.io/v1", "Event")
     assert body["metadata"]["namespace"] == NS
     assert re.fullmatch(r"mnist\.[0-9a-f]{16}", body["metadata"]["name"])
-    assert body["involvedObject"] == {
+    assert body["regarding"] == {
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
         "name": "mnist",
@@ -270,18 +274,60 @@ def test_event_posts_a_core_event_about_the_servedmodel() -> None:
         "uid": "uid-1",
         "resourceVersion": "41",
     }
-    assert (body["type"], body["reason"]) == ("Warning", "VersionLoadFailed")
-    assert len(body["message"]) == 1024 and body["message"].startswith("3 END: ")
-    assert RFC3339.match(body["firstTimestamp"]) and body["firstTimestamp"] == body["lastTimestamp"]
-    assert body["reportingComponent"] == body["source"]["component"] == api.MANAGED_BY
+    assert (body["type"], body["reason"], body["action"]) == (
+        "Warning",
+        "VersionLoadFailed",
+        "Reconcile",
+    )
+    assert len(body["note"]) == 1024 and body["note"].startswith("3 END: ")
+    assert MICROTIME.match(body["eventTime"])
+    assert body["reportingController"] == api.MANAGED_BY
+    assert body["reportingInstance"].startswith(f"{api.MANAGED_BY}-")
+    assert "series" not in body
 
 
-def test_two_events_get_different_names() -> None:
+def test_a_repeated_event_grows_one_series_instead_of_new_events() -> None:
     fake = FakeTransport()
+    writer = applier(fake)
+    for _ in range(3):
+        run(writer.event(servedmodel(), "Warning", "VersionLoadFailed", "3 END"))
+    first, second, third = fake.calls
+    name = first.body["metadata"]["name"]
+    assert first.method == "POST"
+    for call, count in ((second, 2), (third, 3)):
+        assert (call.method, call.path) == ("PATCH", f"{EVENTS_PATH}/{name}")
+        assert call.content_type == MERGE_CONTENT_TYPE
+        assert call.body["series"]["count"] == count
+        assert MICROTIME.match(call.body["series"]["lastObservedTime"])
+
+
+def test_another_reason_type_or_object_is_another_event() -> None:
+    fake = FakeTransport()
+    writer = applier(fake)
+    run(writer.event(servedmodel(), "Warning", "VersionLoadFailed", "3 END"))
+    run(writer.event(servedmodel(), "Normal", "VersionLoadFailed", "odd but distinct"))
+    run(writer.event(servedmodel(), "Warning", "RolloutTimedOut", "too slow"))
+    run(writer.event(servedmodel(uid="uid-2"), "Warning", "VersionLoadFailed", "new object"))
+    assert [c.method for c in fake.calls] == ["POST"] * 4
+    assert len({c.body["metadata"]["name"] for c in fake.calls}) == 4
+
+
+@dataclass
+class ExpiredEventTransport(FakeTransport):
+    """Answers 404 to every PATCH: the Event expired (the API server's event TTL)."""
+
+    async def request(self, method: str, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.status = 404 if method == "PATCH" else 200
+        return await super().request(method, path, *args, **kwargs)
+
+
+def test_a_repeat_of_an_expired_event_creates_a_new_one() -> None:
+    fake = ExpiredEventTransport()
+    writer = applier(fake)
     for _ in range(2):
-        run(applier(fake).event(servedmodel(), "Normal", "ServingVersions", "now serving 2"))
-    names = {call.body["metadata"]["name"] for call in fake.calls}
-    assert len(names) == 2
+        run(writer.event(servedmodel(), "Warning", "VersionLoadFailed", "3 END"))
+    assert [c.method for c in fake.calls] == ["POST", "PATCH", "POST"]
+    assert fake.calls[0].body["metadata"]["name"] != fake.calls[2].body["metadata"]["name"]
 
 
 @pytest.mark.parametrize(
@@ -314,7 +360,7 @@ def test_event_refused_with_a_status_does_not_raise() -> None:
         (("Pod", NS, "p", "status"), f"/api/v1/namespaces/{NS}/pods/p/status"),
         (("Deployment", NS, "d"), f"/apis/apps/v1/namespaces/{NS}/deployments/d"),
         (("ReplicaSet", NS), f"/apis/apps/v1/namespaces/{NS}/replicasets"),
-        (("Event", NS), f"/api/v1/namespaces/{NS}/events"),
+        (("Event", NS), f"/apis/events.k8s.io/v1/namespaces/{NS}/events"),
         (
             ("ServedModel", NS, "m", "status"),
             f"/apis/serving.tfoperator.dev/v1alpha1/namespaces/{NS}/servedmodels/m/status",

@@ -62,3 +62,10 @@ def test_unset_peering_priority_is_random_and_positive() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         Settings.from_env(env)
+
+
+def test_metrics_port_defaults_to_8081_and_zero_turns_it_off() -> None:
+    assert Settings.from_env({}).metrics_port == 8081
+    assert Settings.from_env({"TFSO_METRICS_PORT": "0"}).metrics_port == 0
+    with pytest.raises(SettingsError, match="TFSO_METRICS_PORT"):
+        Settings.from_env({"TFSO_METRICS_PORT": "70000"})

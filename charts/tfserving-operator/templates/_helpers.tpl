@@ -113,12 +113,13 @@ by a ClusterRole, or per watched namespace by a Role.
 - apiGroups: [""]
   resources: ["pods/status"]
   verbs: ["patch"]
-# Application: an Event on the ServedModel for every version transition. Only
-# create: each Event has a fresh name, none is read or updated (kopf's own
-# event posting is turned off).
-- apiGroups: [""]
+# Application: an Event on the ServedModel for every version transition
+# (events.k8s.io/v1). create, and patch to count a repeat in the Event's
+# series instead of creating another; none is read (kopf's own event posting
+# is turned off).
+- apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 {{- end }}
 
 {{/*

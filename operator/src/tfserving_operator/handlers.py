@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 from kubernetes import config as kube_config
 
-from tfserving_operator import api, kinds
+from tfserving_operator import api, kinds, metrics
 from tfserving_operator.apply import Applier
 from tfserving_operator.kinds import KindInfo
 from tfserving_operator.kube import Kube
@@ -50,6 +50,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # Peering (name, priority, mandatory) is set by kopf.operator() in
     # __main__; overriding the priority here would give every replica the
     # same one, and kopf pauses all replicas that share a priority.
+    metrics.serve(SETTINGS.metrics_port)
     kube = Kube(_load_api_client(), workers=SETTINGS.api_workers)
     prober = Prober(SETTINGS.probe_timeout_seconds, SETTINGS.max_concurrent_probes)
     memo.ctx = Context(settings=SETTINGS, applier=Applier(kube), cache=Cache(), prober=prober)

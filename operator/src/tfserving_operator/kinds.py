@@ -45,7 +45,7 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo(
         "NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", watched=True, pruned=True
     ),
-    KindInfo("Event", "", "v1", "events"),
+    KindInfo("Event", "events.k8s.io", "v1", "events"),
     KindInfo(api.KIND, api.GROUP, api.VERSION, api.PLURAL),
 )
 

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tfserving_operator.kinds import BY_KIND
+from tfserving_operator.metrics import CODE_NO_ANSWER, METRICS, Metrics
 
 
 class ApiError(Exception):
@@ -48,8 +49,9 @@ def path_for(kind: str, namespace: str | None, name: str | None = None, sub: str
 class Kube:
     """Sends requests with a kubernetes.client.ApiClient from a thread pool."""
 
-    def __init__(self, api_client: Any, workers: int = 16) -> None:
+    def __init__(self, api_client: Any, workers: int = 16, metrics: Metrics = METRICS) -> None:
         self._client = api_client
+        self._metrics = metrics
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         # urllib3 keeps one connection per worker thread at most.
         api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = workers
@@ -95,9 +97,14 @@ class Kube:
     ) -> dict[str, Any]:
         """Send one request; return the decoded body or raise ApiError."""
         loop = asyncio.get_running_loop()
-        status, data = await loop.run_in_executor(
-            self._pool, self._send, method, path, body, content_type, list(query), timeout
-        )
+        try:
+            status, data = await loop.run_in_executor(
+                self._pool, self._send, method, path, body, content_type, list(query), timeout
+            )
+        except Exception:
+            self._metrics.observe_request(method, CODE_NO_ANSWER)
+            raise
+        self._metrics.observe_request(method, status)
         if status >= 400 and status not in set(ok_statuses):
             raise ApiError(status, data)
         return data

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tfserving_operator import api
+from tfserving_operator.metrics import METRICS, PROBE_OK, Metrics
 from tfserving_operator.views import DeploymentView, PodView, ProbeResult
 from tfserving_operator.wire.client import ChannelPool, ProbeError, ProbeTimeout, ServerUnreachable
 
@@ -172,8 +173,9 @@ class Cache:
 class Prober:
     """Asks model servers for their versions: bounded, concurrent, backed off per pod."""
 
-    def __init__(self, timeout: float, max_concurrent: int) -> None:
+    def __init__(self, timeout: float, max_concurrent: int, metrics: Metrics = METRICS) -> None:
         self.timeout = timeout
+        self._metrics = metrics
         self._pool = ChannelPool()
         self._slots = asyncio.Semaphore(max_concurrent)
         self.calls = 0  # for benchmarks: probe load
@@ -203,7 +205,7 @@ class Prober:
                     pod.target, pod.model_name, timeout=self.timeout
                 )
             except ProbeError as err:
-                self.latencies.append(time.monotonic() - started)
+                self._observe(err.reason, time.monotonic() - started)
                 if isinstance(err, ProbeTimeout):
                     self.timeouts += 1
                 if isinstance(err, ServerUnreachable):
@@ -216,8 +218,12 @@ class Prober:
                     error_reason=err.reason,
                     error_message=err.message,
                 )
-            self.latencies.append(time.monotonic() - started)
+            self._observe(PROBE_OK, time.monotonic() - started)
         return ProbeResult(pod.name, tuple(statuses))
+
+    def _observe(self, result: str, seconds: float) -> None:
+        self.latencies.append(seconds)
+        self._metrics.observe_probe(result, seconds)
 
     async def probe_all(self, pods: Iterable[PodView]) -> dict[str, ProbeResult]:
         """Probe several pods at once."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,13 @@ from tfserving_operator import decide, render, spec
 from tfserving_operator.apply import ApiWriter, now_iso
 from tfserving_operator.children import ChildSync
 from tfserving_operator.kube import ApiError
+from tfserving_operator.metrics import (
+    METRICS,
+    OUTCOME_ERROR,
+    OUTCOME_SUCCESS,
+    Metrics,
+    parse_versions,
+)
 from tfserving_operator.observe import Cache, Key
 from tfserving_operator.probing import ProbeClient, ProbeSchedule
 from tfserving_operator.settings import Settings
@@ -48,6 +56,7 @@ class Context:
     # Bounds the passes in flight: with a thousand ServedModels starting at
     # once, each finishes sooner and peak memory stays low.
     passes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
+    metrics: Metrics = field(default_factory=lambda: METRICS)
 
     def poke(self, key: Key, body: Mapping[str, Any] | None = None) -> None:
         """Wake the worker of `key` (starting one for a new ServedModel body)."""
@@ -65,6 +74,7 @@ class Context:
             await worker.stop()
             await self.prober.forget(worker.probes.targets())
         self.cache.forget(key)
+        self.metrics.forget_servedmodel(*key)
 
     async def stop(self) -> None:
         """Stop every worker (operator shutdown)."""
@@ -84,6 +94,9 @@ class Worker:
         self.children = ChildSync(key, ctx.applier, ctx.cache)
         self.status = StatusWriter(key, ctx.applier)
         self._wake = asyncio.Event()
+        # Pods whose gate this worker opened, and when (monotonic): the gate
+        # latency is observed when a later pass sees the pod Ready.
+        self._opened: dict[str, float] = {}
         self._task = asyncio.create_task(self._run(), name=f"servedmodel {key[0]}/{key[1]}")
         self.passes = 0
 
@@ -111,13 +124,17 @@ class Worker:
             if self.body is None:
                 delay = MAX_IDLE_SECONDS
                 continue
+            started = time.monotonic()
             try:
                 async with self.ctx.passes:
+                    started = time.monotonic()  # the wait for a pass slot is not the pass
                     delay = await self.reconcile()
                 failures = 0
+                self.ctx.metrics.observe_pass(OUTCOME_SUCCESS, time.monotonic() - started)
             except asyncio.CancelledError:
                 raise
             except Exception as err:
+                self.ctx.metrics.observe_pass(OUTCOME_ERROR, time.monotonic() - started)
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures)
                 log.warning(
@@ -150,6 +167,7 @@ class Worker:
         await self.children.ensure(children, sm.uid)
 
         pods = list(self.ctx.cache.pods.get(self.key, {}).values())
+        self._observe_ready(pods)
         probes = await self.probes.probe(pods)
         pods = await self._apply_gates(pods, probes)
 
@@ -171,9 +189,15 @@ class Worker:
                 sm.target.describe(),
                 outcome.refused.message,
             )
+            self.ctx.metrics.refusals.labels(outcome.refused.reason).inc()
             await self.children.ensure(renders(outcome.serve), sm.uid)
         new_status = decide.compute_status(
             sm, outcome, deployment, pods, probes, memory.conditions, now_iso()
+        )
+        self.ctx.metrics.set_servedmodel(
+            *self.key,
+            ready=int(new_status["readyReplicas"]),
+            versions=parse_versions(new_status["servingVersions"]),
         )
         await self.status.write(body, old_status, new_status)
         if outcome.complete:
@@ -213,7 +237,24 @@ class Worker:
                 await self.ctx.applier.set_gate(
                     self.key[0], decision.pod, decision.open, decision.reason, decision.message
                 )
+                self.ctx.metrics.observe_gate(decision.open, decision.reason)
+                if decision.open:
+                    self._opened[decision.pod] = time.monotonic()
+                else:
+                    self._opened.pop(decision.pod, None)
         return decide.with_gates(pods, decisions)
+
+    def _observe_ready(self, pods: list[PodView]) -> None:
+        """Gate latency: pods whose gate we opened, now seen Ready (the kubelet's
+        status sync took the rest); forget pods that are gone."""
+        present = {p.name: p for p in pods}
+        for name, opened in list(self._opened.items()):
+            pod = present.get(name)
+            if pod is None or pod.terminating:
+                del self._opened[name]
+            elif pod.ready:
+                self.ctx.metrics.gate_latency.observe(time.monotonic() - opened)
+                del self._opened[name]
 
     def _next_delay(self, sm: spec.ServedModel, outcome: decide.Outcome) -> float:
         delay = min([MAX_IDLE_SECONDS, *self.probes.seconds_until_due()])

@@ -65,6 +65,8 @@ class Settings:
     # 0 means "pick a random one at start" (see peering_priority_or_random).
     peering_priority: int = 0
     liveness_port: int = 8080
+    # Prometheus /metrics (tfserving_operator.metrics); 0 turns the endpoint off.
+    metrics_port: int = 8081
     log_format: str = "plain"
 
     @classmethod
@@ -106,6 +108,10 @@ class Settings:
             raise SettingsError(
                 f"TFSO_PEERING_PRIORITY must be >= 0 (0: random), got {self.peering_priority}"
             )
+        for name in ("liveness_port", "metrics_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise SettingsError(f"TFSO_{name.upper()} must be a port (0-65535), got {port}")
         if self.log_format not in ("plain", "json"):
             raise SettingsError(f"TFSO_LOG_FORMAT must be plain or json, got {self.log_format!r}")
 

@@ -1,0 +1,1 @@
+"""`make image`: the operator image, built with podman from Debian packages and wheels."""
