@@ -4,9 +4,9 @@ Every binary comes from the Go module proxy through a small Go module of ours
 under ``localdev/sim/toolchain/<name>/`` (go.mod and go.sum committed, the tool
 recorded with a ``tool`` directive), so the versions are visible in the
 repository and ``go build`` is all it takes. Binaries land in a cache outside
-the clone, keyed by a hash of those go.mod/go.sum files, the Go version and
-the version stamps: a warm machine never rebuilds, not even for CI's fresh
-clone.
+the clone, each keyed by a hash of its module's go.mod/go.sum, the Go version
+and its version stamps: a warm machine never rebuilds, not even for CI's fresh
+clone, and a change to one tool rebuilds that tool alone.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,15 +90,27 @@ def go_version() -> str:
     ).stdout.strip()
 
 
-def cache_key() -> str:
-    """A short hash of everything that determines the binaries' contents."""
+def tool_key(tool: GoTool) -> str:
+    """A short hash of everything that determines one binary's contents.
+
+    Keyed per tool, not per set: adding a tool or re-stamping one rebuilds
+    that tool alone (a full control-plane build is about 11 minutes on two
+    cores; helm alone is under two).
+    """
     digest = hashlib.sha256()
     digest.update(go_version().encode())
-    for tool in TOOLS:
-        digest.update(f"{tool.binary}|{tool.package}|{tool.ldflags}".encode())
-    for path in sorted(TOOLCHAIN_DIR.glob("*/go.*")):
+    digest.update(f"{tool.binary}|{tool.package}|{tool.ldflags}".encode())
+    for path in sorted((TOOLCHAIN_DIR / tool.module_dir).glob("go.*")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_key() -> str:
+    """A short hash over every tool's key: names the folder holding the set."""
+    digest = hashlib.sha256()
+    for tool in TOOLS:
+        digest.update(f"{tool.binary}={tool_key(tool)};".encode())
     return digest.hexdigest()[:16]
 
 
@@ -125,51 +138,75 @@ def _go_binary_name(package: str) -> str:
     return last
 
 
+def tool_path(tool: GoTool) -> Path:
+    """Where one built binary lives, shared by every pin set that holds it."""
+    return cache_root() / "tools" / f"{tool.binary}-{tool_key(tool)}"
+
+
 def missing_binaries(directory: Path) -> list[GoTool]:
-    """The tools not yet built into `directory`."""
+    """The tools not yet in `directory`."""
     return [t for t in TOOLS if not (directory / t.binary).is_file()]
+
+
+def _link(source: Path, destination: Path) -> None:
+    """Put `source` at `destination` atomically (a hard link, else a copy)."""
+    partial = destination.with_name(destination.name + ".partial")
+    partial.unlink(missing_ok=True)
+    try:
+        os.link(source, partial)
+    except OSError:
+        shutil.copy2(source, partial)
+    os.replace(partial, destination)
 
 
 def ensure_binaries(log: bool = True) -> Path:
     """Build whatever binary of the pinned set is missing; return the bin folder.
 
-    Builds into a temporary folder and renames each binary into place, so an
-    interrupted build never leaves a half-written binary in the cache.
+    Each tool is built into a temporary folder and renamed into its own cache
+    entry, so an interrupted build never leaves a half-written binary; the
+    set's folder then holds links to those entries.
     """
     target = bin_dir()
-    todo = missing_binaries(target)
-    if not todo:
+    if not missing_binaries(target):
         return target
+    _build((tool for tool in TOOLS if not tool_path(tool).is_file()), log=log)
     target.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(target.name + ".partial")
+    for tool in missing_binaries(target):
+        _link(tool_path(tool), target / tool.binary)
+    return target
+
+
+def _build(tools: Iterable[GoTool], log: bool = True) -> None:
+    """`go build` the tools, one invocation per module and ldflags."""
+    by_module: dict[tuple[str, str], list[GoTool]] = {}
+    for tool in tools:
+        by_module.setdefault((tool.module_dir, tool.ldflags), []).append(tool)
+    if not by_module:
+        return
+    staging = cache_root() / "tools.partial"
     staging.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-buildvcs=false")
-    by_module: dict[tuple[str, str], list[GoTool]] = {}
-    for tool in todo:
-        by_module.setdefault((tool.module_dir, tool.ldflags), []).append(tool)
-    for (module_dir, ldflags), tools in by_module.items():
+    for (module_dir, ldflags), group in by_module.items():
         started = time.monotonic()
         if log:
-            names = ", ".join(t.binary for t in tools)
+            names = ", ".join(t.binary for t in group)
             print(
                 f"[sim] building {names} (first time on this machine)", file=sys.stderr, flush=True
             )
         subprocess.run(
             ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(staging) + "/"]
-            + [t.package for t in tools],
+            + [t.package for t in group],
             cwd=TOOLCHAIN_DIR / module_dir,
             env=env,
             check=True,
         )
-        for tool in tools:
-            built = staging / _go_binary_name(tool.package)
-            if tool.binary != built.name:
-                built.rename(staging / tool.binary)
-            os.replace(staging / tool.binary, target / tool.binary)
+        for tool in group:
+            destination = tool_path(tool)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / _go_binary_name(tool.package), destination)
         if log:
             print(f"[sim] built in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 if __name__ == "__main__":

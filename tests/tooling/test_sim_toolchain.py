@@ -84,3 +84,43 @@ def test_cache_key_follows_the_tool_list(monkeypatch) -> None:
 def test_bin_dir_is_keyed_under_the_cache_root(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("TFSO_SIM_CACHE", str(tmp_path))
     assert toolchain.bin_dir() == tmp_path / f"bin-{toolchain.cache_key()}"
+
+
+@pytest.mark.usefixtures("fixed_go")
+def test_a_changed_tool_changes_only_its_own_key(monkeypatch) -> None:
+    before = {t.binary: toolchain.tool_key(t) for t in toolchain.TOOLS}
+    helm = next(t for t in toolchain.TOOLS if t.binary == "helm")
+    changed = dataclasses.replace(helm, ldflags=helm.ldflags + " -X example.com/x.y=z")
+    monkeypatch.setattr(
+        toolchain, "TOOLS", tuple(changed if t is helm else t for t in toolchain.TOOLS)
+    )
+    after = {t.binary: toolchain.tool_key(t) for t in toolchain.TOOLS}
+    assert {name for name in before if before[name] != after[name]} == {"helm"}
+
+
+@pytest.mark.usefixtures("fixed_go")
+def test_tool_entries_live_under_the_cache_root(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TFSO_SIM_CACHE", str(tmp_path))
+    tool = toolchain.TOOLS[0]
+    assert toolchain.tool_path(tool) == (
+        tmp_path / "tools" / f"{tool.binary}-{toolchain.tool_key(tool)}"
+    )
+
+
+@pytest.mark.usefixtures("fixed_go")
+def test_ensure_binaries_links_built_tools_without_building(monkeypatch, tmp_path) -> None:
+    """Every tool already in the cache: the set's folder is made of links, no go build."""
+    monkeypatch.setenv("TFSO_SIM_CACHE", str(tmp_path))
+    for tool in toolchain.TOOLS:
+        path = toolchain.tool_path(tool)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(tool.binary)
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("nothing should be built")
+
+    monkeypatch.setattr(toolchain.subprocess, "run", no_build)
+    folder = toolchain.ensure_binaries(log=False)
+    assert folder == toolchain.bin_dir()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(t.binary for t in toolchain.TOOLS)
+    assert all((folder / t.binary).read_text() == t.binary for t in toolchain.TOOLS)
