@@ -577,3 +577,25 @@ def test_once_caught_up_the_watch_is_current_again() -> None:
         assert worker.status.current(theirs) == {"edited": True}
 
     run(scenario())
+
+
+def test_a_paused_replica_stops_every_worker_and_forgets_what_it_saw() -> None:
+    """Peering pause (pause.py): no worker, no cache, no probe channel survives it,
+    and nothing starts again until the replica resumes."""
+    h = Harness()
+
+    async def scenario() -> None:
+        h.ctx.poke(KEY, body())
+        h.pods(pod("p1", 3, ip="10.0.0.1"))
+        h.ctx.workers[KEY].probes.states["p1"] = ProbeState(target="10.0.0.1:8500")
+        await h.ctx.pause()
+        assert h.ctx.workers == {} and h.ctx.cache.pods == {}
+        assert h.prober.forgotten == ["10.0.0.1:8500"]
+        h.ctx.poke(KEY, body())  # an event kopf delivered while pausing
+        assert h.ctx.workers == {}
+        h.ctx.resume()
+        h.ctx.poke(KEY, body())  # kopf's re-list after the pause
+        assert list(h.ctx.workers) == [KEY]
+        await h.ctx.stop()
+
+    run(scenario())

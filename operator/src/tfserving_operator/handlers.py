@@ -20,6 +20,7 @@ from tfserving_operator.apply import Applier
 from tfserving_operator.kinds import KindInfo
 from tfserving_operator.kube import Kube
 from tfserving_operator.observe import Cache, Prober
+from tfserving_operator.pause import PauseFollower
 from tfserving_operator.reconcile import Context
 from tfserving_operator.settings import Settings
 
@@ -54,6 +55,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kube = Kube(_load_api_client(), workers=SETTINGS.api_workers)
     prober = Prober(SETTINGS.probe_timeout_seconds, SETTINGS.max_concurrent_probes)
     memo.ctx = Context(settings=SETTINGS, applier=Applier(kube), cache=Cache(), prober=prober)
+    follower: PauseFollower | None = memo.get("pause")  # set by __main__ (not in unit tests)
+    if follower is not None:
+        follower.attach(memo.ctx)
     memo.kube = kube
     memo.prober = prober
     log.info("tfserving-operator started: %s", SETTINGS)
@@ -84,6 +88,8 @@ def _register_child(info: KindInfo) -> None:
     @kopf.on.event(info.group, info.version, info.plural, labels=OWNED, id=f"child-{info.plural}")
     async def child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         ctx: Context = memo.ctx
+        if ctx.paused:
+            return
         key = ctx.cache.observe(info.kind, event["object"], deleted=event["type"] == "DELETED")
         if key is not None:
             ctx.poke(key)
@@ -112,6 +118,13 @@ def probe_calls(memo: kopf.Memo, **_: Any) -> int:
     """gRPC GetModelStatus calls made since start (probe load)."""
     prober: Prober | None = getattr(memo, "prober", None)
     return prober.calls if prober else 0
+
+
+@kopf.on.probe(id="api_writes")
+def api_writes(memo: kopf.Memo, **_: Any) -> int:
+    """API requests other than GET sent since start (who acts, for peering)."""
+    kube: Kube | None = getattr(memo, "kube", None)
+    return kube.writes if kube else 0
 
 
 @kopf.on.probe(id="probe_latency_ms")

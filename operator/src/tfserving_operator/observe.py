@@ -166,8 +166,16 @@ class Cache:
 
     def forget(self, key: Key) -> None:
         """Drop everything about a deleted ServedModel."""
-        for store in (self.pods, self.children, self.deployments, self.replicaset_hashes):
+        for store in self._stores():
             store.pop(key, None)
+
+    def clear(self) -> None:
+        """Drop everything (a paused peering replica)."""
+        for store in self._stores():
+            store.clear()
+
+    def _stores(self) -> tuple[dict[Key, Any], ...]:
+        return (self.pods, self.children, self.deployments, self.replicaset_hashes)
 
 
 class Prober:

@@ -57,9 +57,15 @@ class Context:
     # once, each finishes sooner and peak memory stays low.
     passes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
     metrics: Metrics = field(default_factory=lambda: METRICS)
+    # A paused peering replica (pause.py) runs no worker and keeps no cache:
+    # events kopf delivers while pausing are dropped, its re-list on resume
+    # brings everything back.
+    paused: bool = False
 
     def poke(self, key: Key, body: Mapping[str, Any] | None = None) -> None:
         """Wake the worker of `key` (starting one for a new ServedModel body)."""
+        if self.paused:
+            return
         worker = self.workers.get(key)
         if worker is None:
             if body is None:
@@ -80,6 +86,20 @@ class Context:
         """Stop every worker (operator shutdown)."""
         await asyncio.gather(*(w.stop() for w in list(self.workers.values())))
         self.workers.clear()
+
+    async def pause(self) -> None:
+        """This replica stops acting: every worker stops, everything observed is dropped."""
+        self.paused = True
+        workers = list(self.workers.values())
+        await self.stop()
+        await self.prober.forget(t for w in workers for t in w.probes.targets())
+        self.cache.clear()
+        for key in (w.key for w in workers):
+            self.metrics.forget_servedmodel(*key)
+
+    def resume(self) -> None:
+        """Act again; kopf's re-list after the pause starts the workers."""
+        self.paused = False
 
 
 class Worker:
@@ -121,7 +141,7 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             self._wake.clear()
-            if self.body is None:
+            if self.body is None or self.ctx.paused:
                 delay = MAX_IDLE_SECONDS
                 continue
             started = time.monotonic()

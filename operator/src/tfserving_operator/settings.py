@@ -64,6 +64,11 @@ class Settings:
     # live peer of its own priority, so replicas of one Deployment must differ:
     # 0 means "pick a random one at start" (see peering_priority_or_random).
     peering_priority: int = 0
+    # Seconds a replica's peering keep-alive counts as alive (kopf's
+    # settings.peering.lifetime; kopf renews it every lifetime - 5..10 s, at
+    # least every second). After a SIGKILL the standby takes over within
+    # this many seconds; kopf's default, 60, meant 45-50 s takeovers.
+    peering_lifetime_seconds: int = 10
     liveness_port: int = 8080
     # Prometheus /metrics (tfserving_operator.metrics); 0 turns the endpoint off.
     metrics_port: int = 8081
@@ -92,6 +97,7 @@ class Settings:
             "probe_interval_seconds",
             "max_concurrent_probes",
             "api_workers",
+            "peering_lifetime_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:
