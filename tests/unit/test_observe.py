@@ -429,7 +429,7 @@ def test_deleting_what_was_never_seen_is_harmless() -> None:
         ("Deployment", deployment()),
     ):
         assert cache.observe(kind, body, deleted=True) == KEY
-    assert cache.pods[KEY] == {} and cache.children[KEY] == {}
+    assert cache.entries() == set() and KEY not in cache.deployments
 
 
 def test_objects_are_filed_under_their_namespace_and_owner() -> None:

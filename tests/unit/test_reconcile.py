@@ -43,6 +43,7 @@ class FakeApplier:
         self.deleted: list[tuple[str, str]] = []
         self.status: dict[str, Any] = {}
         self.rv = 100
+        self.gone: set[str] = set()  # pods the API server answers 404 for
 
     @property
     def writes(self) -> int:
@@ -63,8 +64,11 @@ class FakeApplier:
 
     async def set_gate(
         self, namespace: str, pod: str, is_open: bool, reason: str, message: str
-    ) -> None:
+    ) -> bool:
+        if pod in self.gone:
+            return False
         self.gates.append((pod, is_open, reason))
+        return True
 
     async def patch_status(
         self, namespace: str, name: str, status_patch: dict[str, Any]

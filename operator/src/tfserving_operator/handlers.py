@@ -8,6 +8,7 @@ API writes at all and a ServedModel deletes even when the operator is gone
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from tfserving_operator.kube import Kube
 from tfserving_operator.observe import Cache, Prober
 from tfserving_operator.pause import PauseFollower
 from tfserving_operator.reconcile import Context
+from tfserving_operator.resync import resync_forever
 from tfserving_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kube = Kube(_load_api_client(), workers=SETTINGS.api_workers)
     prober = Prober(SETTINGS.probe_timeout_seconds, SETTINGS.max_concurrent_probes)
     memo.ctx = Context(settings=SETTINGS, applier=Applier(kube), cache=Cache(), prober=prober)
+    if SETTINGS.resync_seconds:
+        memo.resync = asyncio.create_task(
+            resync_forever(kube, memo.ctx, SETTINGS.resync_seconds, SETTINGS.label_selector_query),
+            name="tfso resync",
+        )
     follower: PauseFollower | None = memo.get("pause")  # set by __main__ (not in unit tests)
     if follower is not None:
         follower.attach(memo.ctx)
@@ -67,6 +74,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop workers and close connections."""
     ctx: Context = memo.ctx
+    resync: asyncio.Task[None] | None = memo.get("resync")
+    if resync is not None:
+        resync.cancel()
     await ctx.stop()
     await memo.prober.close()
     memo.kube.close()

@@ -139,30 +139,41 @@ class Cache:
         if key is None:
             return None
         name = (body.get("metadata") or {}).get("name", "")
-        if kind == "Pod":
-            pods = self.pods.setdefault(key, {})
-            if deleted:
-                pods.pop(name, None)
-            else:
-                pods[name] = pod_view(body)
+        if deleted:
+            self.drop(kind, key, name)
+        elif kind == "Pod":
+            self.pods.setdefault(key, {})[name] = pod_view(body)
         elif kind == "ReplicaSet":
-            hashes = self.replicaset_hashes.setdefault(key, {})
-            if deleted:
-                hashes.pop(name, None)
-            else:
-                hashes[name] = deployment_view(body).config_hash
+            self.replicaset_hashes.setdefault(key, {})[name] = deployment_view(body).config_hash
         else:
-            children = self.children.setdefault(key, {})
-            if deleted:
-                children.pop((kind, name), None)
-            else:
-                children[(kind, name)] = strip_object(body)
+            self.children.setdefault(key, {})[(kind, name)] = strip_object(body)
             if kind == "Deployment":
-                if deleted:
-                    self.deployments.pop(key, None)
-                else:
-                    self.deployments[key] = deployment_view(body)
+                self.deployments[key] = deployment_view(body)
         return key
+
+    def drop(self, kind: str, key: Key, name: str) -> None:
+        """Forget one object (a DELETED event, or found gone without one)."""
+        if kind == "Pod":
+            self.pods.get(key, {}).pop(name, None)
+        elif kind == "ReplicaSet":
+            self.replicaset_hashes.get(key, {}).pop(name, None)
+        else:
+            self.children.get(key, {}).pop((kind, name), None)
+            if kind == "Deployment":
+                self.deployments.pop(key, None)
+
+    def entries(self) -> set[tuple[str, Key, str]]:
+        """Every object held, as (kind, ServedModel key, name)."""
+        out = {("Pod", key, name) for key, pods in self.pods.items() for name in pods}
+        out |= {
+            ("ReplicaSet", key, name)
+            for key, hashes in self.replicaset_hashes.items()
+            for name in hashes
+        }
+        out |= {
+            (kind, key, name) for key, children in self.children.items() for kind, name in children
+        }
+        return out
 
     def forget(self, key: Key) -> None:
         """Drop everything about a deleted ServedModel."""

@@ -62,6 +62,11 @@ class Context:
     # brings everything back.
     paused: bool = False
 
+    @property
+    def servedmodel_keys(self) -> set[Key]:
+        """The ServedModels this process reconciles (one worker each)."""
+        return set(self.workers)
+
     def poke(self, key: Key, body: Mapping[str, Any] | None = None) -> None:
         """Wake the worker of `key` (starting one for a new ServedModel body)."""
         if self.paused:
@@ -252,16 +257,25 @@ class Worker:
             pods, probes, self.probes.failures(), self.ctx.settings.probe_failure_threshold
         )
         by_name = {p.name: p for p in pods}
+        gone = set()
         for decision in decisions:
             if decide.gate_differs(by_name[decision.pod], decision):
-                await self.ctx.applier.set_gate(
+                if not await self.ctx.applier.set_gate(
                     self.key[0], decision.pod, decision.open, decision.reason, decision.message
-                )
+                ):
+                    # Deleted while a watch was down (no DELETED event will
+                    # come): drop it here, or it stays in the status forever.
+                    self.ctx.cache.drop("Pod", self.key, decision.pod)
+                    gone.add(decision.pod)
+                    continue
                 self.ctx.metrics.observe_gate(decision.open, decision.reason)
                 if decision.open:
                     self._opened[decision.pod] = time.monotonic()
                 else:
                     self._opened.pop(decision.pod, None)
+        if gone:
+            pods = [p for p in pods if p.name not in gone]
+            decisions = [d for d in decisions if d.pod not in gone]
         return decide.with_gates(pods, decisions)
 
     def _observe_ready(self, pods: list[PodView]) -> None:

@@ -51,6 +51,9 @@ class Settings:
     # Concurrent probes across all ServedModels (one hung server holds one slot
     # for at most probe_timeout_seconds).
     max_concurrent_probes: int = 64
+    # Seconds between re-lists of our objects (resync.py): objects deleted
+    # while a watch was down leave the cache within this long. 0: never.
+    resync_seconds: float = 300.0
     # Threads for blocking Kubernetes API calls.
     api_workers: int = 16
     # Namespaces to watch; empty means the whole cluster.
@@ -106,6 +109,10 @@ class Settings:
             raise SettingsError(
                 "TFSO_PROBE_BACKOFF_MAX_SECONDS must be >= TFSO_PROBE_BACKOFF_INITIAL_SECONDS"
             )
+        if self.resync_seconds < 0:
+            raise SettingsError(
+                f"TFSO_RESYNC_SECONDS must be >= 0 (0: off), got {self.resync_seconds}"
+            )
         if self.probe_failure_threshold < 1:
             raise SettingsError(
                 f"TFSO_PROBE_FAILURE_THRESHOLD must be >= 1, got {self.probe_failure_threshold}"
@@ -120,6 +127,11 @@ class Settings:
                 raise SettingsError(f"TFSO_{name.upper()} must be a port (0-65535), got {port}")
         if self.log_format not in ("plain", "json"):
             raise SettingsError(f"TFSO_LOG_FORMAT must be plain or json, got {self.log_format!r}")
+
+    @property
+    def label_selector_query(self) -> str:
+        """TFSO_LABEL_SELECTOR as a Kubernetes labelSelector (k=v,k2=v2)."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.label_selector.items()))
 
     def peering_priority_or_random(self) -> int:
         """The priority to peer with: the configured one, else a random positive one."""
