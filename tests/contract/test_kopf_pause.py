@@ -88,7 +88,7 @@ async def _toggles_drive_the_follower() -> None:
         follower.attach(target)
         following = asyncio.create_task(follower.run())
         # kopf's peering turns a toggle of this set on (a higher-priority peer).
-        conflict = await toggles.make_toggle(False, name="test conflict")  # type: ignore[attr-defined]
+        conflict = await toggles.make_toggle(False, name="test conflict")
         await conflict.turn_to(True)
         await asyncio.wait_for(target.changed.wait(), timeout=10)
         assert target.calls == ["pause"] and target.paused

@@ -460,7 +460,7 @@ def test_forget_drops_everything_about_one_servedmodel() -> None:
 def test_probe_latency_summary_is_nearest_rank_in_milliseconds() -> None:
     from tfserving_operator.observe import Prober
 
-    prober = Prober(timeout=2.0, max_concurrent=1)
+    prober = Prober(timeout=2.0)
     assert prober.latency_summary() == {"count": 0}
     prober.latencies.extend(i / 1000 for i in range(1, 101))  # 1..100 ms
     assert prober.latency_summary() == {"count": 100, "p50": 50.0, "p99": 99.0, "max": 100.0}

@@ -109,7 +109,9 @@ class FakeProber:
         self.calls: dict[str, int] = {}
         self.forgotten: list[str] = []
 
-    async def probe_all(self, pods: Iterable[PodView]) -> dict[str, ProbeResult]:
+    async def probe_all(
+        self, pods: Iterable[PodView], slots: asyncio.Semaphore | None = None
+    ) -> dict[str, ProbeResult]:
         out = {}
         for pod in pods:
             self.calls[pod.name] = self.calls.get(pod.name, 0) + 1

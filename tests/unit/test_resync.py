@@ -99,7 +99,8 @@ def test_a_servedmodel_deleted_without_an_event_loses_its_worker() -> None:
 
 def test_a_gate_write_answered_404_drops_the_pod() -> None:
     """The pod was deleted while the watch was down: the gate write is the first to know."""
-    from tests.unit.test_reconcile import answer, pod
+    from tests.unit.builders import answer
+    from tests.unit.test_reconcile import pod
     from tfserving_operator.views import ModelState
 
     h = Harness()

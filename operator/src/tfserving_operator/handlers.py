@@ -50,12 +50,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 330
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
+    for key, selector in watch_selectors(SETTINGS).items():
+        settings.watching.label_selectors[key] = selector
     # Peering (name, priority, mandatory) is set by kopf.operator() in
     # __main__; overriding the priority here would give every replica the
     # same one, and kopf pauses all replicas that share a priority.
     metrics.serve(SETTINGS.metrics_port)
     kube = Kube(_load_api_client(), workers=SETTINGS.api_workers)
-    prober = Prober(SETTINGS.probe_timeout_seconds, SETTINGS.max_concurrent_probes)
+    prober = Prober(SETTINGS.probe_timeout_seconds)
     memo.ctx = Context(settings=SETTINGS, applier=Applier(kube), cache=Cache(), prober=prober)
     if SETTINGS.resync_seconds:
         memo.resync = asyncio.create_task(
@@ -68,6 +70,26 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.kube = kube
     memo.prober = prober
     log.info("tfserving-operator started: %s", SETTINGS)
+
+
+def watch_selectors(settings: Settings) -> dict[tuple[str, str], str]:
+    """labelSelector of each watch request, by kopf resource selector (group or
+    core version, plural): the API server sends a shard only its own objects.
+
+    ServedModels: the shard's selector. Children: our label, and the shard's
+    labels, which the render copies from each ServedModel onto its children
+    (spec.carried_labels); the handlers' `labels=` filters stay as a check.
+    """
+    shard = settings.label_selector_query
+    out = {
+        (info.group or info.version, info.plural): ",".join(
+            filter(None, [api.LABEL_SERVEDMODEL, shard])
+        )
+        for info in kinds.WATCHED
+    }
+    if shard:
+        out[(api.GROUP, api.PLURAL)] = shard
+    return out
 
 
 @kopf.on.cleanup()
@@ -114,6 +136,13 @@ def workers_probe(memo: kopf.Memo, **_: Any) -> int:
     """Liveness detail: how many ServedModels this process reconciles."""
     ctx: Context | None = getattr(memo, "ctx", None)
     return len(ctx.workers) if ctx else 0
+
+
+@kopf.on.probe(id="cached_objects")
+def cached_objects(memo: kopf.Memo, **_: Any) -> int:
+    """Children and pods held in the cache (what this process's watches deliver)."""
+    ctx: Context | None = getattr(memo, "ctx", None)
+    return len(ctx.cache.entries()) if ctx else 0
 
 
 @kopf.on.probe(id="computed_at")

@@ -2,14 +2,15 @@
 
 Kubernetes objects arrive through kopf's watches (handlers.py) into the
 `Cache`, so a reconcile never lists anything; model servers are asked over
-gRPC by the `Prober`, with a bounded timeout, a global concurrency limit and
-per-pod backoff, so one hung server costs one probe slot for one timeout
-and never stalls another ServedModel.
+gRPC by the `Prober`, with a bounded timeout, a concurrency limit per
+ServedModel and per-pod backoff, so a hung server costs one probe slot of its
+own ServedModel for one timeout and never stalls another ServedModel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -192,11 +193,10 @@ class Cache:
 class Prober:
     """Asks model servers for their versions: bounded, concurrent, backed off per pod."""
 
-    def __init__(self, timeout: float, max_concurrent: int, metrics: Metrics = METRICS) -> None:
+    def __init__(self, timeout: float, metrics: Metrics = METRICS) -> None:
         self.timeout = timeout
         self._metrics = metrics
         self._pool = ChannelPool()
-        self._slots = asyncio.Semaphore(max_concurrent)
         self.calls = 0  # for benchmarks: probe load
         self.timeouts = 0
         # Seconds per GetModelStatus round trip (slot wait excluded: it measures
@@ -214,9 +214,11 @@ class Prober:
 
         return {"count": len(ordered), "p50": rank(0.5), "p99": rank(0.99), "max": rank(1.0)}
 
-    async def probe(self, pod: PodView) -> ProbeResult:
-        """GetModelStatus for the pod's model (every version it manages)."""
-        async with self._slots:
+    async def probe(self, pod: PodView, slots: asyncio.Semaphore | None = None) -> ProbeResult:
+        """GetModelStatus for the pod's model (every version it manages), in one
+        of the caller's `slots`: each ServedModel bounds its own probes, so
+        servers that hang hold slots of their own ServedModel only."""
+        async with slots or contextlib.nullcontext():
             self.calls += 1
             started = time.monotonic()
             try:
@@ -244,10 +246,12 @@ class Prober:
         self.latencies.append(seconds)
         self._metrics.observe_probe(result, seconds)
 
-    async def probe_all(self, pods: Iterable[PodView]) -> dict[str, ProbeResult]:
-        """Probe several pods at once."""
+    async def probe_all(
+        self, pods: Iterable[PodView], slots: asyncio.Semaphore | None = None
+    ) -> dict[str, ProbeResult]:
+        """Probe several pods at once, at most as many at a time as `slots` allows."""
         pods = list(pods)
-        results = await asyncio.gather(*(self.probe(p) for p in pods))
+        results = await asyncio.gather(*(self.probe(p, slots) for p in pods))
         return {r.pod: r for r in results}
 
     async def forget(self, targets: Iterable[str]) -> None:

@@ -151,9 +151,7 @@ class Worker:
                 continue
             started = time.monotonic()
             try:
-                async with self.ctx.passes:
-                    started = time.monotonic()  # the wait for a pass slot is not the pass
-                    delay = await self.reconcile()
+                delay = await self.reconcile()
                 failures = 0
                 self.ctx.metrics.observe_pass(OUTCOME_SUCCESS, time.monotonic() - started)
             except asyncio.CancelledError:
@@ -178,22 +176,44 @@ class Worker:
         assert body is not None
         self.passes += 1
         settings = self.ctx.settings
-        try:
-            sm = spec.parse(body, settings.default_image, settings.default_gpu_image)
-        except (KeyError, ValueError, TypeError) as err:
-            await self.status.invalid(body, f"spec cannot be used: {err}")
-            return MAX_IDLE_SECONDS
-        old_status = self.status.current(body)
-        memory = decide.memory_from_status(old_status)
-        renders = Renders(sm)
-        children = renders(decide.choose_serving_set(sm, memory)[0])
-        if not await self._accepted(sm, body, old_status, children):
-            return MAX_IDLE_SECONDS
-        await self.children.ensure(children, sm.uid)
+        # The pass holds a slot of ctx.passes except while it waits for model
+        # servers: a ServedModel whose servers hang keeps no slot from others.
+        async with self.ctx.passes:
+            try:
+                sm = spec.parse(
+                    body,
+                    settings.default_image,
+                    settings.default_gpu_image,
+                    carried_label_keys=settings.label_selector,
+                )
+            except (KeyError, ValueError, TypeError) as err:
+                await self.status.invalid(body, f"spec cannot be used: {err}")
+                return MAX_IDLE_SECONDS
+            old_status = self.status.current(body)
+            memory = decide.memory_from_status(old_status)
+            renders = Renders(sm)
+            children = renders(decide.choose_serving_set(sm, memory)[0])
+            if not await self._accepted(sm, body, old_status, children):
+                return MAX_IDLE_SECONDS
+            await self.children.ensure(children, sm.uid)
+            pods = list(self.ctx.cache.pods.get(self.key, {}).values())
+            self._observe_ready(pods)
 
-        pods = list(self.ctx.cache.pods.get(self.key, {}).values())
-        self._observe_ready(pods)
         probes = await self.probes.probe(pods)
+        async with self.ctx.passes:
+            return await self._conclude(body, sm, old_status, memory, renders, pods, probes)
+
+    async def _conclude(
+        self,
+        body: dict[str, Any],
+        sm: spec.ServedModel,
+        old_status: dict[str, Any],
+        memory: decide.Memory,
+        renders: Renders,
+        pods: list[PodView],
+        probes: dict[str, ProbeResult],
+    ) -> float:
+        """The pass after the probes: gates, rollout, status."""
         pods = await self._apply_gates(pods, probes)
 
         deployment = self.ctx.cache.deployments.get(self.key)

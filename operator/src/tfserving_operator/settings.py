@@ -48,9 +48,10 @@ class Settings:
     # server does not pull its pod out of the Service. A definite answer (a
     # version not AVAILABLE, NOT_FOUND) closes it at once.
     probe_failure_threshold: int = 3
-    # Concurrent probes across all ServedModels (one hung server holds one slot
-    # for at most probe_timeout_seconds).
-    max_concurrent_probes: int = 64
+    # Concurrent probes of one ServedModel (a hung server holds one slot of
+    # its own ServedModel for at most probe_timeout_seconds; other
+    # ServedModels' probes never wait for it).
+    max_concurrent_probes: int = 16
     # Seconds between re-lists of our objects (resync.py): objects deleted
     # while a watch was down leave the cache within this long. 0: never.
     resync_seconds: float = 300.0
