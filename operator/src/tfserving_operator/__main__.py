@@ -83,9 +83,10 @@ async def run(settings: Settings) -> None:
     # its traceback. Ours set the stop flag once and ignore repeats.
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, _stop_once, stop, signum)
-    follower.toggles = pause_toggles(tasks)
-    following = asyncio.create_task(follower.run(), name="tfso peering pause")
-    await kopf.run_tasks([*tasks, following], ignored=existing)
+    if settings.peering:  # a standalone operator never pauses
+        follower.toggles = pause_toggles(tasks)
+        tasks = [*tasks, asyncio.create_task(follower.run(), name="tfso peering pause")]
+    await kopf.run_tasks(tasks, ignored=existing)
 
 
 def _stop_once(stop: asyncio.Future[signal.Signals], signum: signal.Signals) -> None:
