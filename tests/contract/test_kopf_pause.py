@@ -11,6 +11,7 @@ drives our follower.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -25,17 +26,19 @@ class Target:
     """Records what the follower does to it (the real one is reconcile.Context)."""
 
     def __init__(self) -> None:
-        self.paused = False
+        self.pause_source: Callable[[], bool] | None = None
         self.calls: list[str] = []
         self.changed = asyncio.Event()
 
+    @property
+    def paused(self) -> bool:
+        return self.pause_source is not None and self.pause_source()
+
     async def pause(self) -> None:
-        self.paused = True
         self.calls.append("pause")
         self.changed.set()
 
     def resume(self) -> None:
-        self.paused = False
         self.calls.append("resume")
         self.changed.set()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class PauseToggles(Protocol):
 class Pausable(Protocol):
     """What pauses with the replica (reconcile.Context)."""
 
-    paused: bool
+    pause_source: Callable[[], bool] | None
 
     async def pause(self) -> None: ...
 
@@ -85,9 +85,14 @@ class PauseFollower:
         self.pauses = 0
 
     def attach(self, target: Pausable) -> None:
-        """Follow kopf's state from now on (a replica can start paused)."""
-        target.paused = self.toggles is not None and self.toggles.is_on()
+        """Follow kopf's state from now on (a replica can start paused): the
+        target reads it live, and is stopped and released by run()."""
+        target.pause_source = self.is_paused
         self.target = target
+
+    def is_paused(self) -> bool:
+        """kopf's pause state now (never paused before kopf's toggles exist)."""
+        return self.toggles is not None and self.toggles.is_on()
 
     async def run(self) -> None:
         """Forever: wait for a pause, stop the target; wait for the resume, release it."""

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -59,8 +59,10 @@ class Context:
     metrics: Metrics = field(default_factory=lambda: METRICS)
     # A paused peering replica (pause.py) runs no worker and keeps no cache:
     # events kopf delivers while pausing are dropped, its re-list on resume
-    # brings everything back.
-    paused: bool = False
+    # brings everything back. `pause_source` is kopf's own state once
+    # attached (read live: kopf's re-list may come before our resume()).
+    pause_source: Callable[[], bool] | None = None
+    _paused: bool = False
 
     @property
     def servedmodel_keys(self) -> set[Key]:
@@ -92,9 +94,14 @@ class Context:
         await asyncio.gather(*(w.stop() for w in list(self.workers.values())))
         self.workers.clear()
 
+    @property
+    def paused(self) -> bool:
+        """This replica must not act (a peering pause)."""
+        return self.pause_source() if self.pause_source is not None else self._paused
+
     async def pause(self) -> None:
         """This replica stops acting: every worker stops, everything observed is dropped."""
-        self.paused = True
+        self._paused = True
         workers = list(self.workers.values())
         await self.stop()
         await self.prober.forget(t for w in workers for t in w.probes.targets())
@@ -104,7 +111,7 @@ class Context:
 
     def resume(self) -> None:
         """Act again; kopf's re-list after the pause starts the workers."""
-        self.paused = False
+        self._paused = False
 
 
 class Worker:

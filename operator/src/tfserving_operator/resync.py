@@ -38,7 +38,9 @@ class Resyncable(Protocol):
     """What a resync updates (reconcile.Context)."""
 
     cache: Cache
-    paused: bool
+
+    @property
+    def paused(self) -> bool: ...
 
     @property
     def servedmodel_keys(self) -> set[Key]: ...
