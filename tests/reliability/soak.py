@@ -39,7 +39,12 @@ from localdev.sim.cluster import SimCluster, wait_for
 from localdev.support.k8s import create_sm, delete_sm, get_sm, patch_sm, servedmodel
 from localdev.support.models import make_model_dir
 from localdev.support.operator import OperatorProcess
-from tests.reliability.conftest import delete_namespace, heal_nodes, install_crds, make_namespace
+from tests.reliability.conftest import (
+    breakable_cluster,
+    delete_namespace,
+    heal_nodes,
+    make_namespace,
+)
 from tests.reliability.invariants import problems, wait_gone
 from tests.reliability.test_control_plane_restart import nudge_stuck_pods
 
@@ -280,12 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for version in (1, 2):
         _export("half_plus_three", MODELS_ROOT / "half_plus_three", version)
-    cluster = SimCluster(with_standin=True, instance=SOAK_INSTANCE)
-    was_running = cluster.healthy() and not cluster.dead_components()
-    if not was_running:
-        cluster.up()
-    heal_nodes(cluster)
-    install_crds(cluster)
+    cluster, was_running = breakable_cluster(SOAK_INSTANCE)
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
     namespace = make_namespace(api)
     base = make_model_dir(MODELS_ROOT, "soak", good=GOOD_VERSIONS, broken=(BROKEN_VERSION,))
