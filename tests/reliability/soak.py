@@ -39,6 +39,7 @@ from localdev.sim.cluster import SimCluster, wait_for
 from localdev.support.k8s import create_sm, delete_sm, get_sm, patch_sm, servedmodel
 from localdev.support.models import make_model_dir
 from localdev.support.operator import OperatorProcess
+from tests.reliability import results
 from tests.reliability.conftest import (
     breakable_cluster,
     delete_namespace,
@@ -273,6 +274,29 @@ def report(soak: Soak, minutes: float, seed: int, elapsed: float, rss: float) ->
     return "\n".join(lines).rstrip() + "\n"
 
 
+def record(soak: Soak, elapsed: float) -> None:
+    """The soak's row of docs/reliability.md (results.py)."""
+    steps = sum(soak.steps.values())
+    converged = [s for kind in STEPS for s in soak.converge_seconds.get(kind, [])]
+    results.record(
+        "soak",
+        "Faults",
+        f"Soak: {elapsed / 60:.0f} minutes of random creates, rollouts, refusals, deletes, "
+        "operator SIGKILLs and kube-apiserver restarts, invariants after every step "
+        "([soak.md](soak.md))",
+        soak.checks,
+        soak.checks - len(soak.failures),
+        "checks converged",
+        suite="make soak",
+        figures={
+            "steps": steps,
+            **{kind: soak.steps.get(kind, 0) for kind in STEPS},
+            "median converge s": round(statistics.median(converged), 1) if converged else "-",
+            "max converge s": round(max(converged), 1) if converged else "-",
+        },
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=float(os.environ.get("SOAK_MINUTES", 10)))
@@ -310,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         text = report(soak, args.minutes, args.seed, elapsed, rss)
         args.report.write_text(text)
         print(text, flush=True)
+        record(soak, elapsed)
         operator.stop()
         delete_namespace(api, namespace)
         api.close()
