@@ -20,6 +20,7 @@ written), so a failing sequence can be replayed: `--seed`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
@@ -175,7 +176,9 @@ class Soak:
                 if not last:
                     self.converge_seconds[step].append(time.monotonic() - started)
                     break
-                nudge_stuck_pods(self.api, self.namespace, older_than=10.0)
+                # A pod gone meanwhile, or the API server warming up: next round.
+                with contextlib.suppress(ApiException):
+                    nudge_stuck_pods(self.api, self.namespace, older_than=10.0)
                 time.sleep(0.5)
             else:
                 self.failures.append(
