@@ -39,7 +39,8 @@ from kubernetes.client.rest import ApiException
 from localdev.sim.cluster import SimCluster, SimError, wait_for
 from localdev.support.k8s import create_sm, delete_sm, get_sm, patch_sm, servedmodel
 from localdev.support.models import make_model_dir
-from localdev.support.operator import OperatorProcess
+from localdev.support.operator import OperatorProcess, _free_port
+from localdev.support.waiting import WaitTimeout
 from tests.reliability import results
 from tests.reliability.conftest import (
     breakable_cluster,
@@ -138,7 +139,7 @@ class Soak:
         if name is not None:
             self.rollout(name)
         self.operator.kill()
-        self.operator.start()
+        start_operator(self.operator)
 
     def apiserver_restart(self, name: str | None) -> None:
         if name is not None:
@@ -261,6 +262,20 @@ class Soak:
         return kind
 
 
+def start_operator(operator: OperatorProcess) -> None:
+    """Start it; if the ports it was given were taken meanwhile (other clusters
+    share the machine), on new ones."""
+    for attempt in range(1, 4):
+        try:
+            operator.start()
+            return
+        except WaitTimeout:
+            if attempt == 3:
+                raise
+            operator.kill()
+            operator.liveness_port, operator.metrics_port = _free_port(), _free_port()
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%H:%M:%S")
 
@@ -354,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     namespace = make_namespace(api)
     base = make_model_dir(MODELS_ROOT, "soak", good=GOOD_VERSIONS, broken=(BROKEN_VERSION,))
     log = cluster.state_dir / "logs" / f"operator-soak-{namespace}.log"
-    operator = OperatorProcess(cluster.kubeconfig, namespace, log).start()
+    operator = OperatorProcess(cluster.kubeconfig, namespace, log)
+    start_operator(operator)
     soak = Soak(cluster, api, namespace, operator, base, random.Random(args.seed))
     started = time.monotonic()
     deadline = started + args.minutes * 60
