@@ -41,6 +41,8 @@ class FakeApplier:
         self.status_patches: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
         self.deleted: list[tuple[str, str]] = []
+        self.handovers: list[dict[str, Any]] = []
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # last applied, by kind and name
         self.status: dict[str, Any] = {}
         self.rv = 100
 
@@ -52,14 +54,37 @@ class FakeApplier:
             + len(self.status_patches)
             + len(self.events)
             + len(self.deleted)
+            + len(self.handovers)
         )
 
     async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         if dry_run:
             self.dry_runs += 1
-        else:
-            self.applied.append(manifest)
-        return copy.deepcopy(manifest)
+            return copy.deepcopy(manifest)
+        self.applied.append(manifest)
+        ident = (manifest["kind"], manifest["metadata"]["name"])
+        result = copy.deepcopy(manifest)
+        old = self.objects.get(ident)
+        # Fields another manager holds survive an apply that leaves them out.
+        if old and "managedFields" in old["metadata"] and "replicas" not in manifest["spec"]:
+            result["metadata"]["managedFields"] = old["metadata"]["managedFields"]
+            result["spec"]["replicas"] = old["spec"]["replicas"]
+        self.objects[ident] = result
+        return copy.deepcopy(result)
+
+    async def hand_over(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The object as the API server returns it: the last applied one, with the
+        handed-over fields merged in and owned by the handover manager."""
+        self.handovers.append(manifest)
+        sent = self.objects.get((manifest["kind"], manifest["metadata"]["name"]))
+        full = copy.deepcopy(sent) if sent else {"metadata": dict(manifest["metadata"])}
+        full["spec"] = {**full.get("spec", {}), **manifest["spec"]}
+        owned: dict[str, Any] = {"f:spec": {f"f:{k}": {} for k in manifest["spec"]}}
+        full["metadata"]["managedFields"] = [
+            {"manager": api.HANDOVER_FIELD_MANAGER, "operation": "Apply", "fieldsV1": owned}
+        ]
+        self.objects[(manifest["kind"], manifest["metadata"]["name"])] = full
+        return copy.deepcopy(full)
 
     async def set_gate(
         self, namespace: str, pod: str, is_open: bool, reason: str, message: str

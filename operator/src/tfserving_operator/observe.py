@@ -104,7 +104,18 @@ def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
         current_replicas=int(status.get("replicas") or 0),
         updated_replicas=int(status.get("updatedReplicas") or 0),
         config_hash=template_annotations.get(api.ANNOTATION_CONFIG_HASH, ""),
+        replicas_managers=replicas_managers(meta),
     )
+
+
+def replicas_managers(meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """The field managers that own spec.replicas, from managedFields."""
+    owners = []
+    for entry in meta.get("managedFields") or ():
+        fields = ((entry.get("fieldsV1") or {}).get("f:spec")) or {}
+        if "f:replicas" in fields:
+            owners.append(str(entry.get("manager", "")))
+    return tuple(sorted(owners))
 
 
 def strip_object(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -129,6 +129,8 @@ class DeploymentView:
     updated_replicas: int  # pods of the newest ReplicaSet
     config_hash: str
     current_replicas: int = 0  # pods of every ReplicaSet it owns, old ones included
+    # Field managers owning spec.replicas (managedFields): who the count belongs to.
+    replicas_managers: tuple[str, ...] = ()
 
     @property
     def settled(self) -> bool:
