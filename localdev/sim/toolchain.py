@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
+METRICS_SERVER_VERSION = "v0.8.0"
 
 
 def _kube_ldflags() -> str:
@@ -79,6 +81,14 @@ TOOLS: tuple[GoTool, ...] = (
         "helm",
         "helm.sh/helm/v3/cmd/helm",
         f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+    ),
+    # The metrics.k8s.io API for the HPA and `kubectl top`; it reads its version from
+    # client-go's copy, as its own Makefile stamps it.
+    GoTool(
+        "metrics-server",
+        "metrics-server",
+        "sigs.k8s.io/metrics-server/cmd/metrics-server",
+        f"-s -w -X k8s.io/client-go/pkg/version.gitVersion={METRICS_SERVER_VERSION}",
     ),
 )
 
@@ -183,8 +193,10 @@ def _build(tools: Iterable[GoTool], log: bool = True) -> None:
         by_module.setdefault((tool.module_dir, tool.ldflags), []).append(tool)
     if not by_module:
         return
-    staging = cache_root() / "tools.partial"
-    staging.mkdir(parents=True, exist_ok=True)
+    # A staging folder of this build's own: two builds on one machine (say, a new
+    # tool built while the control plane builds) must not remove each other's output.
+    cache_root().mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="tools.partial-", dir=cache_root()))
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-buildvcs=false")
     for (module_dir, ldflags), group in by_module.items():
         started = time.monotonic()
