@@ -194,10 +194,14 @@ def test_turning_autoscaling_on_hands_over_before_the_apply_that_drops_replicas(
 
         h.applier.apply = record_apply  # type: ignore[method-assign]
         h.applier.hand_over = record_hand_over  # type: ignore[method-assign]
-        # With a new version too, so the Deployment differs and is applied.
-        worker.body = autoscaled(version=4, minReplicas=1)
+        # Nothing else changes: the Deployment is applied all the same, to let go.
+        worker.body = autoscaled(minReplicas=1)
         await h.next_pass()
         assert order.index("hand over") < order.index("apply Deployment")
         assert [m["spec"] for m in h.applier.handovers] == [{"replicas": 1}]
+        assert h.ctx.cache.deployments[KEY].replicas_managers == (HANDOVER,)
+        order.clear()
+        await h.next_pass()
+        assert order == []
 
     asyncio.run(scenario())

@@ -17,7 +17,7 @@ import pytest
 
 from tests.unit import builders
 from tests.unit.builders import LOAD_ERROR, answer, probe_error
-from tfserving_operator import api, decide, render, spec
+from tfserving_operator import api, decide, observe, render, spec
 from tfserving_operator.api import GateReason
 from tfserving_operator.children import contains
 from tfserving_operator.observe import Cache, DeploymentView, PodView, ProbeResult
@@ -62,29 +62,35 @@ class FakeApplier:
             self.dry_runs += 1
             return copy.deepcopy(manifest)
         self.applied.append(manifest)
-        ident = (manifest["kind"], manifest["metadata"]["name"])
         result = copy.deepcopy(manifest)
-        old = self.objects.get(ident)
-        # Fields another manager holds survive an apply that leaves them out.
-        if old and "managedFields" in old["metadata"] and "replicas" not in manifest["spec"]:
-            result["metadata"]["managedFields"] = old["metadata"]["managedFields"]
-            result["spec"]["replicas"] = old["spec"]["replicas"]
-        self.objects[ident] = result
+        if manifest["kind"] == "Deployment":
+            self._own_replicas(result, api.FIELD_MANAGER, "replicas" in manifest["spec"])
+        self.objects[(manifest["kind"], manifest["metadata"]["name"])] = result
         return copy.deepcopy(result)
 
     async def hand_over(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """The object as the API server returns it: the last applied one, with the
-        handed-over fields merged in and owned by the handover manager."""
+        """The object as the API server returns it: the last applied one, with
+        spec.replicas set and co-owned by the handover manager."""
         self.handovers.append(manifest)
         sent = self.objects.get((manifest["kind"], manifest["metadata"]["name"]))
         full = copy.deepcopy(sent) if sent else {"metadata": dict(manifest["metadata"])}
         full["spec"] = {**full.get("spec", {}), **manifest["spec"]}
-        owned: dict[str, Any] = {"f:spec": {f"f:{k}": {} for k in manifest["spec"]}}
-        full["metadata"]["managedFields"] = [
-            {"manager": api.HANDOVER_FIELD_MANAGER, "operation": "Apply", "fieldsV1": owned}
-        ]
+        self._own_replicas(full, api.HANDOVER_FIELD_MANAGER, True)
         self.objects[(manifest["kind"], manifest["metadata"]["name"])] = full
         return copy.deepcopy(full)
+
+    def _own_replicas(self, result: dict[str, Any], manager: str, owns: bool) -> None:
+        """Server-side apply's bookkeeping of spec.replicas, and only that: a field
+        its last manager stops sending is removed, else it keeps its value."""
+        old = self.objects.get((result["kind"], result["metadata"]["name"])) or {}
+        owners = set(observe.replicas_managers(old.get("metadata") or {}))
+        (owners.add if owns else owners.discard)(manager)
+        if owners and "replicas" not in result["spec"]:
+            result["spec"]["replicas"] = old["spec"]["replicas"]
+        result["metadata"]["managedFields"] = [
+            {"manager": m, "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+            for m in sorted(owners)
+        ]
 
     async def set_gate(
         self, namespace: str, pod: str, is_open: bool, reason: str, message: str

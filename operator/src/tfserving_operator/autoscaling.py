@@ -15,6 +15,7 @@ apply takes the field back.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from tfserving_operator import api
@@ -40,6 +41,18 @@ def handover_replicas(sm: ServedModel, deployment: DeploymentView | None) -> int
     if owners == (api.FIELD_MANAGER,):
         return auto.clamp(deployment.replicas)
     return None  # the handover manager, the HPA or KEDA holds it already
+
+
+def must_release(manifest: Mapping[str, Any], deployment: DeploymentView | None) -> bool:
+    """Apply `manifest` even if nothing else differs: it is a Deployment render
+    without spec.replicas while the operator still owns the field (autoscaling
+    just turned on), and only an apply makes server-side apply let go of it."""
+    return (
+        manifest["kind"] == "Deployment"
+        and "replicas" not in manifest["spec"]
+        and deployment is not None
+        and api.FIELD_MANAGER in deployment.replicas_managers
+    )
 
 
 def effective(sm: ServedModel, deployment: DeploymentView | None) -> ServedModel:

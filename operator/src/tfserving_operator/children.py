@@ -52,7 +52,8 @@ class ChildSync:
         for manifest in children.all():
             ident = (manifest["kind"], manifest["metadata"]["name"])
             current = observed.get(ident)
-            if current is not None and contains(current, manifest):
+            release = autoscaling.must_release(manifest, self.cache.deployments.get(self.key))
+            if current is not None and contains(current, manifest) and not release:
                 continue
             result = await self.applier.apply(manifest)
             self.cache.observe(manifest["kind"], result, deleted=False)
