@@ -14,6 +14,7 @@ from tests.unit import builders
 from tests.unit.test_apply import FakeTransport, applier
 from tests.unit.test_reconcile import KEY, Harness, body
 from tfserving_operator import api, autoscaling, observe, render, spec
+from tfserving_operator.kube import ApiError
 from tfserving_operator.spec import DEFAULT_TARGET_CPU_UTILIZATION, VersionSet
 
 OPERATOR = api.FIELD_MANAGER
@@ -203,5 +204,34 @@ def test_turning_autoscaling_on_hands_over_before_the_apply_that_drops_replicas(
         order.clear()
         await h.next_pass()
         assert order == []
+
+    asyncio.run(scenario())
+
+
+def test_keda_not_installed_is_an_invalid_spec_not_a_retry_loop() -> None:
+    """The dry run of a ScaledObject on a cluster without KEDA's CRD answers 404."""
+
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(autoscaled(provider="keda", minReplicas=0, requestsPerSecond="5"))
+        dry_apply = h.applier.apply
+
+        async def no_keda(manifest: dict[str, Any], dry_run: bool = False) -> Any:
+            if manifest["kind"] == "ScaledObject":
+                raise ApiError(
+                    404,
+                    {
+                        "reason": "NotFound",
+                        "message": "the server could not find the requested resource",
+                    },
+                )
+            return await dry_apply(manifest, dry_run)
+
+        h.applier.apply = no_keda  # type: ignore[method-assign]
+        await worker.reconcile()
+        assert h.applier.applied == []
+        degraded = {c["type"]: c for c in h.applier.status["conditions"]}["Degraded"]
+        assert degraded["reason"] == "InvalidSpec"
+        assert degraded["message"].startswith("ScaledObject mnist: the server could not find")
 
     asyncio.run(scenario())
