@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -183,8 +184,9 @@ def _build(tools: Iterable[GoTool], log: bool = True) -> None:
         by_module.setdefault((tool.module_dir, tool.ldflags), []).append(tool)
     if not by_module:
         return
-    staging = cache_root() / "tools.partial"
-    staging.mkdir(parents=True, exist_ok=True)
+    cache_root().mkdir(parents=True, exist_ok=True)
+    # A folder of this build's own: several clones may build at once.
+    staging = Path(tempfile.mkdtemp(prefix="tools.partial-", dir=cache_root()))
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-buildvcs=false")
     for (module_dir, ldflags), group in by_module.items():
         started = time.monotonic()
