@@ -7,10 +7,9 @@ render" is checked on the operator's wire format.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from tfserving_operator import api
+from tfserving_operator import api, kube
 from tfserving_operator.kube import path_for
 
 Body = dict[str, Any]
@@ -24,22 +23,8 @@ def send(
     content_type: str | None = None,
     query: list[tuple[str, str]] | None = None,
 ) -> tuple[int, Body]:
-    """One request; (HTTP status, decoded body)."""
-    headers = {"Accept": "application/json"}
-    if content_type:
-        headers["Content-Type"] = content_type
-    serialized = api_client.param_serialize(
-        method=method,
-        resource_path=path,
-        query_params=query or [],
-        header_params=headers,
-        body=body,
-        auth_settings=["BearerToken"],
-    )
-    response = api_client.call_api(*serialized, _request_timeout=30)
-    response.read()
-    data = json.loads(response.data) if response.data else {}
-    return int(response.status), data
+    """One request on the operator's own wire format: (HTTP status, decoded body)."""
+    return kube.send(api_client, method, path, body, content_type, query or ())
 
 
 def dry_create_servedmodel(
