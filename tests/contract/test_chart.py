@@ -401,6 +401,29 @@ def test_rendered_env_is_accepted_by_the_operator_settings(helm: str) -> None:
     assert settings.label_selector == {"x": "y"}
 
 
+@pytest.mark.parametrize("sets", [(), ("nameOverride=serving-ops",)])
+def test_network_policy_peer_is_the_operator_pods_own_labels(
+    helm: str, sets: tuple[str, ...]
+) -> None:
+    """ServedModel NetworkPolicies admit the operator by the labels its pods carry,
+    in the namespace it runs in, whatever nameOverride makes of its name."""
+    from tfserving_operator.settings import Settings
+
+    deployment = one(render(helm, *sets), "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    by_name = {e["name"]: e for e in container["env"]}
+    assert by_name["TFSO_OPERATOR_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
+    peer = Settings.from_env(env_of(deployment)).operator_peer()
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert peer.pod_labels, "no labels: the peer would admit every pod of the namespace"
+    assert dict(peer.pod_labels).items() <= pod_labels.items()
+    expected_name = "serving-ops" if sets else "tfserving-operator"
+    assert peer.pod_labels["app.kubernetes.io/name"] == expected_name
+    assert peer.pod_labels["app.kubernetes.io/instance"] == "rel"
+
+
 def test_health_service(helm: str) -> None:
     docs = render(helm, "healthService.enabled=true", "metrics.service.enabled=false")
     service = one(docs, "Service")

@@ -429,9 +429,7 @@ def _policy_problems(name: str, np: dict[str, Any], policy: dict[str, Any]) -> l
                 ports = sorted(p["port"] for p in rule.get("ports") or [])
                 if ports != [8500, 8501]:
                     out.append(f"{name}: clients reach ports {ports}, want [8500, 8501]")
-            elif peer.get("podSelector") == {
-                "matchLabels": {"app.kubernetes.io/name": "tfserving-operator"}
-            }:
+            elif peer == render.OperatorPeer().peer():
                 ports = sorted(p["port"] for p in rule.get("ports") or [])
                 if ports != [8500]:
                     out.append(f"{name}: the operator reaches ports {ports}, want [8500]")
@@ -442,14 +440,6 @@ def _policy_problems(name: str, np: dict[str, Any], policy: dict[str, Any]) -> l
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "render.render_network_policy admits the operator as namespaceSelector {} + "
-        "podSelector app.kubernetes.io/name=tfserving-operator: any pod in any namespace "
-        "carrying that label reaches the model servers' gRPC port"
-    ),
-)
 def test_network_policy_operator_peer_is_pinned_to_a_namespace() -> None:
     sm = spec.parse(
         {
@@ -468,7 +458,9 @@ def test_network_policy_operator_peer_is_pinned_to_a_namespace() -> None:
         if peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
         == "tfserving-operator"
     ]
-    pinned = all(peer.get("namespaceSelector", {}).get("matchLabels") for peer in operator_peers)
+    pinned = bool(operator_peers) and all(
+        peer.get("namespaceSelector", {}).get("matchLabels") for peer in operator_peers
+    )
     results.record(
         "network-policy-operator-peer",
         "Security",

@@ -670,7 +670,40 @@ def test_network_policy() -> None:
     assert [p["port"] for p in clients["ports"]] == [8500, 8501]
     # The operator reaches the gRPC port only: that is where it probes.
     assert operator["ports"] == [{"protocol": "TCP", "port": 8500}]
-    assert operator["from"][0]["podSelector"] == {"matchLabels": render.OPERATOR_POD_LABELS}
+    assert operator["from"] == [
+        {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": "tfserving-operator-system"}
+            },
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "tfserving-operator"}},
+        }
+    ]
+
+
+def test_network_policy_admits_the_operator_where_the_settings_say() -> None:
+    """The chart's nameOverride and install namespace reach the peer through settings."""
+    sm = spec.parse(
+        {
+            "metadata": {"name": "m", "namespace": "ns"},
+            "spec": {
+                "storage": {"persistentVolumeClaim": {"claimName": "models"}},
+                "version": 1,
+                "networkPolicy": {"clientSelector": {}},
+            },
+        },
+        DEFAULT_IMAGE,
+        DEFAULT_GPU_IMAGE,
+    )
+    labels = {"app.kubernetes.io/name": "serving-ops", "app.kubernetes.io/instance": "prod"}
+    peer = render.OperatorPeer("platform", labels)
+    policy = render.render(sm, sm.target, peer).network_policy
+    assert policy is not None
+    assert policy["spec"]["ingress"][1]["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "platform"}},
+            "podSelector": {"matchLabels": labels},
+        }
+    ]
 
 
 # ----- properties over generated specs ------------------------------------------
