@@ -31,6 +31,20 @@ def dry_create_servedmodel(
     api_client: Any, namespace: str, name: str, spec: Body
 ) -> tuple[int, Body]:
     """Admission of a ServedModel, without storing it."""
+    return _create_servedmodel(api_client, namespace, name, spec, [("dryRun", "All")])
+
+
+def create_servedmodel_strictly(
+    api_client: Any, namespace: str, name: str, spec: Body
+) -> tuple[int, Body]:
+    """Create a ServedModel as `kubectl create` does: an unknown field is an error
+    (fieldValidation=Strict), not a warning and a silently pruned field."""
+    return _create_servedmodel(api_client, namespace, name, spec, [("fieldValidation", "Strict")])
+
+
+def _create_servedmodel(
+    api_client: Any, namespace: str, name: str, spec: Body, query: list[tuple[str, str]]
+) -> tuple[int, Body]:
     body = {
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
@@ -38,12 +52,7 @@ def dry_create_servedmodel(
         "spec": spec,
     }
     return send(
-        api_client,
-        "POST",
-        path_for("ServedModel", namespace),
-        body,
-        "application/json",
-        [("dryRun", "All")],
+        api_client, "POST", path_for("ServedModel", namespace), body, "application/json", query
     )
 
 

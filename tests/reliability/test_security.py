@@ -160,14 +160,6 @@ def test_host_path_and_nfs_storage_are_refused_by_restricted(
     assert sorted(refused_by_psa) == sorted(NOT_RESTRICTED), outcome
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the operator's dry run covers the Deployment, which Pod Security only warns "
-        "about; the pods are then refused by the ReplicaSet controller and the status "
-        "says 'no new pod running' instead of the Deployment's ReplicaFailure message"
-    ),
-)
 def test_status_names_a_pod_security_refusal(
     api_client: Any, restricted_namespace: str, start_operator: Any, model_store: Path
 ) -> None:
@@ -183,8 +175,10 @@ def test_status_names_a_pod_security_refusal(
 
     def explained() -> bool:
         sm = get_sm(api_client, restricted_namespace, "refused-pods")
-        text = json.dumps([condition(sm, "Ready"), condition(sm, "Degraded")])
-        return "PodSecurity" in text or "forbidden" in text
+        degraded = condition(sm, "Degraded")
+        text = json.dumps([condition(sm, "Ready"), degraded])
+        named = "PodSecurity" in text or "forbidden" in text
+        return named and degraded.get("reason") == "PodsNotCreated"
 
     try:
         wait_until(explained, timeout=20, what="a condition naming the PodSecurity refusal")

@@ -75,6 +75,7 @@ class Reason:
     VERSION_LOAD_FAILED: Final = "VersionLoadFailed"
     VERSION_LOAD_TIMEOUT: Final = "VersionLoadTimeout"
     UNSCHEDULABLE: Final = "Unschedulable"
+    PODS_NOT_CREATED: Final = "PodsNotCreated"
     INVALID_SPEC: Final = "InvalidSpec"
     # Events only (Warning Events reuse the Degraded reasons above)
     ROLLOUT_STARTED: Final = "RolloutStarted"
