@@ -262,7 +262,7 @@ def _resources(sm: ServedModel) -> dict[str, Any]:
         if v
     }
     if sm.gpus:
-        resources.setdefault("limits", {})[api.GPU_RESOURCE] = str(sm.gpus)
+        resources.setdefault("limits", {})[sm.gpu_resource] = str(sm.gpus)
     return resources
 
 
@@ -403,8 +403,21 @@ def _container(sm: ServedModel, serve: VersionSet, config_hash: str) -> dict[str
 def _tolerations(sm: ServedModel) -> list[dict[str, Any]]:
     tolerations = [dict(t) for t in sm.tolerations]
     if sm.gpus:
-        tolerations.append({"key": api.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+        tolerations += [
+            {"key": key, "operator": "Exists", "effect": "NoSchedule"}
+            for key in gpu_taint_keys(sm.gpu_resource)
+        ]
     return tolerations
+
+
+def gpu_taint_keys(resource: str) -> list[str]:
+    """The taints GPU node pools carry for `resource`: its own name, and for an
+    NVIDIA resource (a MIG slice) also nvidia.com/gpu, which NVIDIA's GPU
+    operator and the managed pools put on every GPU node, MIG or not."""
+    keys = [resource]
+    if resource.startswith(api.NVIDIA_RESOURCE_PREFIX) and resource != api.GPU_RESOURCE:
+        keys.append(api.GPU_RESOURCE)
+    return keys
 
 
 def arch_requirement() -> dict[str, Any]:
