@@ -110,7 +110,7 @@ manifests: ## Regenerate spec.serverArgs (release.py) and the embedded Kubernete
 	  echo "  labels:"; \
 	  echo "    pod-security.kubernetes.io/enforce: restricted"; \
 	  $(HELM) template tfserving-operator $(CHART) --namespace $(INSTALL_NAMESPACE) \
-	    --include-crds --kube-version 1.30.0; \
+	    --include-crds; \
 	} > manifests/install.yaml.tmp
 	mv manifests/install.yaml.tmp manifests/install.yaml
 

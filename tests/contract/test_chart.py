@@ -28,8 +28,6 @@ INSTALL_NAMESPACE = "tfserving-operator-system"
 DOCKERFILE = REPO_ROOT / "operator" / "Dockerfile"
 # CRDs the chart ships on top of the ServedModel API (kopf's peering, for HA).
 CHART_ONLY_CRDS = {"kopf.dev-peerings.yaml"}
-# What `make manifests` passes (the rendered objects do not depend on it).
-KUBE_VERSION = "1.30.0"
 
 Doc = dict[str, Any]
 
@@ -55,7 +53,7 @@ def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def render_text(helm: str, *sets: str, namespace: str = "tfso-system", crds: bool = False) -> str:
-    args = ["template", "rel", str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION]
+    args = ["template", "rel", str(CHART), "--namespace", namespace]
     if crds:
         args.append("--include-crds")
     for item in sets:
@@ -160,7 +158,7 @@ def test_kopf_peering_crds_have_kopfs_shape() -> None:
     ids=["defaults", "ha", "namespaced-ha-service", "selector-digest"],
 )
 def test_helm_lint_passes(helm: str, sets: tuple[str, ...]) -> None:
-    args = ["lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION]
+    args = ["lint", str(CHART), "--strict"]
     for item in sets:
         args += ["--set", item]
     result = run_helm(helm, *args)
@@ -189,7 +187,6 @@ BAD_VALUES = {
 def test_schema_rejects_bad_values(helm: str, sets: list[str], field: str) -> None:
     for command in ("template", "lint"):
         args = [command, *(["rel"] if command == "template" else []), str(CHART)]
-        args += ["--kube-version", KUBE_VERSION]
         for item in sets:
             args += ["--set", item]
         result = run_helm(helm, *args)
@@ -509,7 +506,7 @@ def test_install_yaml_is_the_rendered_chart(helm: str) -> None:
     """manifests/install.yaml = a Namespace + `helm template` of the chart (make manifests)."""
     rendered = subprocess.run(
         [helm, "template", "tfserving-operator", str(CHART), "--namespace", INSTALL_NAMESPACE,
-         "--include-crds", "--kube-version", KUBE_VERSION],
+         "--include-crds"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
     text = INSTALL_YAML.read_text()
