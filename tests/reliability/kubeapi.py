@@ -15,18 +15,6 @@ from tfserving_operator.kube import path_for
 Body = dict[str, Any]
 
 
-def send(
-    api_client: Any,
-    method: str,
-    path: str,
-    body: Any = None,
-    content_type: str | None = None,
-    query: list[tuple[str, str]] | None = None,
-) -> tuple[int, Body]:
-    """One request on the operator's own wire format: (HTTP status, decoded body)."""
-    return kube.send(api_client, method, path, body, content_type, query or ())
-
-
 def dry_create_servedmodel(
     api_client: Any, namespace: str, name: str, spec: Body
 ) -> tuple[int, Body]:
@@ -51,7 +39,7 @@ def _create_servedmodel(
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
-    return send(
+    return kube.send(
         api_client, "POST", path_for("ServedModel", namespace), body, "application/json", query
     )
 
@@ -59,7 +47,7 @@ def _create_servedmodel(
 def dry_apply(api_client: Any, manifest: Body) -> tuple[int, Body]:
     """Server-side apply of one rendered child, dry run, as the operator applies it."""
     meta = manifest["metadata"]
-    return send(
+    return kube.send(
         api_client,
         "PATCH",
         path_for(manifest["kind"], meta.get("namespace"), meta["name"]),
@@ -71,7 +59,7 @@ def dry_apply(api_client: Any, manifest: Body) -> tuple[int, Body]:
 
 def dry_create_pod(api_client: Any, namespace: str, pod: Body) -> tuple[int, Body]:
     """Admission of a Pod (Pod Security admission included), without storing it."""
-    return send(
+    return kube.send(
         api_client,
         "POST",
         path_for("Pod", namespace),

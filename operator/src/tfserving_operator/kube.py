@@ -133,17 +133,6 @@ class Kube:
         """Stop the thread pool (outstanding requests finish)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        body: Any,
-        content_type: str | None,
-        query: list[tuple[str, str]],
-        timeout: float,
-    ) -> tuple[int, dict[str, Any]]:
-        return send(self._client, method, path, body, content_type, query, timeout)
-
     async def request(
         self,
         method: str,
@@ -158,7 +147,15 @@ class Kube:
         loop = asyncio.get_running_loop()
         try:
             status, data = await loop.run_in_executor(
-                self._pool, self._send, method, path, body, content_type, list(query), timeout
+                self._pool,
+                send,
+                self._client,
+                method,
+                path,
+                body,
+                content_type,
+                list(query),
+                timeout,
             )
         except Exception:
             self._metrics.observe_request(method, CODE_NO_ANSWER)
