@@ -35,7 +35,7 @@ STORED: dict[str, dict[str, Any]] = {
 
 
 def install(sim: Any, crd: Path) -> None:
-    kubectl = [str(sim.kubectl_path), "--kubeconfig", str(sim.kubeconfig)]
+    kubectl = [str(sim.kubectl_path()), "--kubeconfig", str(sim.kubeconfig)]
     for args in (
         ["apply", "--server-side", "--force-conflicts", "--field-manager=sim", "-f", str(crd)],
         ["wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd)],
