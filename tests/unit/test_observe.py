@@ -310,6 +310,24 @@ def test_a_deployment_is_read_field_by_field() -> None:
     assert not view.settled
 
 
+def test_a_replica_failure_is_read_in_the_api_servers_words() -> None:
+    """The Deployment controller copies its ReplicaSet's FailedCreate here."""
+    refused = (
+        'pods "mnist-7c9-x" is forbidden: violates PodSecurity "restricted:latest": '
+        'restricted volume types (volume "models" uses restricted volume type "hostPath")'
+    )
+    failure = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate"}
+    progressing = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetCreated"}
+    status: dict[str, Any] = {
+        "observedGeneration": 3,
+        "conditions": [progressing, {**failure, "message": refused}],
+    }
+    view = deployment_view(deployment(status=status))
+    assert view.replica_failure == f"FailedCreate: {refused}"
+    resolved = {**status, "conditions": [{**failure, "status": "False"}]}
+    assert deployment_view(deployment(status=resolved)).replica_failure == ""
+
+
 def test_settled_once_the_controller_saw_the_generation() -> None:
     assert deployment_view(deployment(generation=3, observed=3)).settled
     assert deployment_view(deployment(generation=3, observed=4)).settled

@@ -20,6 +20,7 @@ from tests.unit.builders import LOAD_ERROR, answer, probe_error
 from tfserving_operator import api, decide, render, spec
 from tfserving_operator.api import GateReason
 from tfserving_operator.children import contains
+from tfserving_operator.kube import ApiError
 from tfserving_operator.observe import Cache, DeploymentView, PodView, ProbeResult
 from tfserving_operator.probing import QUICK_RETRY_MAX_SECONDS, ProbeState
 from tfserving_operator.reconcile import Context, Worker
@@ -43,6 +44,7 @@ class FakeApplier:
         self.deleted: list[tuple[str, str]] = []
         self.status: dict[str, Any] = {}
         self.rv = 100
+        self.dry_run_error: ApiError | None = None
 
     @property
     def writes(self) -> int:
@@ -57,6 +59,8 @@ class FakeApplier:
     async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         if dry_run:
             self.dry_runs += 1
+            if self.dry_run_error is not None:
+                raise self.dry_run_error
         else:
             self.applied.append(manifest)
         return copy.deepcopy(manifest)
@@ -213,6 +217,42 @@ def test_first_pass_applies_children_and_reports_rolling_out() -> None:
         conditions = {c["type"]: c for c in h.applier.status["conditions"]}
         assert conditions["Progressing"]["reason"] == "RollingOut"
         assert ("Normal", "RolloutStarted") in [(t, r) for t, r, _ in h.applier.events]
+
+    run(scenario())
+
+
+TYPED_PATCH_500 = {
+    "reason": "InternalError",
+    "message": '.spec.template.spec.containers[name="tfserving"].env: duplicate entries for '
+    'key [name="MODE"]: failed to create typed patch object (apps/v1, Kind=Deployment)',
+}
+
+
+def test_a_body_server_side_apply_cannot_type_check_is_an_invalid_spec() -> None:
+    """HTTP 500 "failed to create typed patch object" fails again on every retry:
+    the status says InvalidSpec in the API server's words and nothing is applied."""
+
+    async def scenario() -> None:
+        h = Harness()
+        h.applier.dry_run_error = ApiError(500, TYPED_PATCH_500)
+        worker = await h.start(body(version=3))
+        await worker.reconcile()
+        assert h.applier.applied == []
+        conditions = {c["type"]: c for c in h.applier.status["conditions"]}
+        assert conditions["Ready"]["reason"] == "InvalidSpec"
+        assert 'duplicate entries for key [name="MODE"]' in conditions["Ready"]["message"]
+
+    run(scenario())
+
+
+def test_any_other_server_error_in_the_dry_run_is_retried() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        h.applier.dry_run_error = ApiError(500, {"message": "etcdserver: request timed out"})
+        worker = await h.start(body(version=3))
+        with pytest.raises(ApiError):
+            await worker.reconcile()
+        assert h.applier.status_patches == []
 
     run(scenario())
 

@@ -38,7 +38,7 @@ class ChildSync:
             try:
                 await self.applier.apply(manifest, dry_run=True)
             except ApiError as err:
-                if err.status in (400, 403, 422):
+                if err.refuses_input:
                     return f"{manifest['kind']} {manifest['metadata']['name']}: {err.message}"
                 raise
         return ""

@@ -104,7 +104,15 @@ def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
         current_replicas=int(status.get("replicas") or 0),
         updated_replicas=int(status.get("updatedReplicas") or 0),
         config_hash=template_annotations.get(api.ANNOTATION_CONFIG_HASH, ""),
+        replica_failure=_replica_failure(status),
     )
+
+
+def _replica_failure(status: Mapping[str, Any]) -> str:
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return f"{cond.get('reason', '')}: {cond.get('message', '')}"
+    return ""
 
 
 def strip_object(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -160,7 +160,7 @@ class Worker:
             return MAX_IDLE_SECONDS
         old_status = self.status.current(body)
         memory = decide.memory_from_status(old_status)
-        renders = Renders(sm)
+        renders = Renders(sm, settings.operator_peer())
         children = renders(decide.choose_serving_set(sm, memory)[0])
         if not await self._accepted(sm, body, old_status, children):
             return MAX_IDLE_SECONDS
@@ -269,14 +269,15 @@ class Worker:
 class Renders:
     """The children of each version set one pass looks at, rendered once each."""
 
-    def __init__(self, sm: spec.ServedModel) -> None:
+    def __init__(self, sm: spec.ServedModel, operator: render.OperatorPeer) -> None:
         self.sm = sm
+        self.operator = operator
         self._done: dict[VersionSet, render.Children] = {}
 
     def __call__(self, versions: VersionSet) -> render.Children:
         """The children serving `versions`."""
         if versions not in self._done:
-            self._done[versions] = render.render(self.sm, versions)
+            self._done[versions] = render.render(self.sm, versions, self.operator)
         return self._done[versions]
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 # Re-exported: callers and tests read the defaults from settings.
 from tfserving_operator.release import DEFAULT_GPU_IMAGE as DEFAULT_GPU_IMAGE
 from tfserving_operator.release import DEFAULT_IMAGE as DEFAULT_IMAGE
+from tfserving_operator.render import DEFAULT_OPERATOR_NAMESPACE, OperatorPeer
 
 # Random peering priorities are drawn from 1..2**31-1: two replicas collide
 # (and both pause until one restarts) with odds of about 1 in 2 billion.
@@ -68,6 +69,14 @@ class Settings:
     # Prometheus /metrics (tfserving_operator.metrics); 0 turns the endpoint off.
     metrics_port: int = 8081
     log_format: str = "plain"
+    # Where this operator's pods run and how they are labelled: the NetworkPolicy
+    # of a ServedModel admits exactly those pods to the gRPC port (the chart sets
+    # both: the namespace from the downward API, the labels from its own
+    # selector labels, which follow nameOverride).
+    operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE
+    operator_pod_labels: Mapping[str, str] = field(
+        default_factory=lambda: dict(OperatorPeer().pod_labels)
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,8 +121,17 @@ class Settings:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise SettingsError(f"TFSO_{name.upper()} must be a port (0-65535), got {port}")
+        if not self.operator_namespace:
+            raise SettingsError("TFSO_OPERATOR_NAMESPACE must name a namespace")
+        if not self.operator_pod_labels:
+            # An empty podSelector would admit every pod of that namespace.
+            raise SettingsError("TFSO_OPERATOR_POD_LABELS must hold at least one key=value")
         if self.log_format not in ("plain", "json"):
             raise SettingsError(f"TFSO_LOG_FORMAT must be plain or json, got {self.log_format!r}")
+
+    def operator_peer(self) -> OperatorPeer:
+        """The operator's pods, as the NetworkPolicies render them."""
+        return OperatorPeer(self.operator_namespace, dict(self.operator_pod_labels))
 
     def peering_priority_or_random(self) -> int:
         """The priority to peer with: the configured one, else a random positive one."""

@@ -105,6 +105,8 @@ class ServedModel:
     service_annotations: Mapping[str, str]
     network_policy: Mapping[str, Any] | None
     retry_token: str = ""
+    # The extended resource `gpus` counts (a MIG profile, another vendor's plugin).
+    gpu_resource: str = api.GPU_RESOURCE
     # spec.image unset: the operator's default image (tensorflow/serving,
     # published for linux/amd64 only), so the pods must land on amd64 nodes.
     image_is_default: bool = False
@@ -168,6 +170,8 @@ def parse(body: Mapping[str, Any], default_image: str, default_gpu_image: str) -
     name = meta["name"]
     model_name = spec.get("modelName") or name
     gpus = int(spec.get("gpus") or 0)
+    gpu_resource = str(spec.get("gpuResource") or api.GPU_RESOURCE)
+    cuda = gpus > 0 and gpu_resource.startswith(api.NVIDIA_RESOURCE_PREFIX)
     ports = spec.get("ports") or {}
     monitoring = spec.get("monitoring")
     monitoring_path = None
@@ -185,9 +189,10 @@ def parse(body: Mapping[str, Any], default_image: str, default_gpu_image: str) -
         storage=parse_storage(spec, model_name),
         target=target_versions(spec),
         replicas=int(spec.get("replicas", 1)),
-        image=spec.get("image") or (default_gpu_image if gpus else default_image),
+        image=spec.get("image") or (default_gpu_image if cuda else default_image),
         image_pull_policy=spec.get("imagePullPolicy", "IfNotPresent"),
         gpus=gpus,
+        gpu_resource=gpu_resource,
         gpu_memory_fraction=float(fraction) if fraction is not None else None,
         resources=spec.get("resources") or {},
         grpc_port=int(ports.get("grpc", 8500)),
