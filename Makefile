@@ -76,6 +76,11 @@ test-unit: setup ## Only the tests that need no cluster
 chaos: setup sim-build ## Long fault tests (operator kills, API server/etcd restarts, replicas, broken servers); writes docs/reliability.md
 	TFSO_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md $(PY) -m pytest -m chaos tests/reliability --durations=15 $(PYTEST_ARGS)
 
+.PHONY: soak
+SOAK_MINUTES ?= 10
+soak: setup sim-build ## Random creates/rollouts/refusals/deletes/operator kills/API server restarts for SOAK_MINUTES, invariants after every step; writes docs/soak.md
+	$(PY) -m tests.reliability.soak --minutes $(SOAK_MINUTES) --report $(CURDIR)/docs/soak.md
+
 .PHONY: demo
 demo: setup sim-build ## The whole mission on the local cluster: train, serve, roll v1->v2, refuse broken v3
 	$(PY) -m localdev.demo

@@ -447,7 +447,7 @@ def test_deleting_what_was_never_seen_is_harmless() -> None:
         ("Deployment", deployment()),
     ):
         assert cache.observe(kind, body, deleted=True) == KEY
-    assert cache.pods[KEY] == {} and cache.children[KEY] == {}
+    assert cache.entries() == set() and KEY not in cache.deployments
 
 
 def test_objects_are_filed_under_their_namespace_and_owner() -> None:
@@ -478,7 +478,7 @@ def test_forget_drops_everything_about_one_servedmodel() -> None:
 def test_probe_latency_summary_is_nearest_rank_in_milliseconds() -> None:
     from tfserving_operator.observe import Prober
 
-    prober = Prober(timeout=2.0, max_concurrent=1)
+    prober = Prober(timeout=2.0)
     assert prober.latency_summary() == {"count": 0}
     prober.latencies.extend(i / 1000 for i in range(1, 101))  # 1..100 ms
     assert prober.latency_summary() == {"count": 100, "p50": 50.0, "p99": 99.0, "max": 100.0}

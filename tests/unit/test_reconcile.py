@@ -45,6 +45,7 @@ class FakeApplier:
         self.status: dict[str, Any] = {}
         self.rv = 100
         self.dry_run_error: ApiError | None = None
+        self.gone: set[str] = set()  # pods the API server answers 404 for
 
     @property
     def writes(self) -> int:
@@ -67,8 +68,11 @@ class FakeApplier:
 
     async def set_gate(
         self, namespace: str, pod: str, is_open: bool, reason: str, message: str
-    ) -> None:
+    ) -> bool:
+        if pod in self.gone:
+            return False
         self.gates.append((pod, is_open, reason))
+        return True
 
     async def patch_status(
         self, namespace: str, name: str, status_patch: dict[str, Any]
@@ -109,7 +113,9 @@ class FakeProber:
         self.calls: dict[str, int] = {}
         self.forgotten: list[str] = []
 
-    async def probe_all(self, pods: Iterable[PodView]) -> dict[str, ProbeResult]:
+    async def probe_all(
+        self, pods: Iterable[PodView], slots: asyncio.Semaphore | None = None
+    ) -> dict[str, ProbeResult]:
         out = {}
         for pod in pods:
             self.calls[pod.name] = self.calls.get(pod.name, 0) + 1
@@ -615,5 +621,27 @@ def test_once_caught_up_the_watch_is_current_again() -> None:
         # Someone else changed the status later: their event wins.
         theirs = body(version=3, status={"edited": True}, rv=h.applier.rv + 5)
         assert worker.status.current(theirs) == {"edited": True}
+
+    run(scenario())
+
+
+def test_a_paused_replica_stops_every_worker_and_forgets_what_it_saw() -> None:
+    """Peering pause (pause.py): no worker, no cache, no probe channel survives it,
+    and nothing starts again until the replica resumes."""
+    h = Harness()
+
+    async def scenario() -> None:
+        h.ctx.poke(KEY, body())
+        h.pods(pod("p1", 3, ip="10.0.0.1"))
+        h.ctx.workers[KEY].probes.states["p1"] = ProbeState(target="10.0.0.1:8500")
+        await h.ctx.pause()
+        assert h.ctx.workers == {} and h.ctx.cache.pods == {}
+        assert h.prober.forgotten == ["10.0.0.1:8500"]
+        h.ctx.poke(KEY, body())  # an event kopf delivered while pausing
+        assert h.ctx.workers == {}
+        h.ctx.resume()
+        h.ctx.poke(KEY, body())  # kopf's re-list after the pause
+        assert list(h.ctx.workers) == [KEY]
+        await h.ctx.stop()
 
     run(scenario())

@@ -128,6 +128,9 @@ class Kube:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         # urllib3 keeps one connection per worker thread at most.
         api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = workers
+        # Requests other than GET sent since start: who writes (peering tests
+        # count the writers; kopf's own keep-alives do not go through here).
+        self.writes = 0
 
     def close(self) -> None:
         """Stop the thread pool (outstanding requests finish)."""
@@ -145,6 +148,8 @@ class Kube:
     ) -> dict[str, Any]:
         """Send one request; return the decoded body or raise ApiError."""
         loop = asyncio.get_running_loop()
+        if method != "GET":
+            self.writes += 1
         try:
             status, data = await loop.run_in_executor(
                 self._pool,

@@ -68,6 +68,7 @@ def selector_labels(sm: ServedModel) -> dict[str, str]:
 def common_labels(sm: ServedModel) -> dict[str, str]:
     """Labels on every object the operator creates for `sm`."""
     return {
+        **sm.carried_labels,
         api.LABEL_NAME: api.APP_NAME,
         api.LABEL_INSTANCE: sm.name,
         api.LABEL_COMPONENT: "model-server",

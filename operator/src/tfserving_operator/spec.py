@@ -7,7 +7,7 @@ admission) and gives every consumer one spelling of each field.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +111,10 @@ class ServedModel:
     # published for linux/amd64 only), so the pods must land on amd64 nodes.
     image_is_default: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The ServedModel's own labels the operator's shard selector names
+    # (TFSO_LABEL_SELECTOR): copied onto every child and pod, so a label
+    # shard can watch only its own children, filtered by the API server.
+    carried_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def target_versions(spec: Mapping[str, Any]) -> VersionSet:
@@ -163,9 +167,15 @@ def parse_storage(spec: Mapping[str, Any], model_name: str) -> Storage:
     raise ValueError("spec.storage must set one of persistentVolumeClaim, hostPath, nfs or uri")
 
 
-def parse(body: Mapping[str, Any], default_image: str, default_gpu_image: str) -> ServedModel:
+def parse(
+    body: Mapping[str, Any],
+    default_image: str,
+    default_gpu_image: str,
+    carried_label_keys: Iterable[str] = (),
+) -> ServedModel:
     """Build the typed view from a ServedModel object (a dict as the API returns it)."""
     meta = body.get("metadata") or {}
+    own_labels = meta.get("labels") or {}
     spec = body.get("spec") or {}
     name = meta["name"]
     model_name = spec.get("modelName") or name
@@ -220,4 +230,5 @@ def parse(body: Mapping[str, Any], default_image: str, default_gpu_image: str) -
         network_policy=spec.get("networkPolicy"),
         retry_token=(meta.get("annotations") or {}).get(api.ANNOTATION_RETRY, ""),
         image_is_default=not spec.get("image"),
+        carried_labels={k: str(own_labels[k]) for k in carried_label_keys if k in own_labels},
     )
