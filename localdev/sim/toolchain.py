@@ -49,6 +49,41 @@ def _kube_ldflags() -> str:
     return " ".join(["-s", "-w", *flags])
 
 
+def go_mod_requirement(module_dir: str, module: str) -> str:
+    """The version of `module` one of our toolchain modules requires (its go.mod)."""
+    for line in (TOOLCHAIN_DIR / module_dir / "go.mod").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["require"]:
+            words = words[1:]
+        if len(words) >= 2 and words[0] == module:
+            return words[1]
+    raise ValueError(f"{module_dir}/go.mod does not require {module}")
+
+
+def _helm_ldflags() -> str:
+    """The stamps helm's own Makefile gives a release build.
+
+    Without them helm reports an empty build and, worse, assumes Kubernetes
+    v1.20 for `helm template` and `helm lint`, so a chart with a kubeVersion
+    constraint (ours: >=1.30) does not render without --kube-version. Helm's
+    Makefile derives that default from the client-go it is built with
+    (v0.37 -> Kubernetes 1.37). The git commit of the tag is the one stamp we
+    cannot give: the module proxy carries none (see docs/local-cluster.md).
+    """
+    client_go = go_mod_requirement("helm", "k8s.io/client-go").lstrip("v").split(".")
+    k8s_major, k8s_minor = str(int(client_go[0]) + 1), client_go[1]
+    flags = [
+        f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+    ]
+    for package in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags += [
+            f"-X {package}.k8sVersionMajor={k8s_major}",
+            f"-X {package}.k8sVersionMinor={k8s_minor}",
+        ]
+    return " ".join(["-s", "-w", *flags])
+
+
 @dataclass(frozen=True)
 class GoTool:
     """One binary built from one of our toolchain modules."""
@@ -76,12 +111,7 @@ TOOLS: tuple[GoTool, ...] = (
         "sigs.k8s.io/kwok/cmd/kwok",
         f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION}",
     ),
-    GoTool(
-        "helm",
-        "helm",
-        "helm.sh/helm/v3/cmd/helm",
-        f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
-    ),
+    GoTool("helm", "helm", "helm.sh/helm/v3/cmd/helm", _helm_ldflags()),
     # The metrics.k8s.io API for the HPA and `kubectl top`; it reads its version from
     # client-go's copy, as its own Makefile stamps it.
     GoTool(
@@ -193,9 +223,8 @@ def _build(tools: Iterable[GoTool], log: bool = True) -> None:
         by_module.setdefault((tool.module_dir, tool.ldflags), []).append(tool)
     if not by_module:
         return
-    # A staging folder of this build's own: two builds on one machine (say, a new
-    # tool built while the control plane builds) must not remove each other's output.
     cache_root().mkdir(parents=True, exist_ok=True)
+    # A folder of this build's own: several clones may build at once.
     staging = Path(tempfile.mkdtemp(prefix="tools.partial-", dir=cache_root()))
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-buildvcs=false")
     for (module_dir, ldflags), group in by_module.items():

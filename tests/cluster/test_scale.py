@@ -12,6 +12,7 @@ operator is stopped: nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -28,13 +29,15 @@ from benchmarks.harness import BENCH_NODES
 from localdev.sim.cluster import SimCluster
 from localdev.support.k8s import create_sm, get_sm, patch_sm, servedmodel, wait_sm
 from localdev.support.operator import OperatorProcess
+from localdev.support.waiting import wait_until
+from tfserving_operator.api import LABEL_SERVEDMODEL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTANCE = 7
 PEERING_CRDS = REPO_ROOT / "charts" / "tfserving-operator" / "crds" / "kopf.dev-peerings.yaml"
-# kopf's peering lifetime (its default, which the operator keeps): a SIGKILLed
+# TFSO_PEERING_LIFETIME_SECONDS (the operator's default): a SIGKILLed
 # replica's keep-alive is trusted this long, so the standby waits up to this.
-PEERING_LIFETIME = 60
+PEERING_LIFETIME = 10
 KOPF_PROBE_CACHE = 10.5  # kopf answers /healthz from a cache refreshed every 10 s
 
 
@@ -162,7 +165,37 @@ def test_namespace_shards_touch_only_their_own(scale_api, make_namespace, operat
     wait_sm(scale_api, ns_b, "late", "reconciled by its own shard", _reconciled, timeout=60)
 
 
-def test_label_shards_touch_only_their_own(scale_api, make_namespace, operators):
+def _children(api: Any, namespace: str, names: list[str]) -> int:
+    """Objects of every watched kind labelled as children of `names`."""
+    from kubernetes import client
+
+    selector = f"{LABEL_SERVEDMODEL} in ({','.join(names)})"
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    lists = (
+        core.list_namespaced_pod,
+        core.list_namespaced_service,
+        core.list_namespaced_config_map,
+        apps.list_namespaced_deployment,
+        apps.list_namespaced_replica_set,
+        client.PolicyV1Api(api).list_namespaced_pod_disruption_budget,
+        client.NetworkingV1Api(api).list_namespaced_network_policy,
+    )
+    return sum(len(fn(namespace, label_selector=selector).items) for fn in lists)
+
+
+def _cached(proc: OperatorProcess) -> int:
+    return int(proc.health()["cached_objects"])
+
+
+def _caches_exactly(proc: OperatorProcess, count: int) -> bool:
+    return _cached(proc) == count
+
+
+def _cached_text(proc: OperatorProcess) -> str:
+    return f"it caches {_cached(proc)}"
+
+
+def test_label_shards_touch_only_their_own(scale_api, make_namespace, operators, capsys):
     """TFSO_LABEL_SELECTOR: two operators on one namespace, split by a label."""
     ns = make_namespace("shard-label")
     op_a = operators("label-a", ns, TFSO_LABEL_SELECTOR="shard=a")
@@ -178,6 +211,21 @@ def test_label_shards_touch_only_their_own(scale_api, make_namespace, operators)
         wait_sm(scale_api, ns, name, "reconciled", _reconciled, timeout=60)
     assert _fresh_workers(op_a) == 2
     assert _workers(op_b) == 3
+    # Each shard's watches deliver only its own ServedModels' children
+    # (server-side labelSelectors), so each caches only those.
+    held = {}
+    for proc, names in ((op_a, ["a0", "a1"]), (op_b, ["b0", "b1", "b2"])):
+        own = _children(scale_api, ns, names)
+        wait_until(
+            functools.partial(_caches_exactly, proc, own),
+            timeout=30,
+            what=f"the shard to cache exactly its {own} objects",
+            describe=functools.partial(_cached_text, proc),
+        )
+        held[proc.log_path.stem] = own
+    total = _children(scale_api, ns, ["a0", "a1", "b0", "b1", "b2", "nobody"])
+    with capsys.disabled():
+        print(f"\n[scale] label shards cache {held} of the namespace's {total} children")
     # Outside every shard: no operator acts on it.
     _wait_untouched(scale_api, ns, "nobody", 3)
 

@@ -28,8 +28,6 @@ INSTALL_NAMESPACE = "tfserving-operator-system"
 DOCKERFILE = REPO_ROOT / "operator" / "Dockerfile"
 # CRDs the chart ships on top of the ServedModel API (kopf's peering, for HA).
 CHART_ONLY_CRDS = {"kopf.dev-peerings.yaml"}
-# What `make manifests` passes (the rendered objects do not depend on it).
-KUBE_VERSION = "1.30.0"
 
 Doc = dict[str, Any]
 
@@ -55,7 +53,7 @@ def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def render_text(helm: str, *sets: str, namespace: str = "tfso-system", crds: bool = False) -> str:
-    args = ["template", "rel", str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION]
+    args = ["template", "rel", str(CHART), "--namespace", namespace]
     if crds:
         args.append("--include-crds")
     for item in sets:
@@ -162,7 +160,7 @@ def test_kopf_peering_crds_have_kopfs_shape() -> None:
     ids=["defaults", "ha", "namespaced-ha-service", "selector-digest"],
 )
 def test_helm_lint_passes(helm: str, sets: tuple[str, ...]) -> None:
-    args = ["lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION]
+    args = ["lint", str(CHART), "--strict"]
     for item in sets:
         args += ["--set", item]
     result = run_helm(helm, *args)
@@ -191,7 +189,6 @@ BAD_VALUES = {
 def test_schema_rejects_bad_values(helm: str, sets: list[str], field: str) -> None:
     for command in ("template", "lint"):
         args = [command, *(["rel"] if command == "template" else []), str(CHART)]
-        args += ["--kube-version", KUBE_VERSION]
         for item in sets:
             args += ["--set", item]
         result = run_helm(helm, *args)
@@ -403,6 +400,29 @@ def test_rendered_env_is_accepted_by_the_operator_settings(helm: str) -> None:
     assert settings.label_selector == {"x": "y"}
 
 
+@pytest.mark.parametrize("sets", [(), ("nameOverride=serving-ops",)])
+def test_network_policy_peer_is_the_operator_pods_own_labels(
+    helm: str, sets: tuple[str, ...]
+) -> None:
+    """ServedModel NetworkPolicies admit the operator by the labels its pods carry,
+    in the namespace it runs in, whatever nameOverride makes of its name."""
+    from tfserving_operator.settings import Settings
+
+    deployment = one(render(helm, *sets), "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    by_name = {e["name"]: e for e in container["env"]}
+    assert by_name["TFSO_OPERATOR_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
+    peer = Settings.from_env(env_of(deployment)).operator_peer()
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert peer.pod_labels, "no labels: the peer would admit every pod of the namespace"
+    assert dict(peer.pod_labels).items() <= pod_labels.items()
+    expected_name = "serving-ops" if sets else "tfserving-operator"
+    assert peer.pod_labels["app.kubernetes.io/name"] == expected_name
+    assert peer.pod_labels["app.kubernetes.io/instance"] == "rel"
+
+
 def test_health_service(helm: str) -> None:
     docs = render(helm, "healthService.enabled=true", "metrics.service.enabled=false")
     service = one(docs, "Service")
@@ -488,7 +508,7 @@ def test_install_yaml_is_the_rendered_chart(helm: str) -> None:
     """manifests/install.yaml = a Namespace + `helm template` of the chart (make manifests)."""
     rendered = subprocess.run(
         [helm, "template", "tfserving-operator", str(CHART), "--namespace", INSTALL_NAMESPACE,
-         "--include-crds", "--kube-version", KUBE_VERSION],
+         "--include-crds"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
     text = INSTALL_YAML.read_text()

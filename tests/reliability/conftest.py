@@ -201,6 +201,18 @@ def heal_nodes(cluster: SimCluster) -> list[str]:
     return healed
 
 
+def breakable_cluster(instance: int) -> tuple[SimCluster, bool]:
+    """Cluster `instance` with the stand-in, up, healed and with our CRDs; and
+    whether it was running already (then it is left running afterwards)."""
+    cluster = SimCluster(with_standin=True, instance=instance)
+    was_running = cluster.healthy() and not cluster.dead_components()
+    if not was_running:
+        cluster.up()
+    heal_nodes(cluster)
+    install_crds(cluster)
+    return cluster, was_running
+
+
 @pytest.fixture(scope="package")
 def own_cluster() -> Iterator[SimCluster]:
     """Instance 2: a whole cluster (with the stand-in) that tests may break.
@@ -208,12 +220,7 @@ def own_cluster() -> Iterator[SimCluster]:
     Started here and stopped at the end, unless it was already running (a
     developer's, kept for the next run) or TFSO_KEEP_SIM is set.
     """
-    cluster = SimCluster(with_standin=True, instance=OWN_INSTANCE)
-    was_running = cluster.healthy() and not cluster.dead_components()
-    if not was_running:
-        cluster.up()
-    heal_nodes(cluster)
-    install_crds(cluster)
+    cluster, was_running = breakable_cluster(OWN_INSTANCE)
     yield cluster
     if not was_running and not os.environ.get("TFSO_KEEP_SIM"):
         cluster.down()

@@ -33,7 +33,9 @@ EXPECTED = (
     "model-server-vanish",
     "model-server-hung-neighbours",
     "model-server-hung-outnumber-slots",
+    "probe-isolation-50-hung",
     "two-replicas-peering",
+    "soak",
     "spec-properties-admitted",
     "spec-properties-refused",
     "spec-breaks-listed",
@@ -98,6 +100,11 @@ How the faults are made:
 * **Replicas**: two operator processes with kopf peering (`TFSO_PEERING`,
   priorities 200 and 100); which one acts is read from each one's liveness
   endpoint (ServedModel workers, probes sent).
+* **Soak**: `make soak SOAK_MINUTES=n` (tests/reliability/soak.py) mixes
+  creates, rollouts, refused rollouts, deletes, operator SIGKILLs and
+  kube-apiserver restarts at random (seeded) on a cluster of its own
+  (instance 5) for the time asked, checks every ServedModel converges after
+  every step, and writes its figures to [soak.md](soak.md) and its row here.
 * **Bad input**: hypothesis draws specs from the CRD's own schema (the
   structural rules; the CEL rules are repaired most of the time and left
   broken sometimes) and submits them to the API server (dry run); admitted

@@ -28,7 +28,7 @@ from tfserving_operator.apply import (
     Applier,
     Transport,
 )
-from tfserving_operator.kube import ApiError, path_for
+from tfserving_operator.kube import ApiError, path_for, wire_body
 
 T = TypeVar("T")
 NS = "team-a"
@@ -382,3 +382,10 @@ def test_path_for(args: tuple[Any, ...], path: str) -> None:
 def test_path_for_an_unknown_kind_fails_loudly() -> None:
     with pytest.raises(KeyError):
         path_for("CronJob", NS, "c")
+
+
+def test_wire_body_is_utf8_json_without_surrogate_escapes() -> None:
+    """The YAML decoder of server-side apply refuses a surrogate pair escape."""
+    wire = wire_body({"note": "launch \U0001f680", "plain": "é"})
+    assert wire == '{"note":"launch \U0001f680","plain":"é"}'.encode()
+    assert b"\\ud83d" not in wire

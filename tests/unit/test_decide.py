@@ -805,6 +805,60 @@ class TestComputeStatus:
         assert conds["Degraded"]["status"] == "False"
         assert st["replicasSummary"] == "0/0"
 
+    def test_pods_not_created_names_the_api_servers_refusal(self) -> None:
+        refused = 'FailedCreate: pods "mnist-x" is forbidden: violates PodSecurity "restricted"'
+        st = decide.compute_status(
+            served(),
+            outcome(),
+            deployment(replica_failure=refused),
+            [],
+            {},
+            [],
+            NOW,
+        )
+        conds = conditions_of(st)
+        assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == (
+            "True",
+            "PodsNotCreated",
+        )
+        assert conds["Degraded"]["message"].endswith(refused)
+        assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "PodsNotCreated")
+
+    def test_pods_not_created_is_the_cause_behind_a_timeout(self) -> None:
+        failure = decide.Failure(Reason.VERSION_LOAD_TIMEOUT, "no new pod running")
+        st = decide.compute_status(
+            served(),
+            outcome(failure=failure, last_good=None),
+            deployment(replica_failure="FailedCreate: exceeded quota"),
+            [],
+            {},
+            [],
+            NOW,
+        )
+        assert conditions_of(st)["Degraded"]["reason"] == "PodsNotCreated"
+
+    def test_a_newer_version_failing_under_a_latest_policy_is_degraded(self) -> None:
+        """The gate opens on what is AVAILABLE (1); version 2's failure shows in a condition."""
+        sm = served(version=None, versionPolicy={"latest": {"numVersions": 1}})
+        policy_pod = serving_pod("a", versions="latest:1")
+        probes = {
+            "a": answered(
+                "a",
+                version_status(2, ModelState.END, code=3, message=LOAD_ERROR),
+                version_status(1, ModelState.AVAILABLE),
+            )
+        }
+        st = self.compute(outcome(complete=True), [policy_pod], probes, sm=sm)
+        conds = conditions_of(st)
+        assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == (
+            "True",
+            "VersionLoadFailed",
+        )
+        assert conds["Degraded"]["message"] == (
+            f"model server on pod a: version 2: {LOAD_ERROR} (serving 1)"
+        )
+        assert conds["Ready"]["status"] == "True"
+
     def test_unschedulable(self) -> None:
         stuck = pod(
             "b",

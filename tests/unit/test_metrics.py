@@ -103,7 +103,7 @@ def test_a_probe_of_a_closed_port_counts_as_server_unreachable() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
         m = Metrics()
-        prober = Prober(timeout=2.0, max_concurrent=4, metrics=m)
+        prober = Prober(timeout=2.0, metrics=m)
 
         async def probe_once() -> str:
             try:

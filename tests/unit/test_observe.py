@@ -310,6 +310,24 @@ def test_a_deployment_is_read_field_by_field() -> None:
     assert not view.settled
 
 
+def test_a_replica_failure_is_read_in_the_api_servers_words() -> None:
+    """The Deployment controller copies its ReplicaSet's FailedCreate here."""
+    refused = (
+        'pods "mnist-7c9-x" is forbidden: violates PodSecurity "restricted:latest": '
+        'restricted volume types (volume "models" uses restricted volume type "hostPath")'
+    )
+    failure = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate"}
+    progressing = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetCreated"}
+    status: dict[str, Any] = {
+        "observedGeneration": 3,
+        "conditions": [progressing, {**failure, "message": refused}],
+    }
+    view = deployment_view(deployment(status=status))
+    assert view.replica_failure == f"FailedCreate: {refused}"
+    resolved = {**status, "conditions": [{**failure, "status": "False"}]}
+    assert deployment_view(deployment(status=resolved)).replica_failure == ""
+
+
 def test_settled_once_the_controller_saw_the_generation() -> None:
     assert deployment_view(deployment(generation=3, observed=3)).settled
     assert deployment_view(deployment(generation=3, observed=4)).settled
@@ -429,7 +447,7 @@ def test_deleting_what_was_never_seen_is_harmless() -> None:
         ("Deployment", deployment()),
     ):
         assert cache.observe(kind, body, deleted=True) == KEY
-    assert cache.pods[KEY] == {} and cache.children[KEY] == {}
+    assert cache.entries() == set() and KEY not in cache.deployments
 
 
 def test_objects_are_filed_under_their_namespace_and_owner() -> None:
@@ -460,7 +478,7 @@ def test_forget_drops_everything_about_one_servedmodel() -> None:
 def test_probe_latency_summary_is_nearest_rank_in_milliseconds() -> None:
     from tfserving_operator.observe import Prober
 
-    prober = Prober(timeout=2.0, max_concurrent=1)
+    prober = Prober(timeout=2.0)
     assert prober.latency_summary() == {"count": 0}
     prober.latencies.extend(i / 1000 for i in range(1, 101))  # 1..100 ms
     assert prober.latency_summary() == {"count": 100, "p50": 50.0, "p99": 99.0, "max": 100.0}

@@ -20,6 +20,7 @@ from tests.unit.builders import LOAD_ERROR, answer, probe_error
 from tfserving_operator import api, decide, observe, render, spec
 from tfserving_operator.api import GateReason
 from tfserving_operator.children import contains
+from tfserving_operator.kube import ApiError
 from tfserving_operator.observe import Cache, DeploymentView, PodView, ProbeResult
 from tfserving_operator.probing import QUICK_RETRY_MAX_SECONDS, ProbeState
 from tfserving_operator.reconcile import Context, Worker
@@ -45,6 +46,8 @@ class FakeApplier:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # last applied, by kind and name
         self.status: dict[str, Any] = {}
         self.rv = 100
+        self.dry_run_error: ApiError | None = None
+        self.gone: set[str] = set()  # pods the API server answers 404 for
 
     @property
     def writes(self) -> int:
@@ -60,6 +63,8 @@ class FakeApplier:
     async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         if dry_run:
             self.dry_runs += 1
+            if self.dry_run_error is not None:
+                raise self.dry_run_error
             return copy.deepcopy(manifest)
         self.applied.append(manifest)
         result = copy.deepcopy(manifest)
@@ -94,8 +99,11 @@ class FakeApplier:
 
     async def set_gate(
         self, namespace: str, pod: str, is_open: bool, reason: str, message: str
-    ) -> None:
+    ) -> bool:
+        if pod in self.gone:
+            return False
         self.gates.append((pod, is_open, reason))
+        return True
 
     async def patch_status(
         self, namespace: str, name: str, status_patch: dict[str, Any]
@@ -136,7 +144,9 @@ class FakeProber:
         self.calls: dict[str, int] = {}
         self.forgotten: list[str] = []
 
-    async def probe_all(self, pods: Iterable[PodView]) -> dict[str, ProbeResult]:
+    async def probe_all(
+        self, pods: Iterable[PodView], slots: asyncio.Semaphore | None = None
+    ) -> dict[str, ProbeResult]:
         out = {}
         for pod in pods:
             self.calls[pod.name] = self.calls.get(pod.name, 0) + 1
@@ -244,6 +254,42 @@ def test_first_pass_applies_children_and_reports_rolling_out() -> None:
         conditions = {c["type"]: c for c in h.applier.status["conditions"]}
         assert conditions["Progressing"]["reason"] == "RollingOut"
         assert ("Normal", "RolloutStarted") in [(t, r) for t, r, _ in h.applier.events]
+
+    run(scenario())
+
+
+TYPED_PATCH_500 = {
+    "reason": "InternalError",
+    "message": '.spec.template.spec.containers[name="tfserving"].env: duplicate entries for '
+    'key [name="MODE"]: failed to create typed patch object (apps/v1, Kind=Deployment)',
+}
+
+
+def test_a_body_server_side_apply_cannot_type_check_is_an_invalid_spec() -> None:
+    """HTTP 500 "failed to create typed patch object" fails again on every retry:
+    the status says InvalidSpec in the API server's words and nothing is applied."""
+
+    async def scenario() -> None:
+        h = Harness()
+        h.applier.dry_run_error = ApiError(500, TYPED_PATCH_500)
+        worker = await h.start(body(version=3))
+        await worker.reconcile()
+        assert h.applier.applied == []
+        conditions = {c["type"]: c for c in h.applier.status["conditions"]}
+        assert conditions["Ready"]["reason"] == "InvalidSpec"
+        assert 'duplicate entries for key [name="MODE"]' in conditions["Ready"]["message"]
+
+    run(scenario())
+
+
+def test_any_other_server_error_in_the_dry_run_is_retried() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        h.applier.dry_run_error = ApiError(500, {"message": "etcdserver: request timed out"})
+        worker = await h.start(body(version=3))
+        with pytest.raises(ApiError):
+            await worker.reconcile()
+        assert h.applier.status_patches == []
 
     run(scenario())
 
@@ -606,5 +652,27 @@ def test_once_caught_up_the_watch_is_current_again() -> None:
         # Someone else changed the status later: their event wins.
         theirs = body(version=3, status={"edited": True}, rv=h.applier.rv + 5)
         assert worker.status.current(theirs) == {"edited": True}
+
+    run(scenario())
+
+
+def test_a_paused_replica_stops_every_worker_and_forgets_what_it_saw() -> None:
+    """Peering pause (pause.py): no worker, no cache, no probe channel survives it,
+    and nothing starts again until the replica resumes."""
+    h = Harness()
+
+    async def scenario() -> None:
+        h.ctx.poke(KEY, body())
+        h.pods(pod("p1", 3, ip="10.0.0.1"))
+        h.ctx.workers[KEY].probes.states["p1"] = ProbeState(target="10.0.0.1:8500")
+        await h.ctx.pause()
+        assert h.ctx.workers == {} and h.ctx.cache.pods == {}
+        assert h.prober.forgotten == ["10.0.0.1:8500"]
+        h.ctx.poke(KEY, body())  # an event kopf delivered while pausing
+        assert h.ctx.workers == {}
+        h.ctx.resume()
+        h.ctx.poke(KEY, body())  # kopf's re-list after the pause
+        assert list(h.ctx.workers) == [KEY]
+        await h.ctx.stop()
 
     run(scenario())

@@ -673,7 +673,74 @@ def test_network_policy() -> None:
     assert [p["port"] for p in clients["ports"]] == [8500, 8501]
     # The operator reaches the gRPC port only: that is where it probes.
     assert operator["ports"] == [{"protocol": "TCP", "port": 8500}]
-    assert operator["from"][0]["podSelector"] == {"matchLabels": render.OPERATOR_POD_LABELS}
+    assert operator["from"] == [
+        {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": "tfserving-operator-system"}
+            },
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "tfserving-operator"}},
+        }
+    ]
+
+
+def test_network_policy_admits_the_operator_where_the_settings_say() -> None:
+    """The chart's nameOverride and install namespace reach the peer through settings."""
+    sm = spec.parse(
+        {
+            "metadata": {"name": "m", "namespace": "ns"},
+            "spec": {
+                "storage": {"persistentVolumeClaim": {"claimName": "models"}},
+                "version": 1,
+                "networkPolicy": {"clientSelector": {}},
+            },
+        },
+        DEFAULT_IMAGE,
+        DEFAULT_GPU_IMAGE,
+    )
+    labels = {"app.kubernetes.io/name": "serving-ops", "app.kubernetes.io/instance": "prod"}
+    peer = render.OperatorPeer("platform", labels)
+    policy = render.render(sm, sm.target, peer).network_policy
+    assert policy is not None
+    assert policy["spec"]["ingress"][1]["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "platform"}},
+            "podSelector": {"matchLabels": labels},
+        }
+    ]
+
+
+def gpu_body(**fields: Any) -> Manifest:
+    return servedmodel(
+        "gpu", {"storage": {"persistentVolumeClaim": {"claimName": "m"}}, "version": 1, **fields}
+    )
+
+
+def test_gpus_default_to_whole_nvidia_gpus() -> None:
+    children = render_body(gpu_body(gpus=2))
+    assert container(children)["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert container(children)["image"] == DEFAULT_GPU_IMAGE
+    assert pod_spec(children)["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+
+
+def test_a_mig_slice_is_asked_for_by_name_on_the_cuda_image() -> None:
+    children = render_body(gpu_body(gpus=1, gpuResource="nvidia.com/mig-1g.5gb"))
+    assert container(children)["resources"]["limits"] == {"nvidia.com/mig-1g.5gb": "1"}
+    assert container(children)["image"] == DEFAULT_GPU_IMAGE
+    # MIG nodes carry the usual nvidia.com/gpu taint too.
+    assert [t["key"] for t in pod_spec(children)["tolerations"]] == [
+        "nvidia.com/mig-1g.5gb",
+        "nvidia.com/gpu",
+    ]
+
+
+def test_another_vendors_resource_uses_its_own_taint_and_the_given_image() -> None:
+    body = gpu_body(gpus=1, gpuResource="amd.com/gpu", image="example.com/tfs-rocm:2.20")
+    children = render_body(body)
+    assert container(children)["resources"]["limits"] == {"amd.com/gpu": "1"}
+    assert container(children)["image"] == "example.com/tfs-rocm:2.20"
+    assert [t["key"] for t in pod_spec(children)["tolerations"]] == ["amd.com/gpu"]
 
 
 # ----- properties over generated specs ------------------------------------------

@@ -46,7 +46,11 @@ CONFIG_DIR: Final = "/etc/tfserving"
 MODEL_CONFIG_FILE: Final = "models.config"
 MONITORING_CONFIG_FILE: Final = "monitoring.config"
 BATCHING_CONFIG_FILE: Final = "batching.config"
+# spec.gpuResource's default: the NVIDIA device plugin's whole GPUs. MIG
+# slices are other names in the same domain (nvidia.com/mig-1g.5gb, ...); the
+# -gpu tensorflow/serving images are CUDA builds, for this domain only.
 GPU_RESOURCE: Final = "nvidia.com/gpu"
+NVIDIA_RESOURCE_PREFIX: Final = "nvidia.com/"
 
 
 class Condition:
@@ -79,6 +83,7 @@ class Reason:
     VERSION_LOAD_FAILED: Final = "VersionLoadFailed"
     VERSION_LOAD_TIMEOUT: Final = "VersionLoadTimeout"
     UNSCHEDULABLE: Final = "Unschedulable"
+    PODS_NOT_CREATED: Final = "PodsNotCreated"
     INVALID_SPEC: Final = "InvalidSpec"
     # Events only (Warning Events reuse the Degraded reasons above)
     ROLLOUT_STARTED: Final = "RolloutStarted"

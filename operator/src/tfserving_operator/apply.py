@@ -73,7 +73,7 @@ class ApiWriter(Protocol):
 
     async def set_gate(
         self, namespace: str, pod: str, is_open: bool, reason: str, message: str
-    ) -> None: ...
+    ) -> bool: ...
 
     async def event(
         self, involved: dict[str, Any], event_type: str, reason: str, message: str
@@ -148,8 +148,9 @@ class Applier:
 
     async def set_gate(
         self, namespace: str, pod: str, is_open: bool, reason: str, message: str
-    ) -> None:
-        """Set the pod's availability-gate condition (what makes it Ready or not)."""
+    ) -> bool:
+        """Set the pod's availability-gate condition (what makes it Ready or not).
+        False: the pod is gone (deleted meanwhile, or while a watch was down)."""
         condition = {
             "type": api.GATE_CONDITION,
             "status": "True" if is_open else "False",
@@ -168,6 +169,8 @@ class Applier:
         except ApiError as err:
             if not err.not_found:  # a pod deleted meanwhile needs no gate
                 raise
+            return False
+        return True
 
     async def event(
         self,

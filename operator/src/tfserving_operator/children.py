@@ -39,8 +39,8 @@ class ChildSync:
             try:
                 await self.applier.apply(manifest, dry_run=True)
             except ApiError as err:
-                # 404 on a dry-run apply: the kind is not served (KEDA not installed).
-                if err.status in (400, 403, 404, 422):
+                # A 404 here: the kind is not served (KEDA not installed).
+                if err.refuses_input or err.status == 404:
                     return f"{manifest['kind']} {manifest['metadata']['name']}: {err.message}"
                 raise
         return ""

@@ -10,7 +10,7 @@ call these directly.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -663,6 +663,8 @@ class Observed:
     ready: int  # replicas taking traffic
     serving: str  # servingVersions
     updated: int  # replicas of the new config taking traffic
+    probes: Mapping[str, ProbeResult] = field(default_factory=dict)
+    replica_failure: str = ""  # DeploymentView.replica_failure
 
 
 @dataclass(frozen=True)
@@ -678,6 +680,7 @@ def observed_for(
     outcome: Outcome,
     pods: Sequence[PodView],
     probes: Mapping[str, ProbeResult],
+    deployment: DeploymentView | None = None,
 ) -> Observed:
     """Gather what the checks read, once."""
     live = [p for p in pods if not p.terminating]
@@ -689,10 +692,22 @@ def observed_for(
         ready=len(serving),
         serving=serving_versions(live, probes),
         updated=len([p for p in serving if p.config_hash == outcome.config_hash]),
+        probes=probes,
+        replica_failure=deployment.replica_failure if deployment is not None else "",
     )
 
 
 # ----- Degraded
+
+
+def pods_not_created(o: Observed) -> Check | None:
+    """The ReplicaSet cannot create pods (Pod Security, a quota, an admission
+    webhook): the cause behind any timeout or refusal that follows, in the API
+    server's words."""
+    if not o.replica_failure:
+        return None
+    message = f"the Deployment's ReplicaSet cannot create pods: {o.replica_failure}"
+    return Check(True, Reason.PODS_NOT_CREATED, message)
 
 
 def target_refused(o: Observed) -> Check | None:
@@ -720,15 +735,35 @@ def replica_unschedulable(o: Observed) -> Check | None:
     return Check(True, Reason.UNSCHEDULABLE, message)
 
 
+def version_load_failed(o: Observed) -> Check | None:
+    """Under a latest/all policy a server serves what it loaded and its gate opens
+    on that, so a newer version that failed to load is said only here."""
+    for pod in sorted(o.live, key=lambda p: p.name):
+        probe = o.probes.get(pod.name)
+        if required_versions(pod.versions) is not None or probe is None or not probe.ok:
+            continue
+        failed = [s for s in probe.statuses if s.failed]
+        if failed:
+            newest = max(failed, key=lambda s: s.version)
+            message = (
+                f"model server on pod {pod.name}: {_failure_text(newest)} "
+                f"(serving {o.serving or 'nothing'})"
+            )
+            return Check(True, Reason.VERSION_LOAD_FAILED, message)
+    return None
+
+
 def nothing_degraded(o: Observed) -> Check:
     """None of the above."""
     return AS_EXPECTED
 
 
 DEGRADED_CHECKS: tuple[Callable[[Observed], Check | None], ...] = (
+    pods_not_created,
     target_refused,
     rollout_failed,
     replica_unschedulable,
+    version_load_failed,
     nothing_degraded,
 )
 
@@ -829,7 +864,7 @@ def compute_status(
     now: str,
 ) -> dict[str, Any]:
     """The whole status subresource for this reconcile."""
-    o = observed_for(sm, outcome, pods, probes)
+    o = observed_for(sm, outcome, pods, probes, deployment)
     gen = sm.generation
     degraded = first_verdict(DEGRADED_CHECKS, o)
     rollout = first_verdict(ROLLOUT_CHECKS, o)

@@ -8,6 +8,7 @@ API writes at all and a ServedModel deletes even when the operator is gone
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -20,7 +21,9 @@ from tfserving_operator.apply import Applier
 from tfserving_operator.kinds import KindInfo
 from tfserving_operator.kube import Kube
 from tfserving_operator.observe import Cache, Prober
+from tfserving_operator.pause import PauseFollower
 from tfserving_operator.reconcile import Context
+from tfserving_operator.resync import resync_forever
 from tfserving_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,22 +50,55 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 330
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
+    for key, selector in watch_selectors(SETTINGS).items():
+        settings.watching.label_selectors[key] = selector
     # Peering (name, priority, mandatory) is set by kopf.operator() in
     # __main__; overriding the priority here would give every replica the
     # same one, and kopf pauses all replicas that share a priority.
     metrics.serve(SETTINGS.metrics_port)
     kube = Kube(_load_api_client(), workers=SETTINGS.api_workers)
-    prober = Prober(SETTINGS.probe_timeout_seconds, SETTINGS.max_concurrent_probes)
+    prober = Prober(SETTINGS.probe_timeout_seconds)
     memo.ctx = Context(settings=SETTINGS, applier=Applier(kube), cache=Cache(), prober=prober)
+    if SETTINGS.resync_seconds:
+        memo.resync = asyncio.create_task(
+            resync_forever(kube, memo.ctx, SETTINGS.resync_seconds, SETTINGS.label_selector_query),
+            name="tfso resync",
+        )
+    follower: PauseFollower | None = memo.get("pause")  # set by __main__ (not in unit tests)
+    if follower is not None:
+        follower.attach(memo.ctx)
     memo.kube = kube
     memo.prober = prober
     log.info("tfserving-operator started: %s", SETTINGS)
+
+
+def watch_selectors(settings: Settings) -> dict[tuple[str, str], str]:
+    """labelSelector of each watch request, by kopf resource selector (group or
+    core version, plural): the API server sends a shard only its own objects.
+
+    ServedModels: the shard's selector. Children: our label, and the shard's
+    labels, which the render copies from each ServedModel onto its children
+    (spec.carried_labels); the handlers' `labels=` filters stay as a check.
+    """
+    shard = settings.label_selector_query
+    out = {
+        (info.group or info.version, info.plural): ",".join(
+            filter(None, [api.LABEL_SERVEDMODEL, shard])
+        )
+        for info in kinds.WATCHED
+    }
+    if shard:
+        out[(api.GROUP, api.PLURAL)] = shard
+    return out
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop workers and close connections."""
     ctx: Context = memo.ctx
+    resync: asyncio.Task[None] | None = memo.get("resync")
+    if resync is not None:
+        resync.cancel()
     await ctx.stop()
     await memo.prober.close()
     memo.kube.close()
@@ -84,6 +120,8 @@ def _register_child(info: KindInfo) -> None:
     @kopf.on.event(info.group, info.version, info.plural, labels=OWNED, id=f"child-{info.plural}")
     async def child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         ctx: Context = memo.ctx
+        if ctx.paused:
+            return
         key = ctx.cache.observe(info.kind, event["object"], deleted=event["type"] == "DELETED")
         if key is not None:
             ctx.poke(key)
@@ -100,6 +138,13 @@ def workers_probe(memo: kopf.Memo, **_: Any) -> int:
     return len(ctx.workers) if ctx else 0
 
 
+@kopf.on.probe(id="cached_objects")
+def cached_objects(memo: kopf.Memo, **_: Any) -> int:
+    """Children and pods held in the cache (what this process's watches deliver)."""
+    ctx: Context | None = getattr(memo, "ctx", None)
+    return len(ctx.cache.entries()) if ctx else 0
+
+
 @kopf.on.probe(id="computed_at")
 def computed_at(**_: Any) -> float:
     """When these liveness details were computed (Unix time): kopf serves them
@@ -112,6 +157,13 @@ def probe_calls(memo: kopf.Memo, **_: Any) -> int:
     """gRPC GetModelStatus calls made since start (probe load)."""
     prober: Prober | None = getattr(memo, "prober", None)
     return prober.calls if prober else 0
+
+
+@kopf.on.probe(id="api_writes")
+def api_writes(memo: kopf.Memo, **_: Any) -> int:
+    """API requests other than GET sent since start (who acts, for peering)."""
+    kube: Kube | None = getattr(memo, "kube", None)
+    return kube.writes if kube else 0
 
 
 @kopf.on.probe(id="probe_latency_ms")

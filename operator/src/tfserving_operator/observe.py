@@ -2,14 +2,15 @@
 
 Kubernetes objects arrive through kopf's watches (handlers.py) into the
 `Cache`, so a reconcile never lists anything; model servers are asked over
-gRPC by the `Prober`, with a bounded timeout, a global concurrency limit and
-per-pod backoff, so one hung server costs one probe slot for one timeout
-and never stalls another ServedModel.
+gRPC by the `Prober`, with a bounded timeout, a concurrency limit per
+ServedModel and per-pod backoff, so a hung server costs one probe slot of its
+own ServedModel for one timeout and never stalls another ServedModel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -104,6 +105,7 @@ def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
         current_replicas=int(status.get("replicas") or 0),
         updated_replicas=int(status.get("updatedReplicas") or 0),
         config_hash=template_annotations.get(api.ANNOTATION_CONFIG_HASH, ""),
+        replica_failure=_replica_failure(status),
         replicas_managers=replicas_managers(meta),
     )
 
@@ -116,6 +118,13 @@ def replicas_managers(meta: Mapping[str, Any]) -> tuple[str, ...]:
         if "f:replicas" in fields:
             owners.append(str(entry.get("manager", "")))
     return tuple(sorted(owners))
+
+
+def _replica_failure(status: Mapping[str, Any]) -> str:
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return f"{cond.get('reason', '')}: {cond.get('message', '')}"
+    return ""
 
 
 def strip_object(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,45 +159,63 @@ class Cache:
         if key is None:
             return None
         name = (body.get("metadata") or {}).get("name", "")
-        if kind == "Pod":
-            pods = self.pods.setdefault(key, {})
-            if deleted:
-                pods.pop(name, None)
-            else:
-                pods[name] = pod_view(body)
+        if deleted:
+            self.drop(kind, key, name)
+        elif kind == "Pod":
+            self.pods.setdefault(key, {})[name] = pod_view(body)
         elif kind == "ReplicaSet":
-            hashes = self.replicaset_hashes.setdefault(key, {})
-            if deleted:
-                hashes.pop(name, None)
-            else:
-                hashes[name] = deployment_view(body).config_hash
+            self.replicaset_hashes.setdefault(key, {})[name] = deployment_view(body).config_hash
         else:
-            children = self.children.setdefault(key, {})
-            if deleted:
-                children.pop((kind, name), None)
-            else:
-                children[(kind, name)] = strip_object(body)
+            self.children.setdefault(key, {})[(kind, name)] = strip_object(body)
             if kind == "Deployment":
-                if deleted:
-                    self.deployments.pop(key, None)
-                else:
-                    self.deployments[key] = deployment_view(body)
+                self.deployments[key] = deployment_view(body)
         return key
+
+    def drop(self, kind: str, key: Key, name: str) -> None:
+        """Forget one object (a DELETED event, or found gone without one)."""
+        if kind == "Pod":
+            self.pods.get(key, {}).pop(name, None)
+        elif kind == "ReplicaSet":
+            self.replicaset_hashes.get(key, {}).pop(name, None)
+        else:
+            self.children.get(key, {}).pop((kind, name), None)
+            if kind == "Deployment":
+                self.deployments.pop(key, None)
+
+    def entries(self) -> set[tuple[str, Key, str]]:
+        """Every object held, as (kind, ServedModel key, name)."""
+        out = {("Pod", key, name) for key, pods in self.pods.items() for name in pods}
+        out |= {
+            ("ReplicaSet", key, name)
+            for key, hashes in self.replicaset_hashes.items()
+            for name in hashes
+        }
+        out |= {
+            (kind, key, name) for key, children in self.children.items() for kind, name in children
+        }
+        return out
 
     def forget(self, key: Key) -> None:
         """Drop everything about a deleted ServedModel."""
-        for store in (self.pods, self.children, self.deployments, self.replicaset_hashes):
+        for store in self._stores():
             store.pop(key, None)
+
+    def clear(self) -> None:
+        """Drop everything (a paused peering replica)."""
+        for store in self._stores():
+            store.clear()
+
+    def _stores(self) -> tuple[dict[Key, Any], ...]:
+        return (self.pods, self.children, self.deployments, self.replicaset_hashes)
 
 
 class Prober:
     """Asks model servers for their versions: bounded, concurrent, backed off per pod."""
 
-    def __init__(self, timeout: float, max_concurrent: int, metrics: Metrics = METRICS) -> None:
+    def __init__(self, timeout: float, metrics: Metrics = METRICS) -> None:
         self.timeout = timeout
         self._metrics = metrics
         self._pool = ChannelPool()
-        self._slots = asyncio.Semaphore(max_concurrent)
         self.calls = 0  # for benchmarks: probe load
         self.timeouts = 0
         # Seconds per GetModelStatus round trip (slot wait excluded: it measures
@@ -206,9 +233,11 @@ class Prober:
 
         return {"count": len(ordered), "p50": rank(0.5), "p99": rank(0.99), "max": rank(1.0)}
 
-    async def probe(self, pod: PodView) -> ProbeResult:
-        """GetModelStatus for the pod's model (every version it manages)."""
-        async with self._slots:
+    async def probe(self, pod: PodView, slots: asyncio.Semaphore | None = None) -> ProbeResult:
+        """GetModelStatus for the pod's model (every version it manages), in one
+        of the caller's `slots`: each ServedModel bounds its own probes, so
+        servers that hang hold slots of their own ServedModel only."""
+        async with slots or contextlib.nullcontext():
             self.calls += 1
             started = time.monotonic()
             try:
@@ -236,10 +265,12 @@ class Prober:
         self.latencies.append(seconds)
         self._metrics.observe_probe(result, seconds)
 
-    async def probe_all(self, pods: Iterable[PodView]) -> dict[str, ProbeResult]:
-        """Probe several pods at once."""
+    async def probe_all(
+        self, pods: Iterable[PodView], slots: asyncio.Semaphore | None = None
+    ) -> dict[str, ProbeResult]:
+        """Probe several pods at once, at most as many at a time as `slots` allows."""
         pods = list(pods)
-        results = await asyncio.gather(*(self.probe(p) for p in pods))
+        results = await asyncio.gather(*(self.probe(p, slots) for p in pods))
         return {r.pod: r for r in results}
 
     async def forget(self, targets: Iterable[str]) -> None:

@@ -10,6 +10,7 @@ errors), which the gate's hysteresis reads (decide.gate_for).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ QUICK_RETRY_REASONS = frozenset({GateReason.LOADING, GateReason.UNREACHABLE})
 class ProbeClient(Protocol):
     """What the schedule needs of a prober (observe.Prober, or a test's fake)."""
 
-    async def probe_all(self, pods: Iterable[PodView]) -> dict[str, ProbeResult]: ...
+    async def probe_all(
+        self, pods: Iterable[PodView], slots: asyncio.Semaphore | None = None
+    ) -> dict[str, ProbeResult]: ...
 
     async def forget(self, targets: Iterable[str]) -> None: ...
 
@@ -57,6 +60,8 @@ class ProbeSchedule:
         self.prober = prober
         self.settings = settings
         self.states: dict[str, ProbeState] = {}
+        # This ServedModel's own probe slots: its hung servers queue only its probes.
+        self.slots = asyncio.Semaphore(settings.max_concurrent_probes)
 
     async def probe(self, pods: Sequence[PodView]) -> dict[str, ProbeResult]:
         """Ask the servers that are due; return the latest answer of every pod."""
@@ -75,7 +80,7 @@ class ProbeSchedule:
             if pod.probeable and not pod.terminating and state.next_at <= now:
                 due.append(pod)
         if due:
-            results = await self.prober.probe_all(due)
+            results = await self.prober.probe_all(due, self.slots)
             for pod in due:
                 self.states[pod.name].target = pod.target
                 self.record(pod, results[pod.name])

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -57,9 +57,22 @@ class Context:
     # once, each finishes sooner and peak memory stays low.
     passes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
     metrics: Metrics = field(default_factory=lambda: METRICS)
+    # A paused peering replica (pause.py) runs no worker and keeps no cache:
+    # events kopf delivers while pausing are dropped, its re-list on resume
+    # brings everything back. `pause_source` is kopf's own state once
+    # attached (read live: kopf's re-list may come before our resume()).
+    pause_source: Callable[[], bool] | None = None
+    _paused: bool = False
+
+    @property
+    def servedmodel_keys(self) -> set[Key]:
+        """The ServedModels this process reconciles (one worker each)."""
+        return set(self.workers)
 
     def poke(self, key: Key, body: Mapping[str, Any] | None = None) -> None:
         """Wake the worker of `key` (starting one for a new ServedModel body)."""
+        if self.paused:
+            return
         worker = self.workers.get(key)
         if worker is None:
             if body is None:
@@ -80,6 +93,25 @@ class Context:
         """Stop every worker (operator shutdown)."""
         await asyncio.gather(*(w.stop() for w in list(self.workers.values())))
         self.workers.clear()
+
+    @property
+    def paused(self) -> bool:
+        """This replica must not act (a peering pause)."""
+        return self.pause_source() if self.pause_source is not None else self._paused
+
+    async def pause(self) -> None:
+        """This replica stops acting: every worker stops, everything observed is dropped."""
+        self._paused = True
+        workers = list(self.workers.values())
+        await self.stop()
+        await self.prober.forget(t for w in workers for t in w.probes.targets())
+        self.cache.clear()
+        for key in (w.key for w in workers):
+            self.metrics.forget_servedmodel(*key)
+
+    def resume(self) -> None:
+        """Act again; kopf's re-list after the pause starts the workers."""
+        self._paused = False
 
 
 class Worker:
@@ -121,14 +153,12 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             self._wake.clear()
-            if self.body is None:
+            if self.body is None or self.ctx.paused:
                 delay = MAX_IDLE_SECONDS
                 continue
             started = time.monotonic()
             try:
-                async with self.ctx.passes:
-                    started = time.monotonic()  # the wait for a pass slot is not the pass
-                    delay = await self.reconcile()
+                delay = await self.reconcile()
                 failures = 0
                 self.ctx.metrics.observe_pass(OUTCOME_SUCCESS, time.monotonic() - started)
             except asyncio.CancelledError:
@@ -153,26 +183,48 @@ class Worker:
         assert body is not None
         self.passes += 1
         settings = self.ctx.settings
-        try:
-            sm = spec.parse(body, settings.default_image, settings.default_gpu_image)
-        except (KeyError, ValueError, TypeError) as err:
-            await self.status.invalid(body, f"spec cannot be used: {err}")
-            return MAX_IDLE_SECONDS
-        # While autoscaling, the checks expect the autoscaler's count, not spec.replicas.
-        sm = autoscaling.effective(sm, self.ctx.cache.deployments.get(self.key))
-        old_status = self.status.current(body)
-        memory = decide.memory_from_status(old_status)
-        renders = Renders(sm)
-        children = renders(decide.choose_serving_set(sm, memory)[0])
-        if not await self._accepted(sm, body, old_status, children):
-            return MAX_IDLE_SECONDS
-        await self.children.hand_over_replicas(sm)  # before the apply that drops it
-        await self.children.ensure(children, sm.uid)
-        await self.children.hand_over_replicas(sm)  # a Deployment created without it
+        # The pass holds a slot of ctx.passes except while it waits for model
+        # servers: a ServedModel whose servers hang keeps no slot from others.
+        async with self.ctx.passes:
+            try:
+                sm = spec.parse(
+                    body,
+                    settings.default_image,
+                    settings.default_gpu_image,
+                    carried_label_keys=settings.label_selector,
+                )
+            except (KeyError, ValueError, TypeError) as err:
+                await self.status.invalid(body, f"spec cannot be used: {err}")
+                return MAX_IDLE_SECONDS
+            # While autoscaling, the checks expect the autoscaler's count, not spec.replicas.
+            sm = autoscaling.effective(sm, self.ctx.cache.deployments.get(self.key))
+            old_status = self.status.current(body)
+            memory = decide.memory_from_status(old_status)
+            renders = Renders(sm, settings.operator_peer())
+            children = renders(decide.choose_serving_set(sm, memory)[0])
+            if not await self._accepted(sm, body, old_status, children):
+                return MAX_IDLE_SECONDS
+            await self.children.hand_over_replicas(sm)  # before the apply that drops it
+            await self.children.ensure(children, sm.uid)
+            await self.children.hand_over_replicas(sm)  # a Deployment created without it
+            pods = list(self.ctx.cache.pods.get(self.key, {}).values())
+            self._observe_ready(pods)
 
-        pods = list(self.ctx.cache.pods.get(self.key, {}).values())
-        self._observe_ready(pods)
         probes = await self.probes.probe(pods)
+        async with self.ctx.passes:
+            return await self._conclude(body, sm, old_status, memory, renders, pods, probes)
+
+    async def _conclude(
+        self,
+        body: dict[str, Any],
+        sm: spec.ServedModel,
+        old_status: dict[str, Any],
+        memory: decide.Memory,
+        renders: Renders,
+        pods: list[PodView],
+        probes: dict[str, ProbeResult],
+    ) -> float:
+        """The pass after the probes: gates, rollout, status."""
         pods = await self._apply_gates(pods, probes)
 
         deployment = self.ctx.cache.deployments.get(self.key)
@@ -236,16 +288,25 @@ class Worker:
             pods, probes, self.probes.failures(), self.ctx.settings.probe_failure_threshold
         )
         by_name = {p.name: p for p in pods}
+        gone = set()
         for decision in decisions:
             if decide.gate_differs(by_name[decision.pod], decision):
-                await self.ctx.applier.set_gate(
+                if not await self.ctx.applier.set_gate(
                     self.key[0], decision.pod, decision.open, decision.reason, decision.message
-                )
+                ):
+                    # Deleted while a watch was down (no DELETED event will
+                    # come): drop it here, or it stays in the status forever.
+                    self.ctx.cache.drop("Pod", self.key, decision.pod)
+                    gone.add(decision.pod)
+                    continue
                 self.ctx.metrics.observe_gate(decision.open, decision.reason)
                 if decision.open:
                     self._opened[decision.pod] = time.monotonic()
                 else:
                     self._opened.pop(decision.pod, None)
+        if gone:
+            pods = [p for p in pods if p.name not in gone]
+            decisions = [d for d in decisions if d.pod not in gone]
         return decide.with_gates(pods, decisions)
 
     def _observe_ready(self, pods: list[PodView]) -> None:
@@ -273,14 +334,15 @@ class Worker:
 class Renders:
     """The children of each version set one pass looks at, rendered once each."""
 
-    def __init__(self, sm: spec.ServedModel) -> None:
+    def __init__(self, sm: spec.ServedModel, operator: render.OperatorPeer) -> None:
         self.sm = sm
+        self.operator = operator
         self._done: dict[VersionSet, render.Children] = {}
 
     def __call__(self, versions: VersionSet) -> render.Children:
         """The children serving `versions`."""
         if versions not in self._done:
-            self._done[versions] = render.render(self.sm, versions)
+            self._done[versions] = render.render(self.sm, versions, self.operator)
         return self._done[versions]
 
 

@@ -14,7 +14,8 @@ import decimal
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -73,6 +74,7 @@ def selector_labels(sm: ServedModel) -> dict[str, str]:
 def common_labels(sm: ServedModel) -> dict[str, str]:
     """Labels on every object the operator creates for `sm`."""
     return {
+        **sm.carried_labels,
         api.LABEL_NAME: api.APP_NAME,
         api.LABEL_INSTANCE: sm.name,
         api.LABEL_COMPONENT: "model-server",
@@ -267,7 +269,7 @@ def _resources(sm: ServedModel) -> dict[str, Any]:
         if v
     }
     if sm.gpus:
-        resources.setdefault("limits", {})[api.GPU_RESOURCE] = str(sm.gpus)
+        resources.setdefault("limits", {})[sm.gpu_resource] = str(sm.gpus)
     return resources
 
 
@@ -408,8 +410,21 @@ def _container(sm: ServedModel, serve: VersionSet, config_hash: str) -> dict[str
 def _tolerations(sm: ServedModel) -> list[dict[str, Any]]:
     tolerations = [dict(t) for t in sm.tolerations]
     if sm.gpus:
-        tolerations.append({"key": api.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+        tolerations += [
+            {"key": key, "operator": "Exists", "effect": "NoSchedule"}
+            for key in gpu_taint_keys(sm.gpu_resource)
+        ]
     return tolerations
+
+
+def gpu_taint_keys(resource: str) -> list[str]:
+    """The taints GPU node pools carry for `resource`: its own name, and for an
+    NVIDIA resource (a MIG slice) also nvidia.com/gpu, which NVIDIA's GPU
+    operator and the managed pools put on every GPU node, MIG or not."""
+    keys = [resource]
+    if resource.startswith(api.NVIDIA_RESOURCE_PREFIX) and resource != api.GPU_RESOURCE:
+        keys.append(api.GPU_RESOURCE)
+    return keys
 
 
 def arch_requirement() -> dict[str, Any]:
@@ -618,7 +633,34 @@ def render_pdb(sm: ServedModel) -> Manifest | None:
     }
 
 
-def render_network_policy(sm: ServedModel, operator_pod_labels: dict[str, str]) -> Manifest | None:
+# Set by the API server on every namespace (immutable, = its name), so a peer
+# pinned by it cannot be claimed from another namespace by copying labels.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+DEFAULT_OPERATOR_NAMESPACE = "tfserving-operator-system"
+
+
+@dataclass(frozen=True)
+class OperatorPeer:
+    """Where the operator's own pods run: a ServedModel's NetworkPolicy admits
+    them to the gRPC port, for the probes behind the readiness gate.
+
+    The defaults are the chart's with its default values; the chart passes its
+    own (TFSO_OPERATOR_NAMESPACE from the downward API, TFSO_OPERATOR_POD_LABELS
+    from its selector labels, which follow nameOverride and the release).
+    """
+
+    namespace: str = DEFAULT_OPERATOR_NAMESPACE
+    pod_labels: Mapping[str, str] = field(default_factory=lambda: {api.LABEL_NAME: api.MANAGED_BY})
+
+    def peer(self) -> dict[str, Any]:
+        """The NetworkPolicy peer: those pods, in that namespace only."""
+        return {
+            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: self.namespace}},
+            "podSelector": {"matchLabels": dict(self.pod_labels)},
+        }
+
+
+def render_network_policy(sm: ServedModel, operator: OperatorPeer) -> Manifest | None:
     """Only selected clients, and the operator (for its probes), reach the model servers."""
     if sm.network_policy is None:
         return None
@@ -627,10 +669,6 @@ def render_network_policy(sm: ServedModel, operator_pod_labels: dict[str, str]) 
     }
     if sm.network_policy.get("namespaceSelector") is not None:
         client_peer["namespaceSelector"] = dict(sm.network_policy["namespaceSelector"])
-    operator_peer = {
-        "namespaceSelector": {},
-        "podSelector": {"matchLabels": operator_pod_labels},
-    }
     ports = [{"protocol": "TCP", "port": sm.grpc_port}]
     if sm.rest_port:
         ports.append({"protocol": "TCP", "port": sm.rest_port})
@@ -643,7 +681,10 @@ def render_network_policy(sm: ServedModel, operator_pod_labels: dict[str, str]) 
             "policyTypes": ["Ingress"],
             "ingress": [
                 {"from": [client_peer], "ports": ports},
-                {"from": [operator_peer], "ports": [{"protocol": "TCP", "port": sm.grpc_port}]},
+                {
+                    "from": [operator.peer()],
+                    "ports": [{"protocol": "TCP", "port": sm.grpc_port}],
+                },
             ],
         },
     }
@@ -748,11 +789,9 @@ def render_scaled_object(sm: ServedModel) -> Manifest | None:
     }
 
 
-OPERATOR_POD_LABELS = {api.LABEL_NAME: "tfserving-operator"}
-
-
-def render(sm: ServedModel, serve: VersionSet) -> Children:
-    """Every child of `sm`, serving the version set `serve`."""
+def render(sm: ServedModel, serve: VersionSet, operator: OperatorPeer | None = None) -> Children:
+    """Every child of `sm`, serving the version set `serve` (`operator`: where the
+    operator's pods run, default the chart's default install)."""
     data = config_data(sm, serve)
     config_hash = short_hash(data)
     return Children(
@@ -760,7 +799,7 @@ def render(sm: ServedModel, serve: VersionSet) -> Children:
         deployment=render_deployment(sm, serve, config_hash),
         services=render_services(sm),
         pod_disruption_budget=render_pdb(sm),
-        network_policy=render_network_policy(sm, OPERATOR_POD_LABELS),
+        network_policy=render_network_policy(sm, operator or OperatorPeer()),
         config_hash=config_hash,
         autoscaler=render_hpa(sm) or render_scaled_object(sm),
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 # Re-exported: callers and tests read the defaults from settings.
 from tfserving_operator.release import DEFAULT_GPU_IMAGE as DEFAULT_GPU_IMAGE
 from tfserving_operator.release import DEFAULT_IMAGE as DEFAULT_IMAGE
+from tfserving_operator.render import DEFAULT_OPERATOR_NAMESPACE, OperatorPeer
 
 # Random peering priorities are drawn from 1..2**31-1: two replicas collide
 # (and both pause until one restarts) with odds of about 1 in 2 billion.
@@ -48,9 +49,13 @@ class Settings:
     # server does not pull its pod out of the Service. A definite answer (a
     # version not AVAILABLE, NOT_FOUND) closes it at once.
     probe_failure_threshold: int = 3
-    # Concurrent probes across all ServedModels (one hung server holds one slot
-    # for at most probe_timeout_seconds).
-    max_concurrent_probes: int = 64
+    # Concurrent probes of one ServedModel (a hung server holds one slot of
+    # its own ServedModel for at most probe_timeout_seconds; other
+    # ServedModels' probes never wait for it).
+    max_concurrent_probes: int = 16
+    # Seconds between re-lists of our objects (resync.py): objects deleted
+    # while a watch was down leave the cache within this long. 0: never.
+    resync_seconds: float = 300.0
     # Threads for blocking Kubernetes API calls.
     api_workers: int = 16
     # Namespaces to watch; empty means the whole cluster.
@@ -64,10 +69,23 @@ class Settings:
     # live peer of its own priority, so replicas of one Deployment must differ:
     # 0 means "pick a random one at start" (see peering_priority_or_random).
     peering_priority: int = 0
+    # Seconds a replica's peering keep-alive counts as alive (kopf's
+    # settings.peering.lifetime; kopf renews it every lifetime - 5..10 s, at
+    # least every second). After a SIGKILL the standby takes over within
+    # this many seconds; kopf's default, 60, meant 45-50 s takeovers.
+    peering_lifetime_seconds: int = 10
     liveness_port: int = 8080
     # Prometheus /metrics (tfserving_operator.metrics); 0 turns the endpoint off.
     metrics_port: int = 8081
     log_format: str = "plain"
+    # Where this operator's pods run and how they are labelled: the NetworkPolicy
+    # of a ServedModel admits exactly those pods to the gRPC port (the chart sets
+    # both: the namespace from the downward API, the labels from its own
+    # selector labels, which follow nameOverride).
+    operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE
+    operator_pod_labels: Mapping[str, str] = field(
+        default_factory=lambda: dict(OperatorPeer().pod_labels)
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +110,7 @@ class Settings:
             "probe_interval_seconds",
             "max_concurrent_probes",
             "api_workers",
+            "peering_lifetime_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -99,6 +118,10 @@ class Settings:
         if self.probe_backoff_max_seconds < self.probe_backoff_initial_seconds:
             raise SettingsError(
                 "TFSO_PROBE_BACKOFF_MAX_SECONDS must be >= TFSO_PROBE_BACKOFF_INITIAL_SECONDS"
+            )
+        if self.resync_seconds < 0:
+            raise SettingsError(
+                f"TFSO_RESYNC_SECONDS must be >= 0 (0: off), got {self.resync_seconds}"
             )
         if self.probe_failure_threshold < 1:
             raise SettingsError(
@@ -112,8 +135,22 @@ class Settings:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise SettingsError(f"TFSO_{name.upper()} must be a port (0-65535), got {port}")
+        if not self.operator_namespace:
+            raise SettingsError("TFSO_OPERATOR_NAMESPACE must name a namespace")
+        if not self.operator_pod_labels:
+            # An empty podSelector would admit every pod of that namespace.
+            raise SettingsError("TFSO_OPERATOR_POD_LABELS must hold at least one key=value")
         if self.log_format not in ("plain", "json"):
             raise SettingsError(f"TFSO_LOG_FORMAT must be plain or json, got {self.log_format!r}")
+
+    def operator_peer(self) -> OperatorPeer:
+        """The operator's pods, as the NetworkPolicies render them."""
+        return OperatorPeer(self.operator_namespace, dict(self.operator_pod_labels))
+
+    @property
+    def label_selector_query(self) -> str:
+        """TFSO_LABEL_SELECTOR as a Kubernetes labelSelector (k=v,k2=v2)."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.label_selector.items()))
 
     def peering_priority_or_random(self) -> int:
         """The priority to peer with: the configured one, else a random positive one."""

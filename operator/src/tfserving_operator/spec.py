@@ -7,7 +7,7 @@ admission) and gives every consumer one spelling of each field.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,11 +157,17 @@ class ServedModel:
     service_annotations: Mapping[str, str]
     network_policy: Mapping[str, Any] | None
     retry_token: str = ""
+    # The extended resource `gpus` counts (a MIG profile, another vendor's plugin).
+    gpu_resource: str = api.GPU_RESOURCE
     # spec.image unset: the operator's default image (tensorflow/serving,
     # published for linux/amd64 only), so the pods must land on amd64 nodes.
     image_is_default: bool = False
     autoscaling: Autoscaling | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The ServedModel's own labels the operator's shard selector names
+    # (TFSO_LABEL_SELECTOR): copied onto every child and pod, so a label
+    # shard can watch only its own children, filtered by the API server.
+    carried_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def target_versions(spec: Mapping[str, Any]) -> VersionSet:
@@ -214,13 +220,21 @@ def parse_storage(spec: Mapping[str, Any], model_name: str) -> Storage:
     raise ValueError("spec.storage must set one of persistentVolumeClaim, hostPath, nfs or uri")
 
 
-def parse(body: Mapping[str, Any], default_image: str, default_gpu_image: str) -> ServedModel:
+def parse(
+    body: Mapping[str, Any],
+    default_image: str,
+    default_gpu_image: str,
+    carried_label_keys: Iterable[str] = (),
+) -> ServedModel:
     """Build the typed view from a ServedModel object (a dict as the API returns it)."""
     meta = body.get("metadata") or {}
+    own_labels = meta.get("labels") or {}
     spec = body.get("spec") or {}
     name = meta["name"]
     model_name = spec.get("modelName") or name
     gpus = int(spec.get("gpus") or 0)
+    gpu_resource = str(spec.get("gpuResource") or api.GPU_RESOURCE)
+    cuda = gpus > 0 and gpu_resource.startswith(api.NVIDIA_RESOURCE_PREFIX)
     ports = spec.get("ports") or {}
     monitoring = spec.get("monitoring")
     monitoring_path = None
@@ -238,9 +252,10 @@ def parse(body: Mapping[str, Any], default_image: str, default_gpu_image: str) -
         storage=parse_storage(spec, model_name),
         target=target_versions(spec),
         replicas=int(spec.get("replicas", 1)),
-        image=spec.get("image") or (default_gpu_image if gpus else default_image),
+        image=spec.get("image") or (default_gpu_image if cuda else default_image),
         image_pull_policy=spec.get("imagePullPolicy", "IfNotPresent"),
         gpus=gpus,
+        gpu_resource=gpu_resource,
         gpu_memory_fraction=float(fraction) if fraction is not None else None,
         resources=spec.get("resources") or {},
         grpc_port=int(ports.get("grpc", 8500)),
@@ -268,5 +283,6 @@ def parse(body: Mapping[str, Any], default_image: str, default_gpu_image: str) -
         network_policy=spec.get("networkPolicy"),
         retry_token=(meta.get("annotations") or {}).get(api.ANNOTATION_RETRY, ""),
         image_is_default=not spec.get("image"),
+        carried_labels={k: str(own_labels[k]) for k in carried_label_keys if k in own_labels},
         autoscaling=parse_autoscaling(spec),
     )

@@ -129,6 +129,10 @@ class DeploymentView:
     updated_replicas: int  # pods of the newest ReplicaSet
     config_hash: str
     current_replicas: int = 0  # pods of every ReplicaSet it owns, old ones included
+    # Why its ReplicaSet cannot create pods (the ReplicaFailure condition the
+    # Deployment controller copies from the ReplicaSet: FailedCreate, with the
+    # API server's refusal, e.g. Pod Security or a quota), "" when it can.
+    replica_failure: str = ""
     # Field managers owning spec.replicas (managedFields): who the count belongs to.
     replicas_managers: tuple[str, ...] = ()
 
