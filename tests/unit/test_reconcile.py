@@ -22,7 +22,7 @@ from tfserving_operator.api import GateReason
 from tfserving_operator.children import contains
 from tfserving_operator.observe import Cache, DeploymentView, PodView, ProbeResult
 from tfserving_operator.probing import QUICK_RETRY_MAX_SECONDS, ProbeState
-from tfserving_operator.reconcile import Context, Worker
+from tfserving_operator.reconcile import MAX_IDLE_SECONDS, Context, Worker
 from tfserving_operator.settings import Settings
 from tfserving_operator.spec import VersionSet
 from tfserving_operator.status_writer import Written, caught_up
@@ -46,8 +46,11 @@ class FakeApplier:
 
     @property
     def writes(self) -> int:
+        # A dry run is a request the API server admits and answers like a
+        # write: an idle pass must not send one either.
         return (
-            len(self.applied)
+            self.dry_runs
+            + len(self.applied)
             + len(self.gates)
             + len(self.status_patches)
             + len(self.events)
@@ -577,3 +580,138 @@ def test_once_caught_up_the_watch_is_current_again() -> None:
         assert worker.status.current(theirs) == {"edited": True}
 
     run(scenario())
+
+
+# ----- when the next pass is due ---------------------------------------------------
+
+# The worker's waits are recorded by replacing asyncio.wait_for; the tests'
+# own waits keep the real one.
+REAL_WAIT_FOR = asyncio.wait_for
+
+
+async def serving_steadily(h: Harness) -> Worker:
+    """A worker whose one pod serves version 2 with its gate open, rollout done."""
+    worker = await h.start(body(version=2))
+    h.pods(pod("a", 2, serving=True))
+    h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
+    await worker.reconcile()
+    await h.settle_children()
+    h.ctx.cache.deployments[KEY] = settled_deployment(2)
+    await h.next_pass()
+    return worker
+
+
+def test_a_steady_pass_waits_until_the_next_probe_is_due() -> None:
+    async def scenario() -> None:
+        h = Harness(Settings(probe_interval_seconds=30.0))
+        await serving_steadily(h)
+        delay = await h.next_pass()
+        assert 29.0 < delay <= 30.0
+
+    run(scenario())
+
+
+def test_a_steady_pass_waits_at_most_the_idle_maximum() -> None:
+    async def scenario() -> None:
+        h = Harness(Settings(probe_interval_seconds=600.0))
+        await serving_steadily(h)
+        assert await h.next_pass() == MAX_IDLE_SECONDS
+
+    run(scenario())
+
+
+def test_a_loading_pod_brings_the_next_pass_to_its_probe_backoff() -> None:
+    async def scenario() -> None:
+        h = Harness(Settings(probe_backoff_initial_seconds=0.25))
+        worker = await h.start(body(version=3))
+        h.pods(pod("b", 3))
+        h.prober.answers["b"] = answer("b", 3, ModelState.LOADING)
+        delay = await worker.reconcile()
+        assert 0.05 <= delay <= 0.25
+
+    run(scenario())
+
+
+def test_a_rollout_without_probes_wakes_at_its_availability_deadline() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        sm_body = body(version=3)
+        sm_body["spec"]["rollout"] = {"availabilityTimeoutSeconds": 20}
+        worker = await h.start(sm_body)
+        h.pods(pod("b", 3, phase="Pending", running=False, ip=""))  # nothing to probe
+        delay = await worker.reconcile()
+        # The deadline plus a second's margin, from a rollout that just started.
+        assert 19.0 < delay <= 21.0
+
+    run(scenario())
+
+
+def test_a_spec_that_cannot_be_parsed_waits_the_idle_maximum() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        broken = body(version=3)
+        del broken["spec"]["storage"]
+        worker = await h.start(broken)
+        assert await worker.reconcile() == MAX_IDLE_SECONDS
+        assert h.applier.applied == []
+
+    run(scenario())
+
+
+def test_failed_passes_back_off_exponentially_up_to_30_s_and_reset_on_success(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's waits, as asked of asyncio.wait_for, over a scripted run of
+    passes: seven failures, a success that asks for 7 s, one more failure."""
+    script: list[float | Exception] = [RuntimeError("boom") for _ in range(7)]
+    script += [7.0, RuntimeError("again")]
+    waits: list[float] = []
+    done = asyncio.Event()
+
+    async def no_wait(awaitable: Any, timeout: float) -> None:
+        awaitable.close()  # the wake-up wait is never needed: every wait times out
+        waits.append(timeout)
+        if len(waits) > len(script):
+            done.set()
+            await asyncio.Event().wait()  # until the test stops the worker
+        raise TimeoutError
+
+    async def scripted_pass() -> float:
+        step = script[len(waits) - 1]
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    async def scenario() -> None:
+        h = Harness()
+        worker = Worker(KEY, h.ctx)
+        worker.body = body(version=3)
+        worker.reconcile = scripted_pass  # type: ignore[method-assign]
+        await REAL_WAIT_FOR(done.wait(), timeout=30)
+        await worker.stop()
+
+    monkeypatch.setattr(asyncio, "wait_for", no_wait)
+    run(scenario())
+    assert waits == [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 7.0, 1.0]
+
+
+def test_a_worker_without_a_body_sleeps_the_idle_maximum(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    done = asyncio.Event()
+
+    async def no_wait(awaitable: Any, timeout: float) -> None:
+        awaitable.close()
+        waits.append(timeout)
+        if len(waits) == 2:
+            done.set()
+            await asyncio.Event().wait()
+        raise TimeoutError
+
+    async def scenario() -> None:
+        worker = Worker(KEY, Harness().ctx)
+        await REAL_WAIT_FOR(done.wait(), timeout=30)
+        await worker.stop()
+
+    monkeypatch.setattr(asyncio, "wait_for", no_wait)
+    run(scenario())
+    assert waits == [0.0, MAX_IDLE_SECONDS]
