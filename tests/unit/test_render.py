@@ -3,7 +3,8 @@ every rendering must have whatever the spec (restricted pods, read-only
 storage, owned children, a content-named immutable config).
 
 A golden mismatch fails with a unified diff; `UPDATE_GOLDEN=1 pytest
-tests/unit/test_render.py` rewrites the files (review the diff before committing).
+tests/unit/test_render.py` rewrites the files that differ and fails the run (review
+the diff, then run again without it).
 """
 
 from __future__ import annotations
@@ -103,10 +104,15 @@ def golden_text(case: str) -> str:
 def test_golden(case: str) -> None:
     path = GOLDEN_DIR / f"{case}.yaml"
     actual = golden_text(case)
-    if UPDATE:
-        path.write_text(actual)
-        return
     expected = path.read_text() if path.exists() else ""
+    if UPDATE and actual != expected:
+        path.write_text(actual)
+        # A run that rewrote golden files proves nothing about them: fail, so
+        # the rewrite is reviewed and the suite run again without the switch.
+        pytest.fail(
+            f"rewrote {path} (UPDATE_GOLDEN=1); review `git diff` and run again without it",
+            pytrace=False,
+        )
     if actual != expected:
         diff = "".join(
             difflib.unified_diff(
