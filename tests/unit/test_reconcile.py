@@ -20,6 +20,7 @@ from tests.unit.builders import LOAD_ERROR, answer, probe_error
 from tfserving_operator import api, decide, render, spec
 from tfserving_operator.api import GateReason
 from tfserving_operator.children import contains
+from tfserving_operator.kube import ApiError
 from tfserving_operator.observe import Cache, DeploymentView, PodView, ProbeResult
 from tfserving_operator.probing import QUICK_RETRY_MAX_SECONDS, ProbeState
 from tfserving_operator.reconcile import MAX_IDLE_SECONDS, Context, Worker
@@ -37,6 +38,7 @@ class FakeApplier:
     def __init__(self) -> None:
         self.applied: list[dict[str, Any]] = []
         self.dry_runs = 0
+        self.dry_run_refusals: dict[str, ApiError] = {}  # by kind: the API server refuses
         self.gates: list[tuple[str, bool, str]] = []
         self.status_patches: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
@@ -60,6 +62,8 @@ class FakeApplier:
     async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         if dry_run:
             self.dry_runs += 1
+            if manifest["kind"] in self.dry_run_refusals:
+                raise self.dry_run_refusals[manifest["kind"]]
         else:
             self.applied.append(manifest)
         return copy.deepcopy(manifest)
@@ -715,3 +719,63 @@ def test_a_worker_without_a_body_sleeps_the_idle_maximum(monkeypatch: pytest.Mon
     monkeypatch.setattr(asyncio, "wait_for", no_wait)
     run(scenario())
     assert waits == [0.0, MAX_IDLE_SECONDS]
+
+
+# ----- a spec the API server refuses rendered --------------------------------------
+
+
+@pytest.mark.parametrize("code", [400, 403, 422])
+def test_a_refused_dry_run_reports_invalid_spec_and_applies_nothing(code: int) -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        h.applier.dry_run_refusals["Deployment"] = ApiError(
+            code, {"reason": "Invalid", "message": "spec.template: bad value"}
+        )
+        assert await worker.reconcile() == MAX_IDLE_SECONDS
+        assert h.applier.applied == [] and h.applier.gates == []
+        conditions = {c["type"]: c for c in h.applier.status["conditions"]}
+        ready = conditions["Ready"]
+        assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+        assert ready["message"] == "Deployment mnist: spec.template: bad value"
+        assert ready["observedGeneration"] == 2
+        assert h.applier.status["observedGeneration"] == 2
+        assert conditions["Degraded"]["status"] == "True"
+
+    run(scenario())
+
+
+def test_a_dry_run_the_server_could_not_answer_fails_the_pass() -> None:
+    """Not the spec's fault (a 503 from a busy API server): no InvalidSpec, the
+    pass fails and the worker retries it."""
+
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        h.applier.dry_run_refusals["Service"] = ApiError(503, {"reason": "ServiceUnavailable"})
+        with pytest.raises(ApiError):
+            await worker.reconcile()
+        assert h.applier.status == {} and h.applier.applied == []
+
+    run(scenario())
+
+
+def test_a_new_generation_is_dry_run_again_and_an_old_one_is_not() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        await worker.reconcile()
+        children = h.applier.dry_runs
+        assert children > 0
+        await h.next_pass()
+        assert h.applier.dry_runs == children  # same generation: validated once
+        # A restarted operator (a fresh worker) trusts the status it wrote.
+        fresh = await h.start(worker.body or {})
+        await h.next_pass()
+        assert fresh is h.worker and h.applier.dry_runs == children
+        assert fresh.body is not None
+        fresh.body = {**fresh.body, "metadata": {**fresh.body["metadata"], "generation": 3}}
+        await h.next_pass()
+        assert h.applier.dry_runs == 2 * children
+
+    run(scenario())
