@@ -224,16 +224,22 @@ def test_first_pass_applies_children_and_reports_rolling_out() -> None:
     run(scenario())
 
 
+async def serving_steadily(h: Harness) -> Worker:
+    """A worker whose one pod serves version 2 with its gate open, rollout done."""
+    worker = await h.start(body(version=2))
+    h.pods(pod("a", 2, serving=True))
+    h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
+    await worker.reconcile()
+    await h.settle_children()
+    h.ctx.cache.deployments[KEY] = settled_deployment(2)
+    await h.next_pass()
+    return worker
+
+
 def test_idle_pass_writes_nothing() -> None:
     async def scenario() -> None:
         h = Harness()
-        worker = await h.start(body(version=2))
-        h.pods(pod("a", 2, serving=True))
-        h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
-        await worker.reconcile()
-        await h.settle_children()
-        h.ctx.cache.deployments[KEY] = settled_deployment(2)
-        await h.next_pass()
+        await serving_steadily(h)
         assert h.applier.status["servingVersions"] == "2"
         assert h.applier.status["lastGood"] == {"versions": [2], "labels": {}}
         before = h.applier.writes
@@ -494,13 +500,7 @@ def test_timeouts_below_the_threshold_keep_a_serving_pod_in_and_show_in_status()
 
     async def scenario() -> None:
         h = Harness(Settings(probe_failure_threshold=3))
-        worker = await h.start(body(version=2))
-        h.pods(pod("a", 2, serving=True))
-        h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
-        await worker.reconcile()
-        await h.settle_children()
-        h.ctx.cache.deployments[KEY] = settled_deployment(2)
-        await h.next_pass()
+        worker = await serving_steadily(h)
         assert h.applier.gates == []
 
         h.prober.answers["a"] = probe_error("a", "ProbeTimeout", "deadline exceeded")
@@ -591,18 +591,6 @@ def test_once_caught_up_the_watch_is_current_again() -> None:
 # The worker's waits are recorded by replacing asyncio.wait_for; the tests'
 # own waits keep the real one.
 REAL_WAIT_FOR = asyncio.wait_for
-
-
-async def serving_steadily(h: Harness) -> Worker:
-    """A worker whose one pod serves version 2 with its gate open, rollout done."""
-    worker = await h.start(body(version=2))
-    h.pods(pod("a", 2, serving=True))
-    h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
-    await worker.reconcile()
-    await h.settle_children()
-    h.ctx.cache.deployments[KEY] = settled_deployment(2)
-    await h.next_pass()
-    return worker
 
 
 def test_a_steady_pass_waits_until_the_next_probe_is_due() -> None:
