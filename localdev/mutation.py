@@ -7,8 +7,9 @@ MODULE is a path under operator/src/tfserving_operator without ".py"
 For each, a staging tree is laid out in .mutation/<module>/ (mutmut 3 only
 finds a package under ./, src/ or source/, and ours lives in operator/src/),
 mutmut runs there against the tests that need no cluster, and the score and
-every surviving mutant's diff go to .mutation/report.md. How to read it:
-docs/mutation.md.
+every surviving mutant's diff go to .mutation/<module>.json; .mutation/report.md
+then shows every module run so far (this run's and earlier ones). How to
+read it: docs/mutation.md.
 
 Why one module at a time: a full run takes most of an hour on two cores, and
 a per-module run can be repeated after adding the tests that kill its
@@ -61,7 +62,10 @@ for path in walk_mutatable_files():
         out[name] = [code, diff]
 json.dump(out, sys.stdout)
 """
+# mutmut's exit codes: killed (a test failed), and timeouts (the mutant made a
+# test hang: under pytest-timeout that test fails, so the mutant is caught).
 KILLED = {1, 3, 37}
+TIMEOUT = {36, 24, -24, 152, 255}
 SURVIVED = {0}
 
 
@@ -126,7 +130,7 @@ def run_module(module: str, jobs: int) -> Result:
     )
     result = Result(module, seconds)
     for name, (code, diff) in json.loads(listed.stdout).items():
-        if code in KILLED:
+        if code in KILLED or code in TIMEOUT:
             result.counts["killed"] += 1
         elif code in SURVIVED:
             result.counts["survived"] += 1
@@ -134,6 +138,30 @@ def run_module(module: str, jobs: int) -> Result:
         else:
             result.counts[f"other ({code})"] += 1
     return result
+
+
+def save(result: Result) -> None:
+    """Keep one module's result beside the others (the report covers every module run)."""
+    data = {
+        "module": result.module,
+        "seconds": result.seconds,
+        "counts": dict(result.counts),
+        "survivors": result.survivors,
+    }
+    (OUT / f"{result.module.replace('/', '.')}.json").write_text(json.dumps(data, indent=1))
+
+
+def load_all() -> list[Result]:
+    """Every module's last result, in MODULES order."""
+    results = []
+    for module in MODULES:
+        path = OUT / f"{module.replace('/', '.')}.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            results.append(
+                Result(data["module"], data["seconds"], Counter(data["counts"]), data["survivors"])
+            )
+    return results
 
 
 def write_report(results: list[Result]) -> Path:
@@ -152,9 +180,7 @@ def write_report(results: list[Result]) -> Path:
         lines += ["", f"## {r.module}: surviving mutants", ""]
         for name, diff in sorted(r.survivors.items()):
             lines += [f"### {name}", "", "```diff", diff, "```", ""]
-    report = OUT / (
-        "report.md" if len(results) > 1 else f"report-{results[0].module.replace('/', '.')}.md"
-    )
+    report = OUT / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
 
@@ -165,11 +191,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
-    results = [run_module(m, args.jobs) for m in args.modules]
+    for module in args.modules:
+        save(run_module(module, args.jobs))
+    results = load_all()
     for r in results:
+        earlier = "" if r.module in args.modules else "  (an earlier run)"
         print(
             f"{r.module:14} {r.score:5.1f} %  ({r.counts['killed']}/{r.total} killed, "
-            f"{r.seconds / 60:.1f} min)"
+            f"{r.seconds / 60:.1f} min){earlier}"
         )
     print(f"surviving mutants: {write_report(results)}")
 

@@ -53,8 +53,9 @@ def _built_helm() -> str | None:
     """The helm `make sim-build` left in the cache (before `make sim-up` links it)."""
     from localdev.sim import toolchain
 
+    (tool,) = (t for t in toolchain.TOOLS if t.binary == "helm")
     try:
-        path = toolchain.bin_dir() / "helm"
+        path = toolchain.tool_path(tool)
     except (OSError, subprocess.CalledProcessError):  # no Go: nothing was built here
         return None
     return str(path) if path.is_file() else None

@@ -679,7 +679,7 @@ def test_failed_passes_back_off_exponentially_up_to_30_s_and_reset_on_success(
         worker = Worker(KEY, h.ctx)
         worker.body = body(version=3)
         worker.reconcile = scripted_pass  # type: ignore[method-assign]
-        await REAL_WAIT_FOR(done.wait(), timeout=30)
+        await REAL_WAIT_FOR(done.wait(), timeout=5)
         await worker.stop()
 
     monkeypatch.setattr(asyncio, "wait_for", no_wait)
@@ -701,7 +701,7 @@ def test_a_worker_without_a_body_sleeps_the_idle_maximum(monkeypatch: pytest.Mon
 
     async def scenario() -> None:
         worker = Worker(KEY, Harness().ctx)
-        await REAL_WAIT_FOR(done.wait(), timeout=30)
+        await REAL_WAIT_FOR(done.wait(), timeout=5)
         await worker.stop()
 
     monkeypatch.setattr(asyncio, "wait_for", no_wait)
