@@ -113,17 +113,26 @@ def env_for(work: Path) -> dict[str, str]:
 
 def run_module(module: str, jobs: int) -> Result:
     work = stage(module)
-    env = env_for(work)
     started = time.monotonic()
     mutmut = [sys.executable, "-m", "mutmut"]
-    run = subprocess.run([*mutmut, "run", "--max-children", str(jobs)], cwd=work, env=env)
+    run = subprocess.run([*mutmut, "run", "--max-children", str(jobs)], cwd=work, env=env_for(work))
     seconds = time.monotonic() - started
     if run.returncode != 0:
         raise SystemExit(f"mutmut failed on {module} (exit {run.returncode}); see above")
+    return collect(module, seconds)
+
+
+def collect(module: str, seconds: float | None = None) -> Result:
+    """The outcome of the last run in .mutation/<module>/ (its run time from the
+    files it wrote, when not measured)."""
+    work = OUT / module.replace("/", ".")
+    if seconds is None:
+        metas = list((work / "mutants").rglob("*.meta"))
+        seconds = max(m.stat().st_mtime for m in metas) - (work / "mutants").stat().st_mtime
     listed = subprocess.run(
         [sys.executable, "-c", LIST_SURVIVORS],
         cwd=work,
-        env=env,
+        env=env_for(work),
         check=True,
         capture_output=True,
         text=True,
@@ -189,10 +198,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", default=list(MODULES))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--collect", action="store_true", help="only read the last run of each module again"
+    )
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     for module in args.modules:
-        save(run_module(module, args.jobs))
+        save(collect(module) if args.collect else run_module(module, args.jobs))
     results = load_all()
     for r in results:
         earlier = "" if r.module in args.modules else "  (an earlier run)"
