@@ -224,3 +224,85 @@ def test_path_for(args: tuple[Any, ...], path: str | None) -> None:
         assert got.startswith("/apis/"), got
     else:
         assert got == path
+
+
+@pytest.fixture
+def hanging() -> Iterator[tuple[str, threading.Event]]:
+    """A server that accepts requests and answers none until the test ends."""
+    release = threading.Event()
+
+    class Hang(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            release.wait(30)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hang)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", release
+    release.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_the_token_goes_in_the_authorization_header(server: Server) -> None:
+    configuration = k8s.Configuration(host=server.url)
+    configuration.api_key = {"BearerToken": "Bearer t0ken"}
+    kube = Kube(k8s.ApiClient(configuration), metrics=Metrics())
+    asyncio.run(kube.request("GET", "/api/v1/pods"))
+    kube.close()
+    assert server.seen[0].headers["authorization"] == "Bearer t0ken"
+
+
+def test_a_server_that_does_not_answer_times_out(hanging: tuple[str, threading.Event]) -> None:
+    metrics = Metrics()
+    kube = kube_for(hanging[0], metrics)
+    with pytest.raises(Exception) as failed:
+        asyncio.run(kube.request("GET", "/api/v1/pods", timeout=0.2))
+    kube.close()
+    assert "timed out" in str(failed.value).lower(), failed.value
+    assert requests(metrics, "GET", CODE_NO_ANSWER) == 1
+
+
+def test_requests_run_on_the_named_pool_of_the_given_size(server: Server) -> None:
+    threads: list[str] = []
+    api_client = k8s.ApiClient(k8s.Configuration(host=server.url))
+    call_api = api_client.call_api
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return call_api(*args, **kwargs)
+
+    api_client.call_api = recording
+    kube = Kube(api_client, workers=2, metrics=Metrics())
+
+    async def three() -> None:
+        await asyncio.gather(*(kube.request("GET", "/api/v1/pods") for _ in range(3)))
+
+    asyncio.run(three())
+    kube.close()
+    assert all(name.startswith("kube") for name in threads), threads
+    assert len(set(threads)) <= 2, threads
+
+
+def test_close_returns_at_once_and_drops_queued_requests(
+    hanging: tuple[str, threading.Event],
+) -> None:
+    kube = kube_for(hanging[0], Metrics(), workers=1)
+
+    async def scenario() -> None:
+        stuck = asyncio.ensure_future(kube.request("GET", "/api/v1/a", timeout=20))
+        queued = asyncio.ensure_future(kube.request("GET", "/api/v1/b", timeout=20))
+        await asyncio.sleep(0)  # both handed to the pool: one runs, one waits for it
+        closer = threading.Thread(target=kube.close)
+        closer.start()
+        closer.join(timeout=10)
+        assert not closer.is_alive(), "close() waited for the request in flight"
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        stuck.cancel()
+
+    asyncio.run(scenario())
