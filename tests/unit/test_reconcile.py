@@ -767,3 +767,45 @@ def test_a_new_generation_is_dry_run_again_and_an_old_one_is_not() -> None:
         assert h.applier.dry_runs == 2 * children
 
     run(scenario())
+
+
+# ----- waking workers ----------------------------------------------------------------
+
+
+def test_poke_starts_a_worker_for_a_new_servedmodel_only_with_its_body() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        h.ctx.poke(KEY)  # a child event before the ServedModel was seen
+        assert h.ctx.workers == {}
+        h.ctx.poke(KEY, body(version=3))
+        worker = h.ctx.workers[KEY]
+        assert worker.body is not None and worker.body["spec"]["version"] == 3
+        h.ctx.poke(KEY)  # a child event: same worker, same body
+        assert h.ctx.workers[KEY] is worker and worker.body["spec"]["version"] == 3
+        h.ctx.poke(KEY, body(version=4))
+        assert h.ctx.workers[KEY] is worker and worker.body["spec"]["version"] == 4
+        await h.ctx.stop()
+        assert h.ctx.workers == {}
+        assert worker._task.done()
+
+    run(scenario())
+
+
+def test_wake_keeps_the_body_without_its_managed_fields() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        sent = body(version=5)
+        sent["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+        worker.wake(sent)
+        assert worker.body is not None
+        assert "managedFields" not in worker.body["metadata"]
+        assert worker.body["metadata"]["name"] == "mnist"
+        assert worker.body["spec"]["version"] == 5
+        assert "managedFields" in sent["metadata"], "the caller's object is left alone"
+        assert worker._wake.is_set()
+        worker._wake.clear()
+        worker.wake(None)
+        assert worker._wake.is_set() and worker.body["spec"]["version"] == 5
+
+    run(scenario())
