@@ -21,6 +21,7 @@ from tfserving_operator import api, decide, render, spec
 from tfserving_operator.api import GateReason
 from tfserving_operator.children import contains
 from tfserving_operator.kube import ApiError
+from tfserving_operator.metrics import Metrics
 from tfserving_operator.observe import Cache, DeploymentView, PodView, ProbeResult
 from tfserving_operator.probing import QUICK_RETRY_MAX_SECONDS, ProbeState
 from tfserving_operator.reconcile import MAX_IDLE_SECONDS, Context, Worker
@@ -645,7 +646,11 @@ def test_a_spec_that_cannot_be_parsed_waits_the_idle_maximum() -> None:
         del broken["spec"]["storage"]
         worker = await h.start(broken)
         assert await worker.reconcile() == MAX_IDLE_SECONDS
-        assert h.applier.applied == []
+        assert h.applier.applied == [] and h.applier.dry_runs == 0
+        ready = next(c for c in h.applier.status["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+        assert ready["message"].startswith("spec cannot be used: ")
+        assert h.applier.status["observedGeneration"] == 2
 
     run(scenario())
 
@@ -807,5 +812,92 @@ def test_wake_keeps_the_body_without_its_managed_fields() -> None:
         worker._wake.clear()
         worker.wake(None)
         assert worker._wake.is_set() and worker.body["spec"]["version"] == 5
+
+    run(scenario())
+
+
+# ----- what a gate write carries, and the figures it leaves -------------------------
+
+
+class GateRecordingApplier(FakeApplier):
+    """Also keeps every argument of each gate write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate_writes: list[tuple[str, str, bool, str, str]] = []
+
+    async def set_gate(
+        self, namespace: str, pod: str, is_open: bool, reason: str, message: str
+    ) -> Any:
+        self.gate_writes.append((namespace, pod, is_open, reason, message))
+        return await super().set_gate(namespace, pod, is_open, reason, message)
+
+
+def sample(metrics: Metrics, family: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(family, labels) or 0.0
+
+
+def test_gate_writes_name_the_pod_in_its_namespace_and_are_counted_and_timed() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        h.applier = h.ctx.applier = GateRecordingApplier()
+        metrics = h.ctx.metrics = Metrics()
+        worker = await h.start(body(version=3))
+        h.pods(pod("b", 3))
+        h.prober.answers["b"] = answer("b", 3, ModelState.LOADING)
+        await worker.reconcile()
+        ((namespace, name, is_open, reason, message),) = h.applier.gate_writes
+        assert (namespace, name, is_open, reason) == ("ml", "b", False, GateReason.LOADING)
+        assert "LOADING" in message
+        closed = {"decision": "closed", "reason": GateReason.LOADING}
+        assert sample(metrics, "tfserving_operator_gate_decisions_total", **closed) == 1
+
+        h.pods(pod("b", 3, gate=False, gate_reason=GateReason.LOADING))
+        h.prober.answers["b"] = answer("b", 3, ModelState.AVAILABLE)
+        await h.next_pass()
+        assert h.applier.gate_writes[-1][:4] == ("ml", "b", True, GateReason.AVAILABLE)
+        opened = {"decision": "open", "reason": GateReason.AVAILABLE}
+        assert sample(metrics, "tfserving_operator_gate_decisions_total", **opened) == 1
+        assert list(worker._opened) == ["b"]
+
+        # The kubelet saw the gate: the pod is Ready. Its latency is observed once.
+        h.pods(pod("b", 3, serving=True))
+        await h.next_pass()
+        latency = "tfserving_operator_gate_latency_seconds"
+        assert sample(metrics, f"{latency}_count") == 1
+        assert 0 <= sample(metrics, f"{latency}_sum") < 3600  # seconds since the write
+        assert worker._opened == {}
+        await h.next_pass()
+        assert sample(metrics, f"{latency}_count") == 1
+
+    run(scenario())
+
+
+def test_a_pod_gone_before_it_was_seen_ready_leaves_no_latency() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        metrics = h.ctx.metrics = Metrics()
+        worker = await h.start(body(version=3))
+        h.pods(pod("b", 3, gate=False, gate_reason=GateReason.LOADING))
+        h.prober.answers["b"] = answer("b", 3, ModelState.AVAILABLE)
+        await worker.reconcile()
+        assert list(worker._opened) == ["b"]
+        h.pods(pod("b", 3, terminating=True))
+        await h.next_pass()
+        assert worker._opened == {}
+        h.pods()
+        await h.next_pass()
+        assert sample(metrics, "tfserving_operator_gate_latency_seconds_count") == 0
+
+    run(scenario())
+
+
+def test_every_pass_is_counted() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        for _ in range(3):
+            await h.next_pass()
+        assert worker.passes == 3
 
     run(scenario())
