@@ -140,6 +140,11 @@ def test_admitted_specs_render_admitted_children(api_client: Any, dry_namespace:
         },
     )
     assert not failures, "\n".join(failures[:20])
+    # The strategy must reach the operator's render and apply, not stop at
+    # admission: most drawn specs are meant to be valid (the last recorded
+    # run: 70 of 80 admitted, 49 with every child admitted).
+    assert seen["admitted"] >= 0.4 * tried, dict(seen)
+    assert seen["admitted, every child admitted"] >= 0.25 * tried, dict(seen)
 
 
 def _field_of(message: str) -> str:

@@ -3,7 +3,8 @@ every rendering must have whatever the spec (restricted pods, read-only
 storage, owned children, a content-named immutable config).
 
 A golden mismatch fails with a unified diff; `UPDATE_GOLDEN=1 pytest
-tests/unit/test_render.py` rewrites the files (review the diff before committing).
+tests/unit/test_render.py` rewrites the files that differ and fails the run (review
+the diff, then run again without it).
 """
 
 from __future__ import annotations
@@ -103,10 +104,15 @@ def golden_text(case: str) -> str:
 def test_golden(case: str) -> None:
     path = GOLDEN_DIR / f"{case}.yaml"
     actual = golden_text(case)
-    if UPDATE:
-        path.write_text(actual)
-        return
     expected = path.read_text() if path.exists() else ""
+    if UPDATE and actual != expected:
+        path.write_text(actual)
+        # A run that rewrote golden files proves nothing about them: fail, so
+        # the rewrite is reviewed and the suite run again without the switch.
+        pytest.fail(
+            f"rewrote {path} (UPDATE_GOLDEN=1); review `git diff` and run again without it",
+            pytrace=False,
+        )
     if actual != expected:
         diff = "".join(
             difflib.unified_diff(
@@ -785,7 +791,162 @@ def specs(draw: st.DrawFn) -> Manifest:
         out["monitoring"] = {}
     if draw(st.booleans()):
         out["networkPolicy"] = {"clientSelector": {"matchLabels": {"app": "x"}}}
+    # The pod and Service settings a user passes through: each may be absent.
+    for key, values in POD_SETTINGS.items():
+        if draw(st.booleans()):
+            out[key] = draw(values)
     return out
+
+
+QUANTITIES = st.sampled_from(["100m", "0.5", "1", "2", "1.5Gi", "512Mi", "2000", "1e3"])
+RESOURCES = st.fixed_dictionaries(
+    {},
+    optional={
+        "requests": st.fixed_dictionaries({}, optional={"cpu": QUANTITIES, "memory": QUANTITIES}),
+        "limits": st.fixed_dictionaries({}, optional={"cpu": QUANTITIES, "memory": QUANTITIES}),
+    },
+)
+ENV = st.lists(
+    st.fixed_dictionaries(
+        {"name": st.from_regex(r"[A-Z][A-Z0-9_]{0,12}", fullmatch=True)},
+        optional={"value": st.text(max_size=12)},
+    ),
+    max_size=4,
+    unique_by=lambda e: e["name"],
+)
+SERVER_ARGS = st.lists(
+    st.sampled_from(
+        [
+            "--rest_api_timeout_in_ms=5000",
+            "--enable_grpc_healthcheck_service",
+            "--grpc_max_threads=8",
+            "--tensorflow_intra_op_parallelism=2",
+            "--enable_profiler=false",
+        ]
+    ),
+    max_size=3,
+    unique=True,
+)
+TOLERATIONS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "key": st.sampled_from(["dedicated", "example.com/gpu-pool"]),
+            "operator": st.sampled_from(["Exists", "Equal"]),
+            "effect": st.sampled_from(["NoSchedule", "NoExecute", "PreferNoSchedule"]),
+        }
+    ),
+    max_size=2,
+)
+TERM = st.fixed_dictionaries(
+    {
+        "matchExpressions": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "key": st.sampled_from(["zone", "example.com/pool"]),
+                    "operator": st.just("In"),
+                    "values": st.lists(NAMES, min_size=1, max_size=2),
+                }
+            ),
+            min_size=1,
+            max_size=2,
+        )
+    }
+)
+AFFINITY = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "nodeAffinity": st.fixed_dictionaries(
+                {
+                    "requiredDuringSchedulingIgnoredDuringExecution": st.fixed_dictionaries(
+                        {"nodeSelectorTerms": st.lists(TERM, min_size=1, max_size=2)}
+                    )
+                }
+            )
+        }
+    ),
+    st.just(
+        {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"},
+                    }
+                ]
+            }
+        }
+    ),
+)
+SERVICE = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["ClusterIP", "NodePort", "LoadBalancer"]),
+        "annotations": st.dictionaries(
+            st.sampled_from(["example.com/lb", "team"]), NAMES, max_size=2
+        ),
+    },
+)
+POD_SETTINGS: dict[str, st.SearchStrategy[Any]] = {
+    "resources": RESOURCES,
+    "env": ENV,
+    "serverArgs": SERVER_ARGS,
+    "tolerations": TOLERATIONS,
+    "affinity": AFFINITY,
+    "service": SERVICE,
+    "image": st.sampled_from(["registry.example.com/serving:2.20.0"]),
+}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec_=specs())
+def test_property_pod_and_service_settings_reach_the_children(spec_: Manifest) -> None:
+    """What a user passes through arrives where Kubernetes reads it, unchanged
+    but for the canonical form of quantities and what the operator adds."""
+    children = render_body(servedmodel("m", spec_))
+    box = container(children)
+    pod = children.deployment["spec"]["template"]["spec"]
+    for kind, wanted in (spec_.get("resources") or {}).items():
+        for resource, quantity in wanted.items():
+            assert box["resources"][kind][resource] == render.canonical_quantity(quantity)
+    if spec_.get("gpus"):
+        assert box["resources"]["limits"][api.GPU_RESOURCE] == str(spec_["gpus"])
+    elif not any((spec_.get("resources") or {}).values()):
+        assert "resources" not in box
+    user_env = spec_.get("env") or []
+    assert box.get("env", [])[len(box.get("env", [])) - len(user_env) :] == user_env
+    args = spec_.get("serverArgs") or []
+    assert box["args"][len(box["args"]) - len(args) :] == args
+    assert pod.get("tolerations", [])[: len(spec_.get("tolerations") or [])] == (
+        spec_.get("tolerations") or []
+    )
+    affinity = spec_.get("affinity") or {}
+    default_image = "image" not in spec_
+    if "podAntiAffinity" in affinity:
+        assert pod["affinity"]["podAntiAffinity"] == affinity["podAntiAffinity"]
+    terms = pod.get("affinity", {}).get("nodeAffinity", {})
+    terms = terms.get("requiredDuringSchedulingIgnoredDuringExecution", {}).get(
+        "nodeSelectorTerms", []
+    )
+    wanted_terms = (
+        affinity.get("nodeAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        .get("nodeSelectorTerms", [])
+    )
+    # The default image adds its architecture to every term (ANDed), else none.
+    assert len(terms) == (max(1, len(wanted_terms)) if default_image else len(wanted_terms))
+    for got, wanted in zip(terms, wanted_terms, strict=False):
+        extra = got["matchExpressions"][len(wanted["matchExpressions"]) :]
+        assert (
+            got["matchExpressions"][: len(wanted["matchExpressions"])] == wanted["matchExpressions"]
+        )
+        assert extra == ([render.arch_requirement()] if default_image else [])
+    service = spec_.get("service") or {}
+    for svc in children.services:
+        if svc["spec"].get("clusterIP") == "None":
+            assert "type" not in svc["spec"]
+            continue
+        assert svc["spec"]["type"] == service.get("type", "ClusterIP")
+        assert svc["metadata"].get("annotations") == (service.get("annotations") or None)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
