@@ -493,6 +493,40 @@ class TestDetectFailure:
         assert "within 10 s" in failure.message
 
 
+class TestPullFailure:
+    """A failed model pull (puller.py) is refused like a failed load, in the store's words."""
+
+    def test_the_store_error_refuses_the_new_pods_versions(self) -> None:
+        puller_pod = pod(
+            "b",
+            running=False,
+            pull_container="model-pull-3",
+            pull_failure="ERROR : Attempt 3/3 failed\nFailed to copy: api error Forbidden",
+            pull_exit_code=1,
+        )
+        failure = decide.detect_failure(served(), NEW_HASH, [puller_pod], {}, START, START)
+        assert failure is not None
+        assert failure.reason == Reason.MODEL_PULL_FAILED
+        assert failure.message.startswith("model puller model-pull-3 on pod b failed: ")
+        assert failure.message.endswith("Failed to copy: api error Forbidden")
+
+    def test_nothing_to_copy_is_spelled_out(self) -> None:
+        puller_pod = pod(
+            "b",
+            running=False,
+            pull_container="model-pull-3",
+            pull_failure="INFO  : There was nothing to transfer",
+            pull_exit_code=9,
+        )
+        failure = decide.detect_failure(served(), NEW_HASH, [puller_pod], {}, START, START)
+        assert failure is not None
+        assert "the version folder is missing or empty in the store" in failure.message
+
+    def test_old_pods_pull_failures_do_not_count(self) -> None:
+        old = serving_pod("a", pull_container="model-pull-2", pull_failure="old", pull_exit_code=1)
+        assert decide.detect_failure(served(), NEW_HASH, [old], {}, START, START) is None
+
+
 # ----- the rollout plan: refusal and fallback -------------------------------------------
 
 

@@ -43,6 +43,8 @@ MODEL_CONFIG_FILE: Final = "models.config"
 MONITORING_CONFIG_FILE: Final = "monitoring.config"
 BATCHING_CONFIG_FILE: Final = "batching.config"
 GPU_RESOURCE: Final = "nvidia.com/gpu"
+# Where the model puller puts s3:// version folders (an emptyDir; puller.py).
+PULLED_MODELS_DIR: Final = "/models"
 
 
 class Condition:
@@ -74,6 +76,7 @@ class Reason:
     AS_EXPECTED: Final = "AsExpected"
     VERSION_LOAD_FAILED: Final = "VersionLoadFailed"
     VERSION_LOAD_TIMEOUT: Final = "VersionLoadTimeout"
+    MODEL_PULL_FAILED: Final = "ModelPullFailed"
     UNSCHEDULABLE: Final = "Unschedulable"
     INVALID_SPEC: Final = "InvalidSpec"
     # Events only (Warning Events reuse the Degraded reasons above)

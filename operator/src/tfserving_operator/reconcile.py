@@ -154,7 +154,9 @@ class Worker:
         self.passes += 1
         settings = self.ctx.settings
         try:
-            sm = spec.parse(body, settings.default_image, settings.default_gpu_image)
+            sm = spec.parse(
+                body, settings.default_image, settings.default_gpu_image, settings.puller_image
+            )
         except (KeyError, ValueError, TypeError) as err:
             await self.status.invalid(body, f"spec cannot be used: {err}")
             return MAX_IDLE_SECONDS

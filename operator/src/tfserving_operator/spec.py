@@ -108,6 +108,8 @@ class ServedModel:
     # spec.image unset: the operator's default image (tensorflow/serving,
     # published for linux/amd64 only), so the pods must land on amd64 nodes.
     image_is_default: bool = False
+    # The model puller's image ("": puller.PULLER_IMAGE); operator setting TFSO_PULLER_IMAGE.
+    puller_image: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -132,6 +134,16 @@ def parse_storage(spec: Mapping[str, Any], model_name: str) -> Storage:
     if "uri" in storage:
         uri = str(storage["uri"]).rstrip("/")
         secret = (storage.get("credentials") or {}).get("secretName", "")
+        if uri.startswith("s3://"):
+            # The server cannot read s3:// (puller.py): the puller copies the
+            # versions into a volume and the server reads them there.
+            return Storage(
+                kind="uri",
+                base_path=f"{api.PULLED_MODELS_DIR}/{model_name}",
+                mount_path=api.PULLED_MODELS_DIR,
+                uri=uri,
+                credentials_secret=secret,
+            )
         return Storage(kind="uri", base_path=uri, mount_path="", uri=uri, credentials_secret=secret)
     if "persistentVolumeClaim" in storage:
         pvc = storage["persistentVolumeClaim"]
@@ -161,7 +173,9 @@ def parse_storage(spec: Mapping[str, Any], model_name: str) -> Storage:
     raise ValueError("spec.storage must set one of persistentVolumeClaim, hostPath, nfs or uri")
 
 
-def parse(body: Mapping[str, Any], default_image: str, default_gpu_image: str) -> ServedModel:
+def parse(
+    body: Mapping[str, Any], default_image: str, default_gpu_image: str, puller_image: str = ""
+) -> ServedModel:
     """Build the typed view from a ServedModel object (a dict as the API returns it)."""
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
@@ -215,4 +229,5 @@ def parse(body: Mapping[str, Any], default_image: str, default_gpu_image: str) -
         network_policy=spec.get("networkPolicy"),
         retry_token=(meta.get("annotations") or {}).get(api.ANNOTATION_RETRY, ""),
         image_is_default=not spec.get("image"),
+        puller_image=puller_image,
     )
