@@ -445,7 +445,10 @@ class PodKubelet:
             container.get("terminationMessagePolicy"), code, "", tuple(process.log_lines)
         )
         state = decide.terminated_state(code, message, started_at, now_iso(), container_id)
-        log.info("pod %s: init container %s exited with code %d", self.key, record.name, code)
+        log.info(
+            "pod %s: init container %s exited with code %d after %.2f s",
+            self.key, record.name, code, time.monotonic() - started_mono,
+        )  # fmt: skip
         if code == 0:
             self._set_init(index, running_since=None, terminated=state, ready=True)
         else:
