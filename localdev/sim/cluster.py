@@ -430,9 +430,10 @@ class SimCluster:
                 "serve",
                 "s3",
                 f"--addr=127.0.0.1:{self.ports.s3}",
+                # Objects go in through this server's S3 API (never straight
+                # into the folder), so its directory cache is always current.
+                # (--dir-cache-time=0s hangs uploads to new prefixes at v1.76.0.)
                 "--config=/dev/null",
-                # New objects are visible to the next listing at once.
-                "--dir-cache-time=0s",
                 str(self.s3_root),
             ],
             # The key pair through rclone's environment, not its command line

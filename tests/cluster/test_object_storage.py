@@ -82,8 +82,10 @@ def test_models_from_the_bucket_are_pulled_served_and_rolled_out(
             "model-pull-2",
             "model-publish",
         ]
-        never_left = all(info.serving for _, info in pods.history if info.name == v1_pod.name)
-        assert never_left, "the v1 pod stopped serving during the rollout"
+        # The v1 pod served until the v2 pod passed its gate.
+        v2_from = min(t for t, info in pods.history if info.name == v2_pod.name and info.serving)
+        before = [info for t, info in pods.history if info.name == v1_pod.name and t < v2_from]
+        assert before and all(info.serving for info in before), "v1 stopped serving before v2"
 
 
 def test_a_missing_version_is_refused_with_the_pullers_words(
@@ -115,9 +117,9 @@ def test_a_missing_version_is_refused_with_the_pullers_words(
 def test_wrong_credentials_are_refused_in_the_stores_words_and_never_leak(
     sim: SimCluster, api_client: Any, namespace: str, operator: Any, bucket: str
 ) -> None:
-    """A wrong secret key: the store answers SignatureDoesNotMatch, which reaches
-    the condition and a Warning Event; the key itself reaches no log, Event or
-    status."""
+    """A wrong secret key: the store refuses the request (403 Forbidden: the
+    puller's first request is a HEAD, whose answer has no body to say more),
+    in the condition and a Warning Event; the key reaches no log, Event or status."""
     wrong = f"wrong-{uuid.uuid4().hex}"
     create_credentials_secret(api_client, sim, namespace, "bad-creds", AWS_SECRET_ACCESS_KEY=wrong)
     create_sm(api_client, namespace, servedmodel("badkey", s3_spec(bucket, 1, "bad-creds")))
@@ -128,10 +130,10 @@ def test_wrong_credentials_are_refused_in_the_stores_words_and_never_leak(
 
     body = wait_sm(api_client, namespace, "badkey", "Degraded/ModelPullFailed", pull_failed, 90)
     message = condition(body, "Degraded")["message"]
-    assert "SignatureDoesNotMatch" in message, message
+    assert "StatusCode: 403" in message and "api error Forbidden" in message, message
     warnings = [e for e in events_of(api_client, namespace, "badkey") if e.type == "Warning"]
     assert any(
-        e.reason == "ModelPullFailed" and "SignatureDoesNotMatch" in e.message for e in warnings
+        e.reason == "ModelPullFailed" and "api error Forbidden" in e.message for e in warnings
     ), [(e.reason, e.message) for e in warnings]
 
     core = client.CoreV1Api(api_client)
@@ -155,7 +157,7 @@ def test_s3_with_a_latest_or_all_policy_is_refused_at_admission(
 ) -> None:
     """The puller copies a fixed version set before the server starts: a policy
     that waits for new versions could never see them, so the CRD says so."""
-    spec: Body = {"modelName": MODEL, "storage": {"uri": "s3://b/models/hpt"}}
+    spec: Body = {"modelName": MODEL, "storage": {"uri": "s3://bkt/models/hpt"}}
     if policy is not None:
         spec["versionPolicy"] = policy
     with pytest.raises(ApiException) as refused:
@@ -170,7 +172,7 @@ def test_gs_keeps_the_servers_own_reader_with_any_policy(
     api_client: Any, namespace: str, crds: None
 ) -> None:
     """gs:// is read by TF Serving itself, so latest is accepted there."""
-    spec = {"modelName": MODEL, "storage": {"uri": "gs://b/models/hpt"}}
+    spec = {"modelName": MODEL, "storage": {"uri": "gs://bkt/models/hpt"}}
     custom = client.CustomObjectsApi(api_client)
     custom.create_namespaced_custom_object(
         api.GROUP, api.VERSION, namespace, api.PLURAL, servedmodel("gs", spec), dry_run="All"

@@ -151,7 +151,7 @@ def init_containers(sm: ServedModel, serve: VersionSet) -> list[dict[str, Any]]:
                 "--error-on-no-transfer",
                 # One line per file copied, and "There was nothing to transfer".
                 "--verbose",
-                # No transfer statistics: the log's end stays the error.
+                # No periodic progress lines: the error stays at the log's end.
                 "--stats=0",
             ],
             env=True,
