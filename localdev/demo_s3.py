@@ -13,14 +13,15 @@ kubelet's log of the init container's run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from localdev import demo
 from localdev.demo import REPO_ROOT, Demo, DemoError, step, wait_for
 from localdev.support.s3 import make_bucket, upload_version
 
@@ -97,31 +98,16 @@ class S3Demo(Demo):
         step("Ask for version 3, which was never uploaded")
         asked = time.monotonic()
         self.set_version(3)
-        degraded = wait_for(
-            "version 3 refused with the puller's own words",
-            lambda: (
-                self.condition("Degraded")
-                if self.condition("Degraded").get("status") == "True"
-                else None
-            ),
-            timeout=120,
-        )
+        degraded = self.wait_degraded("version 3 refused with the puller's own words")
         print(f"   refused {time.monotonic() - asked:.1f} s after version 3 was asked for")
         print(f"   Degraded: {degraded['reason']}: {degraded['message']}")
         step("Version 1 keeps serving")
         wait_for("version 1 still serving", lambda: self.serving() == "1", timeout=60)
         self.client()
 
-    def run(self) -> None:
-        try:
-            self.start()
-            self.storage()
-            self.version_1()
-            self.version_3()
-            self.finish()
-        finally:
-            if self.operator is not None and not self.keep_operator:
-                self.operator.stop()
+    def story(self) -> list[Callable[[], None]]:
+        """No version 2 here: the story is the pull and its refusal."""
+        return [self.start, self.storage, self.version_1, self.version_3, self.finish]
 
 
 def pull_seconds(log: Path, pod: str, container: str) -> float:
@@ -138,21 +124,14 @@ def pull_seconds(log: Path, pod: str, container: str) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m localdev.demo_s3", description=__doc__)
-    parser.add_argument("--namespace", default="demo-s3")
-    parser.add_argument(
-        "--models", type=Path, default=REPO_ROOT / ".sim" / "demo-models" / "mnist-s3"
+    """`make demo-s3`."""
+    return demo.main(
+        S3Demo,
+        prog="python -m localdev.demo_s3",
+        namespace="demo-s3",
+        models=REPO_ROOT / ".sim" / "demo-models" / "mnist-s3",
+        description=__doc__,
     )
-    parser.add_argument("--stop-operator", action="store_true", help="stop the operator at the end")
-    args = parser.parse_args()
-    started = time.monotonic()
-    try:
-        S3Demo(args.namespace, args.models.resolve(), keep_operator=not args.stop_operator).run()
-    except DemoError as err:
-        print(f"\ndemo failed: {err}", file=sys.stderr)
-        return 1
-    print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
-    return 0
 
 
 if __name__ == "__main__":
