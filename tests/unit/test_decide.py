@@ -493,33 +493,35 @@ class TestDetectFailure:
         assert "within 10 s" in failure.message
 
 
+def failed_pull(message: str, code: int) -> PodView:
+    """A new pod whose puller (model-pull-3) exited `code` with `message`."""
+    return pod(
+        "b",
+        running=False,
+        pull_container="model-pull-3",
+        pull_failure=message,
+        pull_exit_code=code,
+    )
+
+
 class TestPullFailure:
     """A failed model pull (puller.py) is refused like a failed load, in the store's words."""
 
-    def test_the_store_error_refuses_the_new_pods_versions(self) -> None:
-        puller_pod = pod(
-            "b",
-            running=False,
-            pull_container="model-pull-3",
-            pull_failure="ERROR : Attempt 3/3 failed\nFailed to copy: api error Forbidden",
-            pull_exit_code=1,
+    def failure(self, message: str, code: int) -> decide.Failure:
+        result = decide.detect_failure(
+            served(), NEW_HASH, [failed_pull(message, code)], {}, START, START
         )
-        failure = decide.detect_failure(served(), NEW_HASH, [puller_pod], {}, START, START)
-        assert failure is not None
-        assert failure.reason == Reason.MODEL_PULL_FAILED
+        assert result is not None
+        assert result.reason == Reason.MODEL_PULL_FAILED
+        return result
+
+    def test_the_store_error_refuses_the_new_pods_versions(self) -> None:
+        failure = self.failure("ERROR : Attempt 3/3 failed\nFailed to copy: api error Forbidden", 1)
         assert failure.message.startswith("model puller model-pull-3 on pod b failed: ")
         assert failure.message.endswith("Failed to copy: api error Forbidden")
 
     def test_nothing_to_copy_is_spelled_out(self) -> None:
-        puller_pod = pod(
-            "b",
-            running=False,
-            pull_container="model-pull-3",
-            pull_failure="INFO  : There was nothing to transfer",
-            pull_exit_code=9,
-        )
-        failure = decide.detect_failure(served(), NEW_HASH, [puller_pod], {}, START, START)
-        assert failure is not None
+        failure = self.failure("INFO  : There was nothing to transfer", 9)
         assert "the version folder is missing or empty in the store" in failure.message
 
     def test_old_pods_pull_failures_do_not_count(self) -> None:
