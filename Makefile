@@ -89,6 +89,10 @@ soak: setup sim-build ## Random creates/rollouts/refusals/deletes/operator kills
 demo: setup sim-build ## The whole mission on the local cluster: train, serve, roll v1->v2, refuse broken v3
 	$(PY) -m localdev.demo
 
+.PHONY: demo-s3
+demo-s3: setup sim-build ## MNIST served from the local S3 bucket through the model puller; a missing v3 refused
+	$(PY) -m localdev.demo_s3
+
 .PHONY: bench
 bench: setup sim-build ## Benchmarks: print figures (reconcile throughput, idle writes, memory, gate latency)
 	$(PY) -m benchmarks

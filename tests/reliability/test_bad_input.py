@@ -349,11 +349,6 @@ def test_characters_beyond_the_bmp_reach_the_children(api_client: Any, folders: 
 SSA_REFUSED: dict[str, dict[str, Any]] = {
     "dup-env": {"env": [{"name": "MODE", "value": "a"}, {"name": "MODE", "value": "b"}]},
     "dup-pull-secrets": {"imagePullSecrets": [{"name": "registry"}, {"name": "registry"}]},
-    # The operator sets AWS_* itself from storage.credentials.
-    "s3-env": {
-        "storage": {"uri": "s3://models/m", "credentials": {"secretName": "creds"}},
-        "env": [{"name": "AWS_REGION", "value": "eu-west-1"}],
-    },
     "env-unknown-field": {"env": [{"name": "MODE", "valu": "typo"}]},
     "affinity-wrong-type": {"affinity": {"nodeAffinity": ["zone-a"]}},
     "selector-unknown-field": {"networkPolicy": {"clientSelector": {"matchLabel": {"a": "b"}}}},

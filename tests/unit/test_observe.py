@@ -537,3 +537,55 @@ def test_a_terminating_pod_is_terminating_whatever_its_gate_says() -> None:
     cache = Cache()
     cache.observe("Pod", recorded("terminating"), deleted=False)
     assert cache.pods[KEY]["mnist-6f8b7c9d1-zz5t2"].terminating
+
+
+# ----- the model puller's init containers (puller.py) ------------------------------
+
+STORE_WORDS = "NOTICE: Failed to copy: operation error S3: ListObjectsV2, api error Forbidden"
+
+
+def with_init(*statuses: dict[str, Any]) -> dict[str, Any]:
+    body = pod(phase="Pending", ip="")
+    body["status"]["initContainerStatuses"] = list(statuses)
+    return body
+
+
+def test_a_failed_pull_waiting_to_restart_is_read_from_last_state() -> None:
+    status = {
+        "name": "model-pull-3",
+        "restartCount": 1,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": STORE_WORDS}},
+    }
+    view = pod_view(with_init(status))
+    assert (view.pull_container, view.pull_failure, view.pull_exit_code) == (
+        "model-pull-3",
+        STORE_WORDS,
+        1,
+    )
+
+
+def test_a_failed_pull_not_yet_restarted_is_read_from_state() -> None:
+    status = {
+        "name": "model-pull-3",
+        "state": {"terminated": {"exitCode": 9, "reason": "Error", "message": ""}},
+    }
+    view = pod_view(with_init(status))
+    assert (view.pull_failure, view.pull_exit_code) == ("exit code 9 (Error)", 9)
+
+
+def test_a_pull_that_succeeded_on_retry_is_no_failure() -> None:
+    status = {
+        "name": "model-pull-3",
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": STORE_WORDS}},
+    }
+    assert pod_view(with_init(status)).pull_failure == ""
+
+
+def test_other_init_containers_are_not_the_puller() -> None:
+    status = {
+        "name": "istio-init",
+        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "no"}},
+    }
+    assert pod_view(with_init(status)).pull_container == ""
