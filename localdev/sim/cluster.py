@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -91,6 +93,10 @@ class Ports:
         return self._port(20250)
 
     @property
+    def s3(self) -> int:
+        return self._port(29000)
+
+    @property
     def metrics_server(self) -> int:
         return self._port(20263)
 
@@ -109,10 +115,14 @@ COMPONENT_NAMES = (
     "kube-controller-manager",
     "kube-scheduler",
     "kwok",
+    "s3",
     "metrics-server",
     "standin",
     "operator",  # only when `make demo` left one running
 )
+# The local S3 store's credentials: random per cluster, in a file only its
+# owner reads; tests and demos give them to ServedModels through a Secret.
+S3_CREDENTIALS_FILE = "s3-credentials.json"
 
 
 def render_stages(exclude_model_servers: bool) -> str:
@@ -388,15 +398,102 @@ class SimCluster:
                 ],
             ),
         ]
+        comps.append(self._s3_component())
         if self.with_standin:
             comps.append(
                 Component(
                     "standin",
-                    [sys.executable, "-m", "localdev.standin", f"--kubeconfig={self.kubeconfig}"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "localdev.standin",
+                        f"--kubeconfig={self.kubeconfig}",
+                        # Init containers (the model puller) run on this
+                        # machine for real, with the binary their image holds.
+                        f"--empty-dir-root={self.state_dir / 'pods'}",
+                        f"--binary=rclone={b / 'rclone'}",
+                    ],
                     env={"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
                 )
             )
         return comps
+
+    # ----- the S3 store -------------------------------------------------------
+
+    @property
+    def s3_endpoint(self) -> str:
+        """The local S3 store's URL (`rclone serve s3`, path-style buckets)."""
+        return f"http://127.0.0.1:{self.ports.s3}"
+
+    @property
+    def s3_root(self) -> Path:
+        """The folder the store keeps its buckets in (one folder per bucket)."""
+        return self.state_dir / "s3"
+
+    def s3_credentials(self) -> dict[str, str]:
+        """The store's access key pair, made on first use."""
+        path = self.state_dir / S3_CREDENTIALS_FILE
+        if not path.exists():
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            keys = {
+                "AWS_ACCESS_KEY_ID": "SIM" + secrets.token_hex(8).upper(),
+                "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
+            }
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.touch(mode=0o600)
+            tmp.write_text(json.dumps(keys))
+            os.replace(tmp, path)
+        loaded: dict[str, str] = json.loads(path.read_text())
+        return loaded
+
+    def s3_secret_data(self) -> dict[str, str]:
+        """The keys of a credentials Secret for this store (puller.SECRET_KEYS)."""
+        return {
+            **self.s3_credentials(),
+            "S3_ENDPOINT": self.s3_endpoint,
+            # rclone's own S3 server: path-style addressing, as for MinIO.
+            "S3_PROVIDER": "Rclone",
+        }
+
+    def s3_rclone_env(self, remote: str = "store") -> dict[str, str]:
+        """Environment for an rclone on this machine to reach the store as `remote`."""
+        prefix = f"RCLONE_CONFIG_{remote.upper()}_"
+        options = {
+            "TYPE": "s3",
+            "PROVIDER": "Rclone",
+            "ENDPOINT": self.s3_endpoint,
+            "ACCESS_KEY_ID": self.s3_credentials()["AWS_ACCESS_KEY_ID"],
+            "SECRET_ACCESS_KEY": self.s3_credentials()["AWS_SECRET_ACCESS_KEY"],
+        }
+        return {"RCLONE_CONFIG": "/dev/null", **{prefix + k: v for k, v in options.items()}}
+
+    def _s3_component(self) -> Component:
+        keys = self.s3_credentials()
+        return Component(
+            "s3",
+            [
+                str(self.bin / "rclone"),
+                "serve",
+                "s3",
+                f"--addr=127.0.0.1:{self.ports.s3}",
+                # Objects go in through this server's S3 API (never straight
+                # into the folder), so its directory cache is always current.
+                # (--dir-cache-time=0s hangs uploads to new prefixes at v1.76.0.)
+                "--config=/dev/null",
+                str(self.s3_root),
+            ],
+            # The key pair through rclone's environment, not its command line
+            # (which `ps` shows to every user). rclone reads a list flag's
+            # variable as CSV: the quotes keep "key,secret" one entry.
+            env={
+                "RCLONE_AUTH_KEY": f'"{keys["AWS_ACCESS_KEY_ID"]},{keys["AWS_SECRET_ACCESS_KEY"]}"'
+            },
+        )
+
+    def _s3_listening(self) -> bool:
+        self._check_alive(["s3"])
+        with socket.create_connection(("127.0.0.1", self.ports.s3), timeout=1):
+            return True
 
     def _pid(self, name: str) -> int | None:
         try:
@@ -512,6 +609,9 @@ class SimCluster:
             lambda: bool(self.api_get("/api/v1/namespaces/default/serviceaccounts/default")),
             timeout=60,
         )
+        self.s3_root.mkdir(parents=True, exist_ok=True)
+        self._ensure_started(comps["s3"])
+        wait_for("the S3 store (rclone serve s3) to listen", self._s3_listening, timeout=30)
         if "standin" in comps:
             self._ensure_started(comps["standin"])
         self._check_alive(comps)

@@ -28,6 +28,9 @@ KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
+# rclone: the local cluster's S3 server (`rclone serve s3`) and the model
+# puller's binary (the release of the image puller.PULLER_IMAGE names).
+RCLONE_VERSION = "v1.76.0"
 METRICS_SERVER_VERSION = "v0.8.0"
 
 
@@ -112,6 +115,15 @@ TOOLS: tuple[GoTool, ...] = (
         f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION}",
     ),
     GoTool("helm", "helm", "helm.sh/helm/v3/cmd/helm", _helm_ldflags()),
+    # Our own main (toolchain/rclone/main.go): only the S3 and local backends
+    # and the commands the cluster runs, a fraction of rclone's full build.
+    # The release build clears the "DEV" suffix the same way.
+    GoTool(
+        "rclone",
+        "rclone",
+        "github.com/tfserving-operator/sim/rclone",
+        "-s -w -X github.com/rclone/rclone/fs.VersionSuffix=",
+    ),
     # The metrics.k8s.io API for the HPA and `kubectl top`; it reads its version from
     # client-go's copy, as its own Makefile stamps it.
     GoTool(

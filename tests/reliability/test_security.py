@@ -28,7 +28,7 @@ from localdev.support.waiting import wait_until
 from tests.reliability import results
 from tests.reliability.conftest import delete_namespace, make_namespace
 from tests.reliability.kubeapi import dry_create_pod, dry_create_servedmodel
-from tfserving_operator import render, spec
+from tfserving_operator import api, render, spec
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
 
 pytestmark = pytest.mark.cluster
@@ -247,15 +247,34 @@ def test_no_secret_value_reaches_logs_events_or_status(
             timeout=45,
             what="the load from s3:// to fail (nothing there)",
         )
-        patch_sm(api_client, namespace, "creds", {"spec": {"version": 2}})
-        time.sleep(3)
+        generation = patch_sm(api_client, namespace, "creds", {"spec": {"version": 2}})["metadata"][
+            "generation"
+        ]
+        # "Not leaked" means something only once the operator has acted on
+        # the change: its status for the new generation, and the rollout to
+        # version 2 applied to the Deployment.
+        apps = client.AppsV1Api(api_client)
+
+        def rolled_to_2() -> bool:
+            status = get_sm(api_client, namespace, "creds").get("status") or {}
+            template = apps.read_namespaced_deployment("creds", namespace).spec.template
+            versions = (template.metadata.annotations or {}).get(api.ANNOTATION_VERSIONS)
+            return status.get("observedGeneration") == generation and versions == "2"
+
+        wait_until(rolled_to_2, timeout=45, what="the operator to roll creds to version 2")
         status_text = json.dumps(get_sm(api_client, namespace, "creds"))
-        deployment = client.AppsV1Api(api_client).read_namespaced_deployment("creds", namespace)
+        deployment = apps.read_namespaced_deployment("creds", namespace)
         deployment_text = json.dumps(api_client.sanitize_for_serialization(deployment))
+        deleted_at = time.time()
         client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
             "serving.tfoperator.dev", "v1alpha1", namespace, "servedmodels", "creds"
         )
-        time.sleep(2)
+        # ... and the delete: the operator has stopped the ServedModel's worker.
+        wait_until(
+            lambda: operator.health_since(deleted_at)["servedmodels"] == 0,
+            timeout=45,
+            what="the operator to forget creds after its deletion",
+        )
         events = core.list_namespaced_event(namespace)
         events_text = json.dumps(api_client.sanitize_for_serialization(events))
         log_text = operator.log_path.read_text(errors="replace")

@@ -493,6 +493,42 @@ class TestDetectFailure:
         assert "within 10 s" in failure.message
 
 
+def failed_pull(message: str, code: int) -> PodView:
+    """A new pod whose puller (model-pull-3) exited `code` with `message`."""
+    return pod(
+        "b",
+        running=False,
+        pull_container="model-pull-3",
+        pull_failure=message,
+        pull_exit_code=code,
+    )
+
+
+class TestPullFailure:
+    """A failed model pull (puller.py) is refused like a failed load, in the store's words."""
+
+    def failure(self, message: str, code: int) -> decide.Failure:
+        result = decide.detect_failure(
+            served(), NEW_HASH, [failed_pull(message, code)], {}, START, START
+        )
+        assert result is not None
+        assert result.reason == Reason.MODEL_PULL_FAILED
+        return result
+
+    def test_the_store_error_refuses_the_new_pods_versions(self) -> None:
+        failure = self.failure("ERROR : Attempt 3/3 failed\nFailed to copy: api error Forbidden", 1)
+        assert failure.message.startswith("model puller model-pull-3 on pod b failed: ")
+        assert failure.message.endswith("Failed to copy: api error Forbidden")
+
+    def test_nothing_to_copy_is_spelled_out(self) -> None:
+        failure = self.failure("INFO  : There was nothing to transfer", 9)
+        assert "the version folder is missing or empty in the store" in failure.message
+
+    def test_old_pods_pull_failures_do_not_count(self) -> None:
+        old = serving_pod("a", pull_container="model-pull-2", pull_failure="old", pull_exit_code=1)
+        assert decide.detect_failure(served(), NEW_HASH, [old], {}, START, START) is None
+
+
 # ----- the rollout plan: refusal and fallback -------------------------------------------
 
 

@@ -188,13 +188,24 @@ def test_storage_nfs() -> None:
     )
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/models/m", "s3://bucket/models/m/", "gs://b/m//"])
-def test_storage_uri_is_the_base_path(uri: str) -> None:
+@pytest.mark.parametrize("uri", ["gs://b/m//", "gs://b/models/m"])
+def test_gs_uri_is_the_base_path(uri: str) -> None:
     st = parse_spec(storage={"uri": uri, "credentials": {"secretName": "creds"}}).storage
     assert st.kind == "uri"
     assert st.base_path == st.uri == uri.rstrip("/")
     assert st.mount_path == ""
     assert st.credentials_secret == "creds"
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/models/m", "s3://bucket/models/m/"])
+def test_s3_uri_is_pulled_into_the_models_folder(uri: str) -> None:
+    sm = parse_spec(storage={"uri": uri, "credentials": {"secretName": "creds"}})
+    assert sm.storage.kind == "uri"
+    assert sm.storage.uri == uri.rstrip("/")
+    # The server cannot read s3://: it reads the puller's copy.
+    assert sm.storage.base_path == f"/models/{sm.model_name}"
+    assert sm.storage.mount_path == "/models"
+    assert sm.storage.credentials_secret == "creds"
 
 
 def test_storage_missing_is_an_error() -> None:

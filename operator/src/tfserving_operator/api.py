@@ -51,6 +51,8 @@ BATCHING_CONFIG_FILE: Final = "batching.config"
 # -gpu tensorflow/serving images are CUDA builds, for this domain only.
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 NVIDIA_RESOURCE_PREFIX: Final = "nvidia.com/"
+# Where the model puller puts s3:// version folders (an emptyDir; puller.py).
+PULLED_MODELS_DIR: Final = "/models"
 
 
 class Condition:
@@ -82,6 +84,7 @@ class Reason:
     AS_EXPECTED: Final = "AsExpected"
     VERSION_LOAD_FAILED: Final = "VersionLoadFailed"
     VERSION_LOAD_TIMEOUT: Final = "VersionLoadTimeout"
+    MODEL_PULL_FAILED: Final = "ModelPullFailed"
     UNSCHEDULABLE: Final = "Unschedulable"
     PODS_NOT_CREATED: Final = "PodsNotCreated"
     INVALID_SPEC: Final = "InvalidSpec"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from tfserving_operator import api, autoscaling
+from tfserving_operator import api, autoscaling, puller
 from tfserving_operator.api import Condition, GateReason, Reason
 from tfserving_operator.spec import ServedModel, VersionSet
 from tfserving_operator.views import DeploymentView, ModelState, PodView, ProbeResult
@@ -304,6 +304,11 @@ def detect_failure(
     """A rollout fails when a new server reports a load error, exits, or takes too long."""
     current = current_pods(pods, config_hash)
     for pod in current:
+        if pod.pull_failure and pod.gate is not True:
+            # The store refused the copy (missing version, bad credentials,
+            # no such bucket): the server never started; quote the puller.
+            return Failure(Reason.MODEL_PULL_FAILED, _pull_failure_message(pod))
+    for pod in current:
         probe = probes.get(pod.name)
         if probe is not None and probe.ok:
             decision = gate_for(pod, probe)
@@ -356,6 +361,18 @@ def _exited_while_loading(pod: PodView) -> Failure | None:
         Reason.VERSION_LOAD_FAILED,
         f"model server on pod {pod.name} exited while loading: "
         f"{last_lines(pod.termination_message, 600)}",
+    )
+
+
+def _pull_failure_message(pod: PodView) -> str:
+    """The puller's own last log lines; S3 answers a missing version folder
+    with an empty listing, not an error, so its exit code is spelled out."""
+    why = ""
+    if pod.pull_exit_code == puller.NO_FILES_EXIT_CODE:
+        why = " (nothing to copy: the version folder is missing or empty in the store)"
+    return (
+        f"model puller {pod.pull_container} on pod {pod.name} failed{why}: "
+        f"{last_lines(pod.pull_failure, 600)}"
     )
 
 

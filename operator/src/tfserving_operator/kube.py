@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -73,9 +74,19 @@ def wire_body(body: Any) -> bytes:
     surrogate pair escape; the API server decodes server-side apply bodies
     (application/apply-patch+yaml) as YAML, whose decoder refuses that escape
     ("invalid Unicode character escape code"). Plain UTF-8 is valid JSON and
-    valid YAML for every content type we send.
+    YAML, except for the characters the API server's YAML decoder (go-yaml,
+    YAML 1.1) refuses raw or reads as line breaks to fold (DEL, the C1
+    controls with NEL, the line and paragraph separators, a byte order mark,
+    U+FFFE/U+FFFF, lone surrogates): those stay \\u escapes, which it reads
+    inside a quoted string.
     """
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return _YAML_UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
+
+
+# json.dumps already escapes the C0 controls; these occur only inside JSON
+# strings, where a \\u escape means the same.
+_YAML_UNPRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
 
 
 def send(

@@ -191,6 +191,7 @@ class Worker:
                     body,
                     settings.default_image,
                     settings.default_gpu_image,
+                    settings.puller_image,
                     carried_label_keys=settings.label_selector,
                 )
             except (KeyError, ValueError, TypeError) as err:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from tfserving_operator import api, release
+from tfserving_operator import api, puller, release
 from tfserving_operator.model_config import (
     batching_parameters,
     model_server_config,
@@ -274,17 +274,10 @@ def _resources(sm: ServedModel) -> dict[str, Any]:
 
 
 def _env(sm: ServedModel) -> list[dict[str, Any]]:
+    # s3:// credentials go to the puller only (puller.py): the server reads
+    # the pulled folders from a volume and never talks to the store.
     env: list[dict[str, Any]] = []
     secret = sm.storage.credentials_secret
-    if secret and sm.storage.uri.startswith("s3://"):
-        for key, optional in (
-            ("AWS_ACCESS_KEY_ID", False),
-            ("AWS_SECRET_ACCESS_KEY", False),
-            ("AWS_REGION", True),
-            ("S3_ENDPOINT", True),
-        ):
-            ref = {"name": secret, "key": key, "optional": optional}
-            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
     if secret and sm.storage.uri.startswith("gs://"):
         env.append(
             {
@@ -325,6 +318,9 @@ def _volumes_and_mounts(
         if st.sub_path:
             mount["subPath"] = st.sub_path
         mounts.append(mount)
+    if puller.pulls(sm):
+        volumes.append(puller.volume())
+        mounts.append(puller.server_mount())
     if st.credentials_secret and st.uri.startswith("gs://"):
         volumes.append({"name": "gcs-credentials", "secret": {"secretName": st.credentials_secret}})
         mounts.append(
@@ -507,6 +503,9 @@ def render_pod_spec(sm: ServedModel, serve: VersionSet, config_hash: str) -> dic
             }
         ],
     }
+    init_containers = puller.init_containers(sm, serve)
+    if init_containers:
+        pod["initContainers"] = init_containers
     if sm.service_account_name:
         pod["serviceAccountName"] = sm.service_account_name
     if sm.node_selector:

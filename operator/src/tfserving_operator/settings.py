@@ -11,6 +11,8 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from tfserving_operator.puller import PULLER_IMAGE
+
 # The tensorflow/serving release rendered when a ServedModel sets no image
 # (pinned in release.py, with everything else that follows the release).
 # Re-exported: callers and tests read the defaults from settings.
@@ -33,6 +35,8 @@ class Settings:
 
     default_image: str = DEFAULT_IMAGE
     default_gpu_image: str = DEFAULT_GPU_IMAGE
+    # The model puller's image for s3:// storage (rclone; puller.py says why).
+    puller_image: str = PULLER_IMAGE
     # gRPC deadline of one GetModelStatus call.
     probe_timeout_seconds: float = 2.0
     # Retry delays for a pod whose gate is closed: from the initial delay,

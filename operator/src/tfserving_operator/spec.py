@@ -162,6 +162,8 @@ class ServedModel:
     # spec.image unset: the operator's default image (tensorflow/serving,
     # published for linux/amd64 only), so the pods must land on amd64 nodes.
     image_is_default: bool = False
+    # The model puller's image ("": puller.PULLER_IMAGE); operator setting TFSO_PULLER_IMAGE.
+    puller_image: str = ""
     autoscaling: Autoscaling | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     # The ServedModel's own labels the operator's shard selector names
@@ -191,6 +193,16 @@ def parse_storage(spec: Mapping[str, Any], model_name: str) -> Storage:
     if "uri" in storage:
         uri = str(storage["uri"]).rstrip("/")
         secret = (storage.get("credentials") or {}).get("secretName", "")
+        if uri.startswith("s3://"):
+            # The server cannot read s3:// (puller.py): the puller copies the
+            # versions into a volume and the server reads them there.
+            return Storage(
+                kind="uri",
+                base_path=f"{api.PULLED_MODELS_DIR}/{model_name}",
+                mount_path=api.PULLED_MODELS_DIR,
+                uri=uri,
+                credentials_secret=secret,
+            )
         return Storage(kind="uri", base_path=uri, mount_path="", uri=uri, credentials_secret=secret)
     if "persistentVolumeClaim" in storage:
         pvc = storage["persistentVolumeClaim"]
@@ -224,6 +236,7 @@ def parse(
     body: Mapping[str, Any],
     default_image: str,
     default_gpu_image: str,
+    puller_image: str = "",
     carried_label_keys: Iterable[str] = (),
 ) -> ServedModel:
     """Build the typed view from a ServedModel object (a dict as the API returns it)."""
@@ -284,5 +297,6 @@ def parse(
         retry_token=(meta.get("annotations") or {}).get(api.ANNOTATION_RETRY, ""),
         image_is_default=not spec.get("image"),
         carried_labels={k: str(own_labels[k]) for k in carried_label_keys if k in own_labels},
+        puller_image=puller_image,
         autoscaling=parse_autoscaling(spec),
     )

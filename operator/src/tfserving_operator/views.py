@@ -107,6 +107,11 @@ class PodView:
     exit_code: int
     exit_reason: str
     unschedulable: str  # the scheduler's message when it cannot place the pod
+    # When the model puller (puller.py) failed on this pod: which of its init
+    # containers, and its termination message (the store's error); else "".
+    pull_container: str = ""
+    pull_failure: str = ""
+    pull_exit_code: int = 0
 
     @property
     def target(self) -> str:

@@ -60,7 +60,8 @@ CASES: dict[str, Body] = {
             "resources": {"requests": {"cpu": "4", "memory": "16Gi"}},
         },
     ),
-    # TF Serving reads s3:// itself: no volume, credentials from a Secret.
+    # s3://: rclone init containers copy version 12 into an emptyDir the
+    # server reads; the Secret's keys reach the puller only.
     "s3-credentials": servedmodel(
         "ranker",
         {
