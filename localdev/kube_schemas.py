@@ -36,6 +36,7 @@ from tfserving_operator.release import replace_node
 Schema = dict[str, Any]
 
 CORE = "api__v1_openapi.json"
+AUTOSCALING = "apis__autoscaling__v2_openapi.json"
 REF_PREFIX = "#/components/schemas/"
 # Kubernetes' schema keywords a structural CRD schema keeps as they are.
 KEPT = (
@@ -131,6 +132,28 @@ EMBEDDED: tuple[Embedded, ...] = (
             "(meta/v1 LabelSelector; default this namespace only)."
         },
     ),
+    Embedded(
+        ("spec", "spec", "autoscaling", "metrics"),
+        AUTOSCALING,
+        "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerSpec",
+        "metrics",
+        {
+            "description": "Further autoscaling/v2 MetricSpecs (Pods, Object, External, ...), "
+            "used as written.",
+            "maxItems": 10,
+        },
+    ),
+    Embedded(
+        ("spec", "spec", "autoscaling", "behavior"),
+        AUTOSCALING,
+        "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerSpec",
+        "behavior",
+        {
+            "description": "autoscaling/v2 HorizontalPodAutoscalerBehavior (scaleUp, scaleDown: "
+            "stabilization windows and policies), used as written (for keda, in "
+            "advanced.horizontalPodAutoscalerConfig)."
+        },
+    ),
 )
 
 EMBEDDED_KEYS = frozenset(e.path[-1] for e in EMBEDDED)
@@ -218,6 +241,9 @@ def _node_yaml(key: str, schema: Schema, indent: int) -> str:
     # Key order as a reader expects it: type and description first.
     first = {k: schema[k] for k in ("type", "description") if k in schema}
     ordered = {**first, **{k: v for k, v in schema.items() if k not in first}}
+    # A fresh copy: PyYAML writes objects reached twice (Kubernetes schemas share
+    # some) as &anchors and *aliases, which a CRD reader need not expect.
+    ordered = json.loads(json.dumps(ordered))
     text = yaml.safe_dump({key: ordered}, sort_keys=False, width=100, allow_unicode=True)
     pad = " " * indent
     return "".join(pad + line + "\n" for line in text.splitlines())

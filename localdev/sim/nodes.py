@@ -58,6 +58,11 @@ SIM_NODES: tuple[SimNode, ...] = (
 MAX_GPUS_PER_NODE = max(n.gpus for n in SIM_NODES)
 
 
+def resource_metrics_path(node_name: str) -> str:
+    """kwok's path for one node's kubelet-style /metrics/resource (kwok-metrics.yaml)."""
+    return f"/metrics/nodes/{node_name}/metrics/resource"
+
+
 def node_manifest(node: SimNode) -> dict[str, Any]:
     """The Node object (metadata and spec; capacity goes in via the status subresource)."""
     labels = {
@@ -84,7 +89,12 @@ def node_manifest(node: SimNode) -> dict[str, Any]:
         "metadata": {
             "name": node.name,
             "labels": labels,
-            "annotations": {"kwok.x-k8s.io/node": "fake"},
+            "annotations": {
+                "kwok.x-k8s.io/node": "fake",
+                # Where metrics-server finds this node's kubelet /metrics/resource:
+                # kwok serves every node on one port (localdev/sim/kwok-metrics.yaml).
+                "metrics.k8s.io/resource-metrics-path": resource_metrics_path(node.name),
+            },
         },
         "spec": spec,
     }

@@ -31,6 +31,7 @@ HELM_VERSION = "v3.22.0"
 # rclone: the local cluster's S3 server (`rclone serve s3`) and the model
 # puller's binary (the release of the image puller.PULLER_IMAGE names).
 RCLONE_VERSION = "v1.76.0"
+METRICS_SERVER_VERSION = "v0.8.0"
 
 
 def _kube_ldflags() -> str:
@@ -123,6 +124,14 @@ TOOLS: tuple[GoTool, ...] = (
         "github.com/tfserving-operator/sim/rclone",
         "-s -w -X github.com/rclone/rclone/fs.VersionSuffix=",
     ),
+    # The metrics.k8s.io API for the HPA and `kubectl top`; it reads its version from
+    # client-go's copy, as its own Makefile stamps it.
+    GoTool(
+        "metrics-server",
+        "metrics-server",
+        "sigs.k8s.io/metrics-server/cmd/metrics-server",
+        f"-s -w -X k8s.io/client-go/pkg/version.gitVersion={METRICS_SERVER_VERSION}",
+    ),
 )
 
 
@@ -179,6 +188,12 @@ def _go_binary_name(package: str) -> str:
     if len(parts) > 1 and last[:1] == "v" and last[1:].isdigit():
         return parts[-2]
     return last
+
+
+def tool(binary: str) -> GoTool:
+    """The pinned tool that builds `binary`."""
+    (found,) = (t for t in TOOLS if t.binary == binary)
+    return found
 
 
 def tool_path(tool: GoTool) -> Path:

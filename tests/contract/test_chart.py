@@ -130,6 +130,8 @@ APPLICATION_GRANTS = {
     ("apps", "replicasets"): {"list", "watch"},
     ("policy", "poddisruptionbudgets"): {"list", "watch", "create", "patch"},
     ("networking.k8s.io", "networkpolicies"): {"list", "watch", "create", "patch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list", "watch", "create", "patch", "delete"},
+    ("keda.sh", "scaledobjects"): {"create", "patch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "pods/status"): {"patch"},
     ("events.k8s.io", "events"): {"create", "patch"},

@@ -17,7 +17,7 @@ import pytest
 
 from tests.unit import builders
 from tests.unit.builders import LOAD_ERROR, answer, probe_error
-from tfserving_operator import api, decide, render, spec
+from tfserving_operator import api, decide, observe, render, spec
 from tfserving_operator.api import GateReason
 from tfserving_operator.children import contains
 from tfserving_operator.kube import ApiError
@@ -44,6 +44,8 @@ class FakeApplier:
         self.status_patches: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
         self.deleted: list[tuple[str, str]] = []
+        self.handovers: list[dict[str, Any]] = []
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # last applied, by kind and name
         self.status: dict[str, Any] = {}
         self.rv = 100
         self.dry_run_error: ApiError | None = None
@@ -60,6 +62,7 @@ class FakeApplier:
             + len(self.status_patches)
             + len(self.events)
             + len(self.deleted)
+            + len(self.handovers)
         )
 
     async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
@@ -69,9 +72,37 @@ class FakeApplier:
                 raise self.dry_run_error
             if manifest["kind"] in self.dry_run_refusals:
                 raise self.dry_run_refusals[manifest["kind"]]
-        else:
-            self.applied.append(manifest)
-        return copy.deepcopy(manifest)
+            return copy.deepcopy(manifest)
+        self.applied.append(manifest)
+        result = copy.deepcopy(manifest)
+        if manifest["kind"] == "Deployment":
+            self._own_replicas(result, api.FIELD_MANAGER, "replicas" in manifest["spec"])
+        self.objects[(manifest["kind"], manifest["metadata"]["name"])] = result
+        return copy.deepcopy(result)
+
+    async def hand_over(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The object as the API server returns it: the last applied one, with
+        spec.replicas set and co-owned by the handover manager."""
+        self.handovers.append(manifest)
+        sent = self.objects.get((manifest["kind"], manifest["metadata"]["name"]))
+        full = copy.deepcopy(sent) if sent else {"metadata": dict(manifest["metadata"])}
+        full["spec"] = {**full.get("spec", {}), **manifest["spec"]}
+        self._own_replicas(full, api.HANDOVER_FIELD_MANAGER, True)
+        self.objects[(manifest["kind"], manifest["metadata"]["name"])] = full
+        return copy.deepcopy(full)
+
+    def _own_replicas(self, result: dict[str, Any], manager: str, owns: bool) -> None:
+        """Server-side apply's bookkeeping of spec.replicas, and only that: a field
+        its last manager stops sending is removed, else it keeps its value."""
+        old = self.objects.get((result["kind"], result["metadata"]["name"])) or {}
+        owners = set(observe.replicas_managers(old.get("metadata") or {}))
+        (owners.add if owns else owners.discard)(manager)
+        if owners and "replicas" not in result["spec"]:
+            result["spec"]["replicas"] = old["spec"]["replicas"]
+        result["metadata"]["managedFields"] = [
+            {"manager": m, "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+            for m in sorted(owners)
+        ]
 
     async def set_gate(
         self, namespace: str, pod: str, is_open: bool, reason: str, message: str

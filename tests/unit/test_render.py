@@ -382,7 +382,9 @@ def test_rolling_update_never_drops_capacity(case: str) -> None:
     rolling = deployment["spec"]["strategy"]["rollingUpdate"]
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     assert rolling == {"maxUnavailable": 0, "maxSurge": parse(CASES[case]).max_surge}
-    assert deployment["spec"]["replicas"] == parse(CASES[case]).replicas
+    sm = parse(CASES[case])
+    # Autoscaled: the count is the autoscaler's, the Deployment leaves it out.
+    assert deployment["spec"].get("replicas") == (None if sm.autoscaling else sm.replicas)
 
 
 def test_gpu_limits_toleration_image_and_memory_fraction() -> None:
@@ -708,7 +710,8 @@ def test_services() -> None:
 def test_pdb_only_with_several_replicas(case: str) -> None:
     sm = parse(CASES[case])
     pdb = render_case(case).pod_disruption_budget
-    if sm.replicas <= 1:
+    # Autoscaled: as many as the autoscaler may make.
+    if (sm.autoscaling.max_replicas if sm.autoscaling else sm.replicas) <= 1:
         assert pdb is None
         return
     assert pdb is not None

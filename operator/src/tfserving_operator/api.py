@@ -15,6 +15,10 @@ KIND: Final = "ServedModel"
 PLURAL: Final = "servedmodels"
 
 FIELD_MANAGER: Final = "tfserving-operator"
+# Holds a Deployment's spec.replicas between the operator letting go of it
+# and the autoscaler's first change (server-side apply would otherwise remove
+# a field its only manager stops sending, resetting the count to 1).
+HANDOVER_FIELD_MANAGER: Final = "tfserving-operator-handover"
 
 # Labels on every child object and pod.
 LABEL_SERVEDMODEL: Final = f"{GROUP}/servedmodel"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from tfserving_operator import api, puller
+from tfserving_operator import api, autoscaling, puller
 from tfserving_operator.api import Condition, GateReason, Reason
 from tfserving_operator.spec import ServedModel, VersionSet
 from tfserving_operator.views import DeploymentView, ModelState, PodView, ProbeResult
@@ -916,6 +916,7 @@ def compute_status(
         "endpoints": _endpoints(sm),
         "pods": _pods_status(o.live, probes),
         "conditions": conditions,
+        "autoscaling": autoscaling.status_of(sm),
     }
 
 

@@ -133,6 +133,7 @@ def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
         updated_replicas=int(status.get("updatedReplicas") or 0),
         config_hash=template_annotations.get(api.ANNOTATION_CONFIG_HASH, ""),
         replica_failure=_replica_failure(status),
+        replicas_managers=replicas_managers(meta),
     )
 
 
@@ -141,6 +142,16 @@ def _replica_failure(status: Mapping[str, Any]) -> str:
         if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
             return f"{cond.get('reason', '')}: {cond.get('message', '')}"
     return ""
+
+
+def replicas_managers(meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """The field managers that own spec.replicas, from managedFields."""
+    owners = []
+    for entry in meta.get("managedFields") or ():
+        fields = ((entry.get("fieldsV1") or {}).get("f:spec")) or {}
+        if "f:replicas" in fields:
+            owners.append(str(entry.get("manager", "")))
+    return tuple(sorted(owners))
 
 
 def strip_object(body: Mapping[str, Any]) -> dict[str, Any]:

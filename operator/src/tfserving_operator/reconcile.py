@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tfserving_operator import decide, render, spec
+from tfserving_operator import autoscaling, decide, render, spec
 from tfserving_operator.apply import ApiWriter, now_iso
 from tfserving_operator.children import ChildSync
 from tfserving_operator.kube import ApiError
@@ -197,13 +197,17 @@ class Worker:
             except (KeyError, ValueError, TypeError) as err:
                 await self.status.invalid(body, f"spec cannot be used: {err}")
                 return MAX_IDLE_SECONDS
+            # While autoscaling, the checks expect the autoscaler's count, not spec.replicas.
+            sm = autoscaling.effective(sm, self.ctx.cache.deployments.get(self.key))
             old_status = self.status.current(body)
             memory = decide.memory_from_status(old_status)
             renders = Renders(sm, settings.operator_peer())
             children = renders(decide.choose_serving_set(sm, memory)[0])
             if not await self._accepted(sm, body, old_status, children):
                 return MAX_IDLE_SECONDS
+            await self.children.hand_over_replicas(sm)  # before the apply that drops it
             await self.children.ensure(children, sm.uid)
+            await self.children.hand_over_replicas(sm)  # a Deployment created without it
             pods = list(self.ctx.cache.pods.get(self.key, {}).values())
             self._observe_ready(pods)
 

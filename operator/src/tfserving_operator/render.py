@@ -48,6 +48,8 @@ class Children:
     pod_disruption_budget: Manifest | None
     network_policy: Manifest | None
     config_hash: str
+    # The HorizontalPodAutoscaler or KEDA ScaledObject of spec.autoscaling.
+    autoscaler: Manifest | None = None
 
     def all(self) -> list[Manifest]:
         """Objects to apply, config first so the pods never miss their files."""
@@ -56,6 +58,10 @@ class Children:
             objs.append(self.pod_disruption_budget)
         if self.network_policy:
             objs.append(self.network_policy)
+        if self.autoscaler:
+            # Before the Deployment it targets (the HPA waits for it): the
+            # Deployment stays last, so its pods never start without config.
+            objs.append(self.autoscaler)
         objs.append(self.deployment)
         return objs
 
@@ -516,13 +522,19 @@ def render_pod_spec(sm: ServedModel, serve: VersionSet, config_hash: str) -> dic
 
 
 def render_deployment(sm: ServedModel, serve: VersionSet, config_hash: str) -> Manifest:
-    """The Deployment: maxUnavailable 0, so capacity never drops during a rollout."""
+    """The Deployment: maxUnavailable 0, so capacity never drops during a rollout.
+
+    With spec.autoscaling the replica count is the autoscaler's: the field is
+    left out, so this apply neither owns nor resets it (the Applier hands it
+    over first, see autoscaling.handover_replicas).
+    """
+    replicas = {} if sm.autoscaling else {"replicas": sm.replicas}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(sm, sm.name),
         "spec": {
-            "replicas": sm.replicas,
+            **replicas,
             "selector": {"matchLabels": selector_labels(sm)},
             "revisionHistoryLimit": 5,
             # The operator refuses a slow version itself, with a reason;
@@ -599,8 +611,13 @@ def render_services(sm: ServedModel) -> tuple[Manifest, ...]:
 
 
 def render_pdb(sm: ServedModel) -> Manifest | None:
-    """With more than one replica, voluntary evictions take one at a time."""
-    if sm.replicas <= 1:
+    """With more than one replica, voluntary evictions take one at a time.
+
+    Autoscaled: rendered whenever the autoscaler may go above one replica, so
+    the budget is there before the scale-up, not created in its wake.
+    """
+    most = sm.autoscaling.max_replicas if sm.autoscaling else sm.replicas
+    if most <= 1:
         return None
     return {
         "apiVersion": "policy/v1",
@@ -672,6 +689,105 @@ def render_network_policy(sm: ServedModel, operator: OperatorPeer) -> Manifest |
     }
 
 
+# The Pods metric a requests-per-second target reads: TF Serving's
+# :tensorflow:serving:request_count as a per-pod rate, served by a custom
+# metrics adapter (docs/autoscaling.md has the prometheus-adapter rule).
+REQUEST_RATE_METRIC = "tfserving_requests_per_second"
+# TF Serving's own counter of requests, as Prometheus scrapes it.
+REQUEST_COUNT_SERIES = ":tensorflow:serving:request_count"
+
+
+def _scale_target(sm: ServedModel) -> dict[str, str]:
+    # The Deployment, not the ServedModel's scale subresource: scaling the
+    # ServedModel would write spec.replicas, the field GitOps owns.
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": sm.name}
+
+
+def render_hpa(sm: ServedModel) -> Manifest | None:
+    """The autoscaling/v2 HorizontalPodAutoscaler of spec.autoscaling (provider hpa)."""
+    auto = sm.autoscaling
+    if auto is None or auto.provider != "hpa":
+        return None
+    metrics: list[dict[str, Any]] = []
+    if auto.target_cpu_utilization is not None:
+        target = {"type": "Utilization", "averageUtilization": auto.target_cpu_utilization}
+        metrics.append({"type": "Resource", "resource": {"name": "cpu", "target": target}})
+    if auto.requests_per_second is not None:
+        metric = {
+            "metric": {"name": REQUEST_RATE_METRIC},
+            "target": {"type": "AverageValue", "averageValue": auto.requests_per_second},
+        }
+        metrics.append({"type": "Pods", "pods": metric})
+    metrics.extend(copy.deepcopy(dict(m)) for m in auto.metrics)
+    spec: dict[str, Any] = {
+        "scaleTargetRef": _scale_target(sm),
+        "minReplicas": auto.min_replicas,
+        "maxReplicas": auto.max_replicas,
+        "metrics": metrics,
+    }
+    if auto.behavior is not None:
+        spec["behavior"] = copy.deepcopy(dict(auto.behavior))
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(sm, sm.name),
+        "spec": spec,
+    }
+
+
+def request_rate_query(sm: ServedModel) -> str:
+    """PromQL: the requests per second all of this ServedModel's servers answer."""
+    return (
+        f'sum(rate({REQUEST_COUNT_SERIES}{{namespace="{sm.namespace}",'
+        f'model_name="{sm.model_name}"}}[1m]))'
+    )
+
+
+def render_scaled_object(sm: ServedModel) -> Manifest | None:
+    """The KEDA ScaledObject of spec.autoscaling (provider keda): scales to zero too."""
+    auto = sm.autoscaling
+    if auto is None or auto.provider != "keda":
+        return None
+    triggers: list[dict[str, Any]] = []
+    if auto.requests_per_second is not None:
+        triggers.append(
+            {
+                "type": "prometheus",
+                "metadata": {
+                    "serverAddress": auto.prometheus_address,
+                    "query": request_rate_query(sm),
+                    # KEDA divides the query by the replica count (AverageValue).
+                    "threshold": auto.requests_per_second,
+                },
+            }
+        )
+    if auto.target_cpu_utilization is not None:
+        triggers.append(
+            {
+                "type": "cpu",
+                "metricType": "Utilization",
+                "metadata": {"value": str(auto.target_cpu_utilization)},
+            }
+        )
+    spec: dict[str, Any] = {
+        "scaleTargetRef": _scale_target(sm),
+        "minReplicaCount": auto.min_replicas,
+        "maxReplicaCount": auto.max_replicas,
+        "pollingInterval": auto.polling_interval_seconds,
+        "cooldownPeriod": auto.cooldown_period_seconds,
+        "triggers": triggers,
+    }
+    if auto.behavior is not None:
+        behavior = copy.deepcopy(dict(auto.behavior))
+        spec["advanced"] = {"horizontalPodAutoscalerConfig": {"behavior": behavior}}
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _metadata(sm, sm.name),
+        "spec": spec,
+    }
+
+
 def render(sm: ServedModel, serve: VersionSet, operator: OperatorPeer | None = None) -> Children:
     """Every child of `sm`, serving the version set `serve` (`operator`: where the
     operator's pods run, default the chart's default install)."""
@@ -684,4 +800,5 @@ def render(sm: ServedModel, serve: VersionSet, operator: OperatorPeer | None = N
         pod_disruption_budget=render_pdb(sm),
         network_policy=render_network_policy(sm, operator or OperatorPeer()),
         config_hash=config_hash,
+        autoscaler=render_hpa(sm) or render_scaled_object(sm),
     )

@@ -65,6 +65,58 @@ class Storage:
 
 
 @dataclass(frozen=True)
+class Autoscaling:
+    """spec.autoscaling: who sets the replica count, and from which metrics."""
+
+    provider: str  # "hpa" or "keda"
+    min_replicas: int
+    max_replicas: int
+    target_cpu_utilization: int | None
+    requests_per_second: str | None  # target per replica, a quantity ("10", "500m")
+    metrics: tuple[Mapping[str, Any], ...]  # extra autoscaling/v2 MetricSpecs, as written
+    behavior: Mapping[str, Any] | None  # autoscaling/v2 behavior, as written
+    prometheus_address: str  # KEDA's prometheus trigger
+    polling_interval_seconds: int
+    cooldown_period_seconds: int
+    # spec.replicas as written: ignored while autoscaling is on, and the status says so.
+    spec_replicas: int = 1
+
+    def clamp(self, replicas: int) -> int:
+        """What the autoscaler would make of `replicas`: within [min, max]."""
+        return max(self.min_replicas, min(self.max_replicas, replicas))
+
+
+def parse_autoscaling(spec: Mapping[str, Any]) -> Autoscaling | None:
+    """spec.autoscaling with the CRD's defaults, or None when off."""
+    auto = spec.get("autoscaling")
+    if auto is None:
+        return None
+    keda = auto.get("keda") or {}
+    rps = auto.get("requestsPerSecond")
+    cpu = auto.get("targetCPUUtilization")
+    if cpu is None and rps is None and not auto.get("metrics"):
+        cpu = DEFAULT_TARGET_CPU_UTILIZATION
+    return Autoscaling(
+        provider=auto.get("provider", "hpa"),
+        min_replicas=int(auto.get("minReplicas", 1)),
+        max_replicas=int(auto["maxReplicas"]),
+        target_cpu_utilization=int(cpu) if cpu is not None else None,
+        requests_per_second=str(rps) if rps is not None else None,
+        metrics=tuple(auto.get("metrics") or ()),
+        behavior=auto.get("behavior"),
+        prometheus_address=keda.get("prometheusAddress", DEFAULT_PROMETHEUS_ADDRESS),
+        polling_interval_seconds=int(keda.get("pollingIntervalSeconds", 30)),
+        cooldown_period_seconds=int(keda.get("cooldownPeriodSeconds", 300)),
+        spec_replicas=int(spec.get("replicas", 1)),
+    )
+
+
+# No metric named at all: CPU, at the utilisation most HPA guides start from.
+DEFAULT_TARGET_CPU_UTILIZATION = 80
+DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring.svc:9090"
+
+
+@dataclass(frozen=True)
 class ServedModel:
     """A ServedModel object as the operator uses it."""
 
@@ -112,6 +164,7 @@ class ServedModel:
     image_is_default: bool = False
     # The model puller's image ("": puller.PULLER_IMAGE); operator setting TFSO_PULLER_IMAGE.
     puller_image: str = ""
+    autoscaling: Autoscaling | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     # The ServedModel's own labels the operator's shard selector names
     # (TFSO_LABEL_SELECTOR): copied onto every child and pod, so a label
@@ -245,4 +298,5 @@ def parse(
         image_is_default=not spec.get("image"),
         carried_labels={k: str(own_labels[k]) for k in carried_label_keys if k in own_labels},
         puller_image=puller_image,
+        autoscaling=parse_autoscaling(spec),
     )

@@ -138,6 +138,8 @@ class DeploymentView:
     # Deployment controller copies from the ReplicaSet: FailedCreate, with the
     # API server's refusal, e.g. Pod Security or a quota), "" when it can.
     replica_failure: str = ""
+    # Field managers owning spec.replicas (managedFields): who the count belongs to.
+    replicas_managers: tuple[str, ...] = ()
 
     @property
     def settled(self) -> bool:

@@ -245,4 +245,40 @@ CASES: dict[str, Body] = {
             },
         },
     ),
+    # Autoscaled on CPU and requests per second: an HPA, no replicas in the
+    # Deployment (the HPA's), a PDB since it may grow past one.
+    "autoscaling-hpa": servedmodel(
+        "recommender",
+        {
+            "storage": {"hostPath": {"path": "/srv/models/recommender"}},
+            "version": 4,
+            "replicas": 3,
+            "resources": {"requests": {"cpu": "2", "memory": "4Gi"}},
+            "monitoring": {},
+            "autoscaling": {
+                "minReplicas": 2,
+                "maxReplicas": 10,
+                "targetCPUUtilization": 70,
+                "requestsPerSecond": "50",
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 120}},
+            },
+        },
+    ),
+    # KEDA from Prometheus, down to zero.
+    "autoscaling-keda": servedmodel(
+        "summarizer",
+        {
+            "modelName": "t5",
+            "storage": {"hostPath": {"path": "/srv/models/t5"}},
+            "version": 1,
+            "monitoring": {},
+            "autoscaling": {
+                "provider": "keda",
+                "minReplicas": 0,
+                "maxReplicas": 4,
+                "requestsPerSecond": "5",
+                "keda": {"cooldownPeriodSeconds": 600},
+            },
+        },
+    ),
 }
