@@ -101,8 +101,9 @@ bench: setup sim-build ## Benchmarks: print figures (reconcile throughput, idle 
 docs: setup ## Regenerate docs/reference.md from the CRD
 	PYTHONPATH=$(CURDIR)/operator/src:$(CURDIR) $(PY) -m docs.generate_reference
 
-# helm: the one `make sim-up` links (built from source), else the one on PATH.
-HELM ?= $(if $(wildcard .sim/bin/helm),.sim/bin/helm,helm)
+# helm: the pinned build (`make sim-build`), else the one on PATH. Not .sim/bin's
+# link: that is whatever set the last `make sim-up` used.
+HELM ?= $(shell $(PY) -c "from localdev.sim import toolchain as t; p = t.tool_path(t.tool('helm')); print(p if p.is_file() else 'helm')" 2>/dev/null || echo helm)
 CHART := charts/tfserving-operator
 INSTALL_NAMESPACE := tfserving-operator-system
 

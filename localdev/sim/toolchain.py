@@ -190,6 +190,12 @@ def _go_binary_name(package: str) -> str:
     return last
 
 
+def tool(binary: str) -> GoTool:
+    """The pinned tool that builds `binary`."""
+    (found,) = (t for t in TOOLS if t.binary == binary)
+    return found
+
+
 def tool_path(tool: GoTool) -> Path:
     """Where one built binary lives, shared by every pin set that holds it."""
     return cache_root() / "tools" / f"{tool.binary}-{tool_key(tool)}"

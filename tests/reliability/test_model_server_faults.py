@@ -268,7 +268,7 @@ def test_hung_servers_outnumbering_probe_slots(env: Env, start_own_operator: Any
         "(TFSO_MAX_CONCURRENT_PROBES=2): measured, not asserted",
         len(during),
         len(during),
-        "rollouts completed (slower: see figures)",
+        "rollouts completed (see figures)",
         suite="make chaos",
         figures={"median s without": round(normal, 2), "median s with": round(busy, 2)},
     )

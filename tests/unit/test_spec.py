@@ -252,3 +252,21 @@ def test_retry_token_comes_from_the_annotation() -> None:
 def test_rest_port_zero_is_kept() -> None:
     assert parse_spec(ports={"rest": 0}).rest_port == 0
     assert parse_spec(ports={"grpc": 9000}).rest_port == 8501
+
+
+def test_a_storage_without_a_known_kind_is_refused_naming_the_kinds() -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_spec(storage={"emptyDir": {}}, version=1)
+    assert str(refused.value) == (
+        "spec.storage must set one of persistentVolumeClaim, hostPath, nfs or uri"
+    )
+
+
+def test_only_trailing_slashes_leave_a_uri() -> None:
+    sm = parse_spec(storage={"uri": "s3://bucket/MAX//"}, version=1)
+    assert sm.storage.uri == "s3://bucket/MAX"
+
+
+def test_credentials_without_a_secret_name_name_no_secret() -> None:
+    sm = parse_spec(storage={"uri": "s3://bucket/m", "credentials": {}}, version=1)
+    assert sm.storage.credentials_secret == ""

@@ -137,6 +137,13 @@ def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
     )
 
 
+def _replica_failure(status: Mapping[str, Any]) -> str:
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return f"{cond.get('reason', '')}: {cond.get('message', '')}"
+    return ""
+
+
 def replicas_managers(meta: Mapping[str, Any]) -> tuple[str, ...]:
     """The field managers that own spec.replicas, from managedFields."""
     owners = []
@@ -145,13 +152,6 @@ def replicas_managers(meta: Mapping[str, Any]) -> tuple[str, ...]:
         if "f:replicas" in fields:
             owners.append(str(entry.get("manager", "")))
     return tuple(sorted(owners))
-
-
-def _replica_failure(status: Mapping[str, Any]) -> str:
-    for cond in status.get("conditions") or ():
-        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
-            return f"{cond.get('reason', '')}: {cond.get('message', '')}"
-    return ""
 
 
 def strip_object(body: Mapping[str, Any]) -> dict[str, Any]:
