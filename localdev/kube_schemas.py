@@ -133,18 +133,18 @@ EMBEDDED: tuple[Embedded, ...] = (
         },
     ),
     Embedded(
-        ("spec", "spec", "autoscaling", "metrics"),
+        ("properties", "spec", "autoscaling", "metrics"),
         AUTOSCALING,
         "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerSpec",
         "metrics",
         {
             "description": "Further autoscaling/v2 MetricSpecs (Pods, Object, External, ...), "
-            "used as written.",
+            "used as written (provider hpa).",
             "maxItems": 10,
         },
     ),
     Embedded(
-        ("spec", "spec", "autoscaling", "behavior"),
+        ("properties", "spec", "autoscaling", "behavior"),
         AUTOSCALING,
         "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerSpec",
         "behavior",
@@ -241,8 +241,8 @@ def _node_yaml(key: str, schema: Schema, indent: int) -> str:
     # Key order as a reader expects it: type and description first.
     first = {k: schema[k] for k in ("type", "description") if k in schema}
     ordered = {**first, **{k: v for k, v in schema.items() if k not in first}}
-    # A fresh copy: PyYAML writes objects reached twice (Kubernetes schemas share
-    # some) as &anchors and *aliases, which a CRD reader need not expect.
+    # A JSON round trip unshares what one $ref inlined twice (scaleUp and
+    # scaleDown of HPA behavior): YAML anchors would repeat across nodes.
     ordered = json.loads(json.dumps(ordered))
     text = yaml.safe_dump({key: ordered}, sort_keys=False, width=100, allow_unicode=True)
     pad = " " * indent

@@ -39,7 +39,7 @@ class ChildSync:
             try:
                 await self.applier.apply(manifest, dry_run=True)
             except ApiError as err:
-                # 404 on a dry-run apply: the kind is not served (KEDA not installed).
+                # A 404 here: the kind is not served (KEDA not installed).
                 if err.refuses_input or err.status == 404:
                     return f"{manifest['kind']} {manifest['metadata']['name']}: {err.message}"
                 raise
