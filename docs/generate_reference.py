@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from localdev.kube_schemas import EMBEDDED_KEYS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CRD = REPO_ROOT / "crds" / "servedmodels.serving.tfoperator.dev.yaml"
 OUT = REPO_ROOT / "docs" / "reference.md"
@@ -56,6 +58,9 @@ def _rows(schema: dict[str, Any], prefix: str, required: set[str]) -> list[str]:
         cell = (desc + (f" *{notes}*" if notes else "")).replace("|", PIPE)
         rows.append(f"| `{path}`{req} | {_type(sub)} | {cell} |")
         target = sub.get("items") if sub.get("type") == "array" else sub
+        # Kubernetes' own types (localdev/kube_schemas.py): their reference is Kubernetes'.
+        if name in EMBEDDED_KEYS:
+            continue
         if target and target.get("properties"):
             rows += _rows(target, path + ("[]" if sub.get("type") == "array" else ""),
                           set(target.get("required") or ()))  # fmt: skip

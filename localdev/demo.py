@@ -184,6 +184,19 @@ class Demo:
     def serving(self) -> str:
         return str((self.sm().get("status") or {}).get("servingVersions", ""))
 
+    def wait_degraded(self, what: str) -> dict[str, Any]:
+        """Wait for Degraded True; return the condition."""
+        degraded: dict[str, Any] = wait_for(
+            what,
+            lambda: (
+                self.condition("Degraded")
+                if self.condition("Degraded").get("status") == "True"
+                else None
+            ),
+            timeout=120,
+        )
+        return degraded
+
     # ----- the story -------------------------------------------------------------
 
     def start(self) -> None:
@@ -296,15 +309,7 @@ class Demo:
             "initial load,\n   and exits when that load fails: the pod crash-loops, and its "
             "last log lines\n   become the container's termination message."
         )
-        degraded = wait_for(
-            "version 3 refused with the model server's own last words",
-            lambda: (
-                self.condition("Degraded")
-                if self.condition("Degraded").get("status") == "True"
-                else None
-            ),
-            timeout=120,
-        )
+        degraded = self.wait_degraded("version 3 refused with the model server's own last words")
         print(f"   refused {time.monotonic() - published:.1f} s after version 3 was published")
         print(f"   Degraded: {degraded['reason']}: {degraded['message']}")
         print("   The kubelet's word for it, and the operator's:")
@@ -338,23 +343,37 @@ class Demo:
             f"Stop everything: make sim-down"
         )
 
+    def story(self) -> list[Callable[[], None]]:
+        """The steps, in order."""
+        return [
+            self.start,
+            self.storage,
+            self.version_1,
+            self.version_2,
+            self.version_3,
+            self.finish,
+        ]
+
     def run(self) -> None:
         try:
-            self.start()
-            self.storage()
-            self.version_1()
-            self.version_2()
-            self.version_3()
-            self.finish()
+            for chapter in self.story():
+                chapter()
         finally:
             if self.operator is not None and not self.keep_operator:
                 self.operator.stop()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m localdev.demo", description=__doc__)
-    parser.add_argument("--namespace", default="demo")
-    parser.add_argument("--models", type=Path, default=REPO_ROOT / ".sim" / "demo-models" / "mnist")
+def main(
+    demo: type[Demo] = Demo,
+    prog: str = "python -m localdev.demo",
+    namespace: str = "demo",
+    models: Path = REPO_ROOT / ".sim" / "demo-models" / "mnist",
+    description: str | None = __doc__,
+) -> int:
+    """Parse the command line and run `demo`; returns the exit status."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--namespace", default=namespace)
+    parser.add_argument("--models", type=Path, default=models)
     parser.add_argument(
         "--stop-operator",
         action="store_true",
@@ -363,7 +382,7 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     try:
-        Demo(args.namespace, args.models.resolve(), keep_operator=not args.stop_operator).run()
+        demo(args.namespace, args.models.resolve(), keep_operator=not args.stop_operator).run()
     except DemoError as err:
         print(f"\ndemo failed: {err}", file=sys.stderr)
         return 1

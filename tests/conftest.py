@@ -31,6 +31,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         in_cluster_suite = "tests/cluster/" in str(item.fspath).replace(os.sep, "/")
         if in_cluster_suite or "sim" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cluster)
+        _check_xfail(item)
+
+
+def _check_xfail(item: pytest.Item) -> None:
+    """An xfail names the exception its known bug raises: without raises=, a
+    broken fixture or a TypeError in the test reads as "the known bug, still
+    there", and a strict xfail stays green whatever goes wrong."""
+    for mark in item.iter_markers("xfail"):
+        if "raises" not in mark.kwargs:
+            raise pytest.UsageError(
+                f"{item.nodeid}: xfail without raises= (give the exception the known bug "
+                "raises, e.g. raises=AssertionError)"
+            )
 
 
 # Every pytest session owns the namespaces with this prefix; its operator

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -29,10 +31,17 @@ import yaml
 
 from localdev.sim import toolchain
 from localdev.sim.nodes import SIM_NODES, SimNode, node_manifest, node_status_patch
-from localdev.sim.pki import Pki, ensure_pki
+from localdev.sim.pki import FRONT_PROXY_CA, FRONT_PROXY_CLIENT, Pki, ensure_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
+# kwok's emulated resource usage and kubelet /metrics/resource, for metrics-server.
+KWOK_METRICS_FILE = Path(__file__).with_name("kwok-metrics.yaml")
+# The HPA controller's loop (default 15 s), shorter here so autoscaling tests
+# and the demo see a decision within seconds; docs/autoscaling.md gives both.
+HPA_SYNC_PERIOD = "5s"
+# metrics-server scrapes every node this often (its minimum is 10 s).
+METRIC_RESOLUTION = "10s"
 # With the stand-in running, it plays the kubelet for model-server pods once
 # kwok's create stage gave them an IP (localdev/standin/kubelet.py): these
 # stages must then leave such pods alone.
@@ -84,6 +93,14 @@ class Ports:
         return self._port(20250)
 
     @property
+    def s3(self) -> int:
+        return self._port(29000)
+
+    @property
+    def metrics_server(self) -> int:
+        return self._port(20263)
+
+    @property
     def pod_cidr(self) -> str:
         return f"127.{1 + self.slot}.0.0/16"
 
@@ -98,9 +115,14 @@ COMPONENT_NAMES = (
     "kube-controller-manager",
     "kube-scheduler",
     "kwok",
+    "s3",
+    "metrics-server",
     "standin",
     "operator",  # only when `make demo` left one running
 )
+# The local S3 store's credentials: random per cluster, in a file only its
+# owner reads; tests and demos give them to ServedModels through a Secret.
+S3_CREDENTIALS_FILE = "s3-credentials.json"
 
 
 def render_stages(exclude_model_servers: bool) -> str:
@@ -283,6 +305,16 @@ class SimCluster:
                     # The apiserver would publish 127.0.0.1 as the kubernetes
                     # Service's endpoint, which endpoint validation rejects.
                     "--endpoint-reconciler-type=none",
+                    # The aggregation layer, for metrics.k8s.io (metrics-server):
+                    # the API server proxies with this client cert and passes the
+                    # user in these headers, which the front-proxy CA vouches for.
+                    f"--requestheader-client-ca-file={p.cert(FRONT_PROXY_CA)}",
+                    f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+                    "--requestheader-username-headers=X-Remote-User",
+                    "--requestheader-group-headers=X-Remote-Group",
+                    "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                    f"--proxy-client-cert-file={p.cert(FRONT_PROXY_CLIENT)}",
+                    f"--proxy-client-key-file={p.key(FRONT_PROXY_CLIENT)}",
                     "--profiling=false",
                     "--v=1",
                 ],
@@ -309,6 +341,7 @@ class SimCluster:
                     "--concurrent-gc-syncs=30",
                     # The default 20 requests/s throttles Deployment rollouts
                     # of hundreds of ServedModels in the benchmarks.
+                    f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD}",
                     "--kube-api-qps=200",
                     "--kube-api-burst=400",
                     "--v=1",
@@ -339,18 +372,128 @@ class SimCluster:
                     "--node-lease-duration-seconds=40",
                     f"--server-address=127.0.0.1:{ports.kwok}",
                     f"--config={self.stages_file}",
+                    f"--config={KWOK_METRICS_FILE}",
+                ],
+            ),
+            Component(
+                "metrics-server",
+                [
+                    str(b / "metrics-server"),
+                    f"--kubeconfig={self.component_kubeconfig('metrics-server')}",
+                    f"--authentication-kubeconfig={self.component_kubeconfig('metrics-server')}",
+                    f"--authorization-kubeconfig={self.component_kubeconfig('metrics-server')}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={ports.metrics_server}",
+                    f"--cert-dir={s / 'metrics-server'}",
+                    # kwok serves every node's kubelet endpoints on one plain-HTTP
+                    # port, each node's metrics under its own path (the node's
+                    # metrics.k8s.io/resource-metrics-path annotation).
+                    f"--kubelet-port={ports.kwok}",
+                    "--kubelet-preferred-address-types=InternalIP",
+                    "--deprecated-kubelet-completely-insecure",
+                    f"--metric-resolution={METRIC_RESOLUTION}",
+                    # Must be below the resolution (its default, 10 s, is not).
+                    "--kubelet-request-timeout=5s",
+                    "--v=1",
                 ],
             ),
         ]
+        comps.append(self._s3_component())
         if self.with_standin:
             comps.append(
                 Component(
                     "standin",
-                    [sys.executable, "-m", "localdev.standin", f"--kubeconfig={self.kubeconfig}"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "localdev.standin",
+                        f"--kubeconfig={self.kubeconfig}",
+                        # Init containers (the model puller) run on this
+                        # machine for real, with the binary their image holds.
+                        f"--empty-dir-root={self.state_dir / 'pods'}",
+                        f"--binary=rclone={b / 'rclone'}",
+                    ],
                     env={"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
                 )
             )
         return comps
+
+    # ----- the S3 store -------------------------------------------------------
+
+    @property
+    def s3_endpoint(self) -> str:
+        """The local S3 store's URL (`rclone serve s3`, path-style buckets)."""
+        return f"http://127.0.0.1:{self.ports.s3}"
+
+    @property
+    def s3_root(self) -> Path:
+        """The folder the store keeps its buckets in (one folder per bucket)."""
+        return self.state_dir / "s3"
+
+    def s3_credentials(self) -> dict[str, str]:
+        """The store's access key pair, made on first use."""
+        path = self.state_dir / S3_CREDENTIALS_FILE
+        if not path.exists():
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            keys = {
+                "AWS_ACCESS_KEY_ID": "SIM" + secrets.token_hex(8).upper(),
+                "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
+            }
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.touch(mode=0o600)
+            tmp.write_text(json.dumps(keys))
+            os.replace(tmp, path)
+        loaded: dict[str, str] = json.loads(path.read_text())
+        return loaded
+
+    def s3_secret_data(self) -> dict[str, str]:
+        """The keys of a credentials Secret for this store (puller.SECRET_KEYS)."""
+        return {
+            **self.s3_credentials(),
+            "S3_ENDPOINT": self.s3_endpoint,
+            # rclone's own S3 server: path-style addressing, as for MinIO.
+            "S3_PROVIDER": "Rclone",
+        }
+
+    def s3_rclone_env(self, remote: str = "store") -> dict[str, str]:
+        """Environment for an rclone on this machine to reach the store as `remote`."""
+        prefix = f"RCLONE_CONFIG_{remote.upper()}_"
+        options = {
+            "TYPE": "s3",
+            "PROVIDER": "Rclone",
+            "ENDPOINT": self.s3_endpoint,
+            "ACCESS_KEY_ID": self.s3_credentials()["AWS_ACCESS_KEY_ID"],
+            "SECRET_ACCESS_KEY": self.s3_credentials()["AWS_SECRET_ACCESS_KEY"],
+        }
+        return {"RCLONE_CONFIG": "/dev/null", **{prefix + k: v for k, v in options.items()}}
+
+    def _s3_component(self) -> Component:
+        keys = self.s3_credentials()
+        return Component(
+            "s3",
+            [
+                str(self.bin / "rclone"),
+                "serve",
+                "s3",
+                f"--addr=127.0.0.1:{self.ports.s3}",
+                # Objects go in through this server's S3 API (never straight
+                # into the folder), so its directory cache is always current.
+                # (--dir-cache-time=0s hangs uploads to new prefixes at v1.76.0.)
+                "--config=/dev/null",
+                str(self.s3_root),
+            ],
+            # The key pair through rclone's environment, not its command line
+            # (which `ps` shows to every user). rclone reads a list flag's
+            # variable as CSV: the quotes keep "key,secret" one entry.
+            env={
+                "RCLONE_AUTH_KEY": f'"{keys["AWS_ACCESS_KEY_ID"]},{keys["AWS_SECRET_ACCESS_KEY"]}"'
+            },
+        )
+
+    def _s3_listening(self) -> bool:
+        self._check_alive(["s3"])
+        with socket.create_connection(("127.0.0.1", self.ports.s3), timeout=1):
+            return True
 
     def _pid(self, name: str) -> int | None:
         try:
@@ -448,7 +591,7 @@ class SimCluster:
                 log(f"{name} had died; its log ends:\n{self.log_tail(name)}")
         ensure_pki(self.pki.root)
         self._write_kubeconfig(self.kubeconfig, "admin")
-        for user in ("controller-manager", "scheduler", "kwok"):
+        for user in ("controller-manager", "scheduler", "kwok", "metrics-server"):
             self._write_kubeconfig(self.component_kubeconfig(user), user)
         self.link_user_binaries()
         self._write_stages()
@@ -456,8 +599,9 @@ class SimCluster:
         self._ensure_started(comps["etcd"])
         self._ensure_started(comps["kube-apiserver"])
         wait_for("kube-apiserver /readyz", self._ready_or_raise, timeout=90)
-        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok", "metrics-server"):
             self._ensure_started(comps[name])
+        self._register_metrics_api()
         self._create_nodes()
         wait_for("the simulated nodes to be Ready", self._nodes_ready, timeout=60)
         wait_for(
@@ -465,12 +609,63 @@ class SimCluster:
             lambda: bool(self.api_get("/api/v1/namespaces/default/serviceaccounts/default")),
             timeout=60,
         )
+        self.s3_root.mkdir(parents=True, exist_ok=True)
+        self._ensure_started(comps["s3"])
+        wait_for("the S3 store (rclone serve s3) to listen", self._s3_listening, timeout=30)
         if "standin" in comps:
             self._ensure_started(comps["standin"])
         self._check_alive(comps)
         log(f"cluster up in {time.monotonic() - started:.1f} s (binaries: {bin_dir})")
         log(f"kubeconfig: {self.kubeconfig}")
         return self
+
+    def _register_metrics_api(self) -> None:
+        """Serve metrics.k8s.io through the aggregation layer from our metrics-server.
+
+        The APIService names a Service; with no kube-proxy here, an ExternalName
+        Service (localhost) is what the API server's resolver can dial: it
+        proxies to https://localhost:<port>. metrics-server's certificate is
+        self-signed, hence insecureSkipTLSVerify (local cluster only).
+        """
+        port = self.ports.metrics_server
+        objects = [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+                "spec": {
+                    "type": "ExternalName",
+                    "externalName": "localhost",
+                    "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+                },
+            },
+            {
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": "v1beta1.metrics.k8s.io"},
+                "spec": {
+                    "group": "metrics.k8s.io",
+                    "version": "v1beta1",
+                    "service": {"name": "metrics-server", "namespace": "kube-system", "port": port},
+                    "insecureSkipTLSVerify": True,
+                    "groupPriorityMinimum": 100,
+                    "versionPriority": 100,
+                },
+            },
+        ]
+        listing = {"apiVersion": "v1", "kind": "List", "items": objects}
+        self._kubectl(
+            "apply", "--server-side", "--field-manager=sim", "-f", "-", stdin=json.dumps(listing)
+        )
+        wait_for("the metrics.k8s.io APIService to be Available", self._metrics_api_available, 90)
+
+    def _metrics_api_available(self) -> bool:
+        self._check_alive(["metrics-server"])
+        body = json.loads(
+            self.api_get("/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io")
+        )
+        conditions = body.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
 
     def _write_stages(self) -> None:
         """kwok's Stages for this cluster (see ``render_stages``); a running kwok

@@ -62,6 +62,10 @@ CLIENTS = (
     # kwok plays every kubelet and needs to patch any pod's status; giving it a
     # node identity would need the Node authorizer per node, so it acts as admin.
     ("kwok", "/O=system:masters/CN=sim-kwok"),
+    # metrics-server reads nodes and pods, the aggregation layer's ConfigMap in
+    # kube-system, and delegates authn/authz (TokenReview, SubjectAccessReview):
+    # admin here, as kwok, rather than four RBAC bindings of a local cluster.
+    ("metrics-server", "/O=system:masters/CN=sim-metrics-server"),
 )
 
 
@@ -81,10 +85,32 @@ def ensure_pki(root: Path) -> Pki:
     _ensure_signed(pki, "apiserver", "/CN=kube-apiserver", serving_sans=SERVING_SANS)
     for name, subject in CLIENTS:
         _ensure_signed(pki, name, subject)
+    ensure_front_proxy(pki)
     return pki
 
 
-def _ensure_signed(pki: Pki, name: str, subject: str, serving_sans: str | None = None) -> None:
+FRONT_PROXY_CA = "front-proxy-ca"
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
+def ensure_front_proxy(pki: Pki) -> None:
+    """The aggregation layer's own CA and the client cert the API server proxies
+    with to aggregated APIs (metrics-server): kept apart from the cluster CA, so
+    no ordinary client certificate can pass as the proxy."""
+    root = pki.root
+    if not pki.cert(FRONT_PROXY_CA).exists():
+        _openssl("genrsa", "-out", f"{FRONT_PROXY_CA}.key", "2048", cwd=root)
+        _openssl(
+            "req", "-x509", "-new", "-key", f"{FRONT_PROXY_CA}.key", "-days", DAYS,
+            "-subj", "/CN=tfserving-operator-sim-front-proxy-ca",
+            "-out", f"{FRONT_PROXY_CA}.crt", cwd=root,
+        )  # fmt: skip
+    _ensure_signed(pki, FRONT_PROXY_CLIENT, f"/CN={FRONT_PROXY_CLIENT}", ca=FRONT_PROXY_CA)
+
+
+def _ensure_signed(
+    pki: Pki, name: str, subject: str, serving_sans: str | None = None, ca: str = "ca"
+) -> None:
     if pki.cert(name).exists():
         return
     root = pki.root
@@ -100,7 +126,7 @@ def _ensure_signed(pki: Pki, name: str, subject: str, serving_sans: str | None =
         lines.append(f"subjectAltName={serving_sans}")
     ext.write_text("\n".join(lines) + "\n")
     _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
         "-CAcreateserial", "-days", DAYS, "-extfile", ext.name, "-out", f"{name}.crt", cwd=root,
     )  # fmt: skip
     (root / f"{name}.csr").unlink()

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
+# rclone: the local cluster's S3 server (`rclone serve s3`) and the model
+# puller's binary (the release of the image puller.PULLER_IMAGE names).
+RCLONE_VERSION = "v1.76.0"
+METRICS_SERVER_VERSION = "v0.8.0"
 
 
 def _kube_ldflags() -> str:
@@ -44,6 +49,41 @@ def _kube_ldflags() -> str:
         for pkg in ("component-base", "client-go/pkg")
         for key, value in stamps.items()
     ]
+    return " ".join(["-s", "-w", *flags])
+
+
+def go_mod_requirement(module_dir: str, module: str) -> str:
+    """The version of `module` one of our toolchain modules requires (its go.mod)."""
+    for line in (TOOLCHAIN_DIR / module_dir / "go.mod").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["require"]:
+            words = words[1:]
+        if len(words) >= 2 and words[0] == module:
+            return words[1]
+    raise ValueError(f"{module_dir}/go.mod does not require {module}")
+
+
+def _helm_ldflags() -> str:
+    """The stamps helm's own Makefile gives a release build.
+
+    Without them helm reports an empty build and, worse, assumes Kubernetes
+    v1.20 for `helm template` and `helm lint`, so a chart with a kubeVersion
+    constraint (ours: >=1.30) does not render without --kube-version. Helm's
+    Makefile derives that default from the client-go it is built with
+    (v0.37 -> Kubernetes 1.37). The git commit of the tag is the one stamp we
+    cannot give: the module proxy carries none (see docs/local-cluster.md).
+    """
+    client_go = go_mod_requirement("helm", "k8s.io/client-go").lstrip("v").split(".")
+    k8s_major, k8s_minor = str(int(client_go[0]) + 1), client_go[1]
+    flags = [
+        f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+    ]
+    for package in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags += [
+            f"-X {package}.k8sVersionMajor={k8s_major}",
+            f"-X {package}.k8sVersionMinor={k8s_minor}",
+        ]
     return " ".join(["-s", "-w", *flags])
 
 
@@ -74,11 +114,23 @@ TOOLS: tuple[GoTool, ...] = (
         "sigs.k8s.io/kwok/cmd/kwok",
         f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION}",
     ),
+    GoTool("helm", "helm", "helm.sh/helm/v3/cmd/helm", _helm_ldflags()),
+    # Our own main (toolchain/rclone/main.go): only the S3 and local backends
+    # and the commands the cluster runs, a fraction of rclone's full build.
+    # The release build clears the "DEV" suffix the same way.
     GoTool(
-        "helm",
-        "helm",
-        "helm.sh/helm/v3/cmd/helm",
-        f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+        "rclone",
+        "rclone",
+        "github.com/tfserving-operator/sim/rclone",
+        "-s -w -X github.com/rclone/rclone/fs.VersionSuffix=",
+    ),
+    # The metrics.k8s.io API for the HPA and `kubectl top`; it reads its version from
+    # client-go's copy, as its own Makefile stamps it.
+    GoTool(
+        "metrics-server",
+        "metrics-server",
+        "sigs.k8s.io/metrics-server/cmd/metrics-server",
+        f"-s -w -X k8s.io/client-go/pkg/version.gitVersion={METRICS_SERVER_VERSION}",
     ),
 )
 
@@ -138,6 +190,12 @@ def _go_binary_name(package: str) -> str:
     return last
 
 
+def tool(binary: str) -> GoTool:
+    """The pinned tool that builds `binary`."""
+    (found,) = (t for t in TOOLS if t.binary == binary)
+    return found
+
+
 def tool_path(tool: GoTool) -> Path:
     """Where one built binary lives, shared by every pin set that holds it."""
     return cache_root() / "tools" / f"{tool.binary}-{tool_key(tool)}"
@@ -183,8 +241,9 @@ def _build(tools: Iterable[GoTool], log: bool = True) -> None:
         by_module.setdefault((tool.module_dir, tool.ldflags), []).append(tool)
     if not by_module:
         return
-    staging = cache_root() / "tools.partial"
-    staging.mkdir(parents=True, exist_ok=True)
+    cache_root().mkdir(parents=True, exist_ok=True)
+    # A folder of this build's own: several clones may build at once.
+    staging = Path(tempfile.mkdtemp(prefix="tools.partial-", dir=cache_root()))
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-buildvcs=false")
     for (module_dir, ldflags), group in by_module.items():
         started = time.monotonic()

@@ -52,6 +52,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2,
         help="TensorFlow intra- and inter-op threads (default 2)",
     )
+    parser.add_argument(
+        "--empty-dir-root",
+        default="",
+        help="folder holding the pods' emptyDir volumes; init containers run on this "
+        "machine only when set (kubelet_init.py)",
+    )
+    parser.add_argument(
+        "--binary",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="the program an init container's command NAME runs here (repeatable), "
+        "e.g. rclone=/path/to/rclone",
+    )
     return parser.parse_args(argv)
 
 
@@ -60,6 +74,7 @@ async def run(args: argparse.Namespace) -> None:
     from kubernetes import client, config
 
     from .kubelet import PodApi, PodKubelets
+    from .kubelet_init import HostInitRunner
     from .kubelet_process import standin_factory
     from .models import configure_tensorflow
     from .pods import SERVED_MODEL_LABEL, KubeLookup, Watcher
@@ -85,7 +100,15 @@ async def run(args: argparse.Namespace) -> None:
     # The stand-in plays the kubelet for model-server pods too (kwok's stages
     # leave them alone once they have an IP): it runs one server per container
     # start, with probes, restarts and graceful deletion (kubelet.py).
-    supervisor = PodKubelets(PodApi(api), standin_factory(runtime, lookup))
+    init_runner = None
+    if args.empty_dir_root:
+        binaries = dict(b.split("=", 1) for b in args.binary)
+        init_runner = HostInitRunner(lookup, args.empty_dir_root, binaries)
+    supervisor = PodKubelets(
+        PodApi(api),
+        standin_factory(runtime, lookup, args.empty_dir_root),
+        init_runner=init_runner,
+    )
 
     def in_loop(fn: Callable[..., None], *fn_args: Any) -> None:
         loop.call_soon_threadsafe(fn, *fn_args)

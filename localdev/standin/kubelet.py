@@ -89,6 +89,27 @@ class TakesAnnotations(Protocol):
 ProcessFactory = Callable[[Mapping[str, Any]], ServerProcess]
 
 
+class InitProcess(Protocol):
+    """One run of an init container's program (kubelet_init.HostInitProcess)."""
+
+    log_lines: list[str]
+
+    def run(self) -> Awaitable[int]:
+        """Run to the end; returns the exit code."""
+        ...
+
+    def kill(self) -> Awaitable[None]:
+        """SIGKILL."""
+        ...
+
+
+class InitRunner(Protocol):
+    """Builds the run of one init container (kubelet_init.HostInitRunner);
+    raising means the container cannot be created (CreateContainerConfigError)."""
+
+    def prepare(self, pod: Mapping[str, Any], container: Mapping[str, Any]) -> InitProcess: ...
+
+
 @dataclass(frozen=True)
 class ExitStatus:
     """How a run ended: what ``ExitLike`` asks for."""
@@ -213,6 +234,12 @@ def _grace_seconds(pod: Mapping[str, Any]) -> float:
     return float(DEFAULT_GRACE_SECONDS if value is None else value)
 
 
+def _completed(shown: Mapping[str, Any] | None) -> Body | None:
+    """An init container's ``state.terminated`` when it completed (exit 0)."""
+    terminated = ((shown or {}).get("state") or {}).get("terminated")
+    return terminated if terminated and terminated.get("exitCode") == 0 else None
+
+
 def _prestop_sleep(container: Mapping[str, Any]) -> float:
     """The preStop ``sleep`` action's seconds (other handlers are not emulated)."""
     pre_stop = ((container.get("lifecycle") or {}).get("preStop")) or {}
@@ -228,6 +255,7 @@ class PodKubelet:
         api: PodApi,
         factory: ProcessFactory,
         probe: ProbeCheck = tcp_probe,
+        init_runner: InitRunner | None = None,
     ) -> None:
         from .config import find_server_container
 
@@ -235,6 +263,24 @@ class PodKubelet:
         self._api = api
         self._factory = factory
         self._probe = probe
+        self._init_runner = init_runner
+        shown_inits = {
+            c.get("name"): c for c in (pod.get("status") or {}).get("initContainerStatuses") or []
+        }
+        # Init containers (Pod Lifecycle, "Init containers"): run one by one
+        # before the server; one that already completed (a restarted stand-in)
+        # is not run again, as the kubelet does not rerun them for a live pod.
+        self.init_records = [
+            ContainerRecord(
+                str(c.get("name", "")),
+                str(c.get("image", "")),
+                waiting_reason="PodInitializing",
+                terminated=_completed(shown_inits.get(c.get("name"))),
+                ready=_completed(shown_inits.get(c.get("name"))) is not None,
+            )
+            for c in (pod.get("spec") or {}).get("initContainers") or []
+        ]
+        self._init_process: InitProcess | None = None
         container = (
             find_server_container(pod) or ((pod.get("spec") or {}).get("containers") or [{}])[0]
         )
@@ -252,6 +298,7 @@ class PodKubelet:
             str(container.get("image", "")),
             restart_count=int(shown.get("restartCount") or 0),
             last_terminated=(shown.get("lastState") or {}).get("terminated"),
+            waiting_reason="PodInitializing" if self.init_records else "ContainerCreating",
         )
         # Other containers of the pod (none in what the operator renders) just run.
         self._others = [
@@ -299,7 +346,7 @@ class PodKubelet:
             while not (self._ip or self._deleting.is_set()):
                 self._changed.clear()
                 await self._changed.wait()
-            if not self._deleting.is_set():
+            if not self._deleting.is_set() and await self._initialize():
                 await self._supervise()
             await self._api.delete_now(self.pod)
             log.info("pod %s: containers stopped, pod object deleted", self.key)
@@ -310,11 +357,115 @@ class PodKubelet:
             if self.process is not None:
                 with contextlib.suppress(Exception):
                     await self.process.kill()
+            if self._init_process is not None:
+                with contextlib.suppress(Exception):
+                    await self._init_process.kill()
+
+    async def _initialize(self) -> bool:
+        """Pod Lifecycle, "Init containers": run each to completion, in order,
+        before the server's container starts; one that fails is restarted
+        with the crash-loop back-off (restartPolicy Always) and the next
+        waits. Returns False when the pod is deleted first."""
+        if not self.init_records:
+            return True
+        self._start_time = now_iso()
+        self._dirty.set()
+        specs = (self.pod.get("spec") or {}).get("initContainers") or []
+        for index, container in enumerate(specs):
+            backoff: float | None = None
+            while self.init_records[index].terminated is None:
+                if self._deleting.is_set():
+                    return False
+                ran = await self._run_init(index, container)
+                if ran is None:
+                    return False
+                if self.init_records[index].terminated is not None:
+                    break
+                backoff = decide.next_backoff(backoff, ran)
+                name = self.init_records[index].name
+                if self.init_records[index].waiting_reason != "CreateContainerConfigError":
+                    self._set_init(
+                        index,
+                        waiting_reason="CrashLoopBackOff",
+                        waiting_message=decide.crash_loop_message(backoff, name, self.pod),
+                    )
+                    self._emit(
+                        "Warning",
+                        "BackOff",
+                        f"Back-off restarting failed container {name} in pod "
+                        f"{decide.pod_ref(self.pod)}",
+                        container=name,
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._deleting.wait(), backoff)
+        self._set(waiting_reason="ContainerCreating")
+        return not self._deleting.is_set()
+
+    async def _run_init(self, index: int, container: Mapping[str, Any]) -> float | None:
+        """One run of init container `index`; how long it ran, None if the pod went."""
+        record = self.init_records[index]
+        if self._init_runner is None:
+            # No runner (kwok-only setups): shown as done at once, as before.
+            self._set_init(
+                index, terminated=decide.terminated_state(0, "", now_iso(), now_iso(), "")
+            )
+            return 0.0
+        try:
+            # The kubelet reads the Secrets env entries name when the container starts.
+            process = await asyncio.to_thread(self._init_runner.prepare, self.pod, container)
+        except Exception as e:
+            log.warning("pod %s: init container %s cannot be created: %s", self.key, record.name, e)
+            self._set_init(
+                index, waiting_reason="CreateContainerConfigError", waiting_message=str(e)
+            )
+            self._emit("Warning", "Failed", f"Error: {e}", container=record.name)
+            return 0.0
+        container_id = f"standin://{uuid.uuid4().hex}"
+        started_at = now_iso()
+        started_mono = time.monotonic()
+        self._init_process = process
+        self._emit("Normal", "Started", f"Started container {record.name}", container=record.name)
+        self._set_init(
+            index, running_since=started_at, container_id=container_id,
+            waiting_reason="", waiting_message="",
+        )  # fmt: skip
+        run_task = asyncio.ensure_future(process.run())
+        deleting = asyncio.create_task(self._deleting.wait())
+        try:
+            await asyncio.wait({run_task, deleting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            deleting.cancel()
+        if not run_task.done():
+            await process.kill()
+            self._init_process = None
+            return None
+        self._init_process = None
+        code = run_task.result()
+        message = decide.termination_message(
+            container.get("terminationMessagePolicy"), code, "", tuple(process.log_lines)
+        )
+        state = decide.terminated_state(code, message, started_at, now_iso(), container_id)
+        log.info(
+            "pod %s: init container %s exited with code %d after %.2f s",
+            self.key, record.name, code, time.monotonic() - started_mono,
+        )  # fmt: skip
+        if code == 0:
+            self._set_init(index, running_since=None, terminated=state, ready=True)
+        else:
+            self._set_init(
+                index, running_since=None, restart_count=record.restart_count + 1,
+                last_terminated=state,
+            )  # fmt: skip
+        return time.monotonic() - started_mono
+
+    def _set_init(self, index: int, **changes: Any) -> None:
+        self.init_records[index] = replace(self.init_records[index], **changes)
+        self._dirty.set()
 
     async def _supervise(self) -> None:
         """Pod Lifecycle, "Container restarts" (restartPolicy Always): run the
         container, and after every exit wait the back-off, then start it again."""
-        self._start_time = now_iso()
+        self._start_time = self._start_time or now_iso()
         self._others = [
             replace(r, running_since=self._start_time, started=True, ready=True, container_id="")
             for r in self._others
@@ -499,8 +650,10 @@ class PodKubelet:
         self.record = replace(self.record, **changes)
         self._dirty.set()
 
-    def _emit(self, kind: str, reason: str, message: str) -> None:
-        task = asyncio.create_task(self._api.event(self.pod, self.name, kind, reason, message))
+    def _emit(self, kind: str, reason: str, message: str, container: str = "") -> None:
+        task = asyncio.create_task(
+            self._api.event(self.pod, container or self.name, kind, reason, message)
+        )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -513,7 +666,11 @@ class PodKubelet:
             if not self._start_time:
                 continue
             patch = decide.status_patch(
-                self.pod, [self.record, *self._others], self._start_time, now_iso()
+                self.pod,
+                [self.record, *self._others],
+                self._start_time,
+                now_iso(),
+                self.init_records,
             )
             if patch is None:
                 continue
@@ -533,10 +690,17 @@ class PodKubelet:
 class PodKubelets:
     """One ``PodKubelet`` per scheduled model-server pod, fed by the pod watch."""
 
-    def __init__(self, api: PodApi, factory: ProcessFactory, probe: ProbeCheck = tcp_probe) -> None:
+    def __init__(
+        self,
+        api: PodApi,
+        factory: ProcessFactory,
+        probe: ProbeCheck = tcp_probe,
+        init_runner: InitRunner | None = None,
+    ) -> None:
         self._api = api
         self._factory = factory
         self._probe = probe
+        self._init_runner = init_runner
         self._pods: dict[str, PodKubelet] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # Pods this kubelet deleted: late events for them must not start them again.
@@ -572,7 +736,7 @@ class PodKubelets:
             return
         if not (pod.get("spec") or {}).get("nodeName"):
             return  # not scheduled: no kubelet has it yet
-        kubelet = PodKubelet(pod, self._api, self._factory, self._probe)
+        kubelet = PodKubelet(pod, self._api, self._factory, self._probe, self._init_runner)
         self._pods[uid] = kubelet
         kubelet.observe(pod)
         task = asyncio.create_task(kubelet.run(), name=f"kubelet {kubelet.key}")

@@ -313,6 +313,9 @@ class ContainerRecord:
     waiting_reason: str = "ContainerCreating"
     waiting_message: str = ""
     last_terminated: Body | None = None
+    # state.terminated: a finished init container (Completed) or one that
+    # just failed, before its restart.
+    terminated: Body | None = None
 
     @property
     def ever_started(self) -> bool:
@@ -340,7 +343,9 @@ def terminated_state(
 def container_status(record: ContainerRecord) -> Body:
     """One entry of ``status.containerStatuses`` (Pod Lifecycle, "Container states")."""
     state: Body
-    if record.running_since is not None:
+    if record.terminated is not None:
+        state = {"terminated": record.terminated}
+    elif record.running_since is not None:
         state = {"running": {"startedAt": record.running_since}}
     else:
         waiting: Body = {"reason": record.waiting_reason}
@@ -366,11 +371,34 @@ def _same_container_status(wanted: Body, observed: Mapping[str, Any]) -> bool:
     return all(observed.get(key) == value for key, value in wanted.items() if key != "imageID")
 
 
+def _shows(status: Mapping[str, Any], key: str, wanted: Sequence[Body]) -> bool:
+    observed = {c.get("name"): c for c in status.get(key) or []}
+    return all(_same_container_status(c, observed.get(c["name"]) or {}) for c in wanted)
+
+
+def initialized(init_records: Sequence[ContainerRecord]) -> ConditionValue:
+    """Initialized: True once every init container exited 0 (Pod Lifecycle,
+    "Pod conditions"; worded like the kubelet's status manager)."""
+    pending = [
+        r.name for r in init_records if not (r.terminated and r.terminated.get("exitCode") == 0)
+    ]
+    if not pending:
+        return ConditionValue("True")
+    names = " ".join(pending)
+    return ConditionValue(
+        "False", "ContainersNotInitialized", f"containers with incomplete status: [{names}]"
+    )
+
+
 def status_patch(
-    pod: Mapping[str, Any], records: Sequence[ContainerRecord], start_time: str, now: str
+    pod: Mapping[str, Any],
+    records: Sequence[ContainerRecord],
+    start_time: str,
+    now: str,
+    init_records: Sequence[ContainerRecord] = (),
 ) -> Body | None:
-    """The strategic-merge status patch that makes the pod show ``records``,
-    or None when it shows them already.
+    """The strategic-merge status patch that makes the pod show ``records``
+    (and its init containers' ``init_records``), or None when it shows them already.
 
     Conditions merge by type, so the patch never touches a readiness-gate
     condition someone else (the operator) owns; it only reads them.
@@ -382,17 +410,18 @@ def status_patch(
         "ContainersReady": containers_ready(unready),
         "Ready": pod_ready(unready, readiness_gates(pod), observed_conditions),
     }
+    if init_records:
+        values = {"Initialized": initialized(init_records), **values}
     conditions = [condition_patch(k, v, observed_conditions, now) for k, v in values.items()]
-    containers = [container_status(r) for r in records]
+    groups = {"containerStatuses": [container_status(r) for r in records]}
+    if init_records:
+        groups["initContainerStatuses"] = [container_status(r) for r in init_records]
     phase = "Running" if any(r.ever_started for r in records) else "Pending"
-    observed_containers = {c.get("name"): c for c in status.get("containerStatuses") or []}
     unchanged = (
         status.get("phase") == phase
         and bool(status.get("startTime"))
         and not conditions_differ(conditions, observed_conditions)
-        and all(
-            _same_container_status(c, observed_containers.get(c["name"]) or {}) for c in containers
-        )
+        and all(_shows(status, key, wanted) for key, wanted in groups.items())
     )
     if unchanged:
         return None
@@ -401,6 +430,6 @@ def status_patch(
             "phase": phase,
             "startTime": status.get("startTime") or start_time,
             "conditions": conditions,
-            "containerStatuses": containers,
+            **groups,
         }
     }

@@ -16,10 +16,13 @@ from .paths import ClusterLookup
 from .server import PodServer, Runtime, serving_spec_from_pod
 
 
-def standin_factory(runtime: Runtime, lookup: ClusterLookup) -> ProcessFactory:
-    """Builds one ``PodServer`` per container start."""
+def standin_factory(
+    runtime: Runtime, lookup: ClusterLookup, empty_dir_root: str = ""
+) -> ProcessFactory:
+    """Builds one ``PodServer`` per container start (emptyDir volumes under
+    ``empty_dir_root``, where the pod's init containers wrote)."""
 
     def make(pod: Mapping[str, Any]) -> ServerProcess:
-        return PodServer(serving_spec_from_pod(pod, lookup), runtime)
+        return PodServer(serving_spec_from_pod(pod, lookup, empty_dir_root), runtime)
 
     return make

@@ -8,8 +8,11 @@ A container path goes through the pod's ``volumeMounts`` (the longest
 * ``persistentVolumeClaim``: the claim's bound PersistentVolume, whose
   ``spec.hostPath.path`` or ``spec.local.path`` is a directory of this machine;
 * ``configMap``: a file whose text is read from the API (``items`` honoured);
-* anything else (``emptyDir``, ``nfs``, ...), a path on no volume, or a URI
-  base path: unreachable here, like a path that does not exist.
+* ``emptyDir``: a folder per pod and volume under the stand-in's emptyDir
+  root (``empty_dir_path``), where the pod's init containers, run on this
+  machine (kubelet_init.py), wrote;
+* anything else (``nfs``, ...), a path on no volume, or a URI base path:
+  unreachable here, like a path that does not exist.
 
 Everything here is synchronous and free of Kubernetes client code: the cluster
 is reached through the small ``ClusterLookup`` interface, so tests feed plain
@@ -95,6 +98,11 @@ class PathError(Exception):
     """A container path that cannot be read; the message says why."""
 
 
+def empty_dir_path(root: str, pod_uid: str, volume: str) -> str:
+    """Where an emptyDir volume of a pod lives on this machine (the kubelet's layout)."""
+    return posixpath.join(root, pod_uid, "volumes", "kubernetes.io~empty-dir", volume)
+
+
 def _within(path: str, mount_path: str) -> bool:
     if mount_path == "/":
         return True
@@ -113,9 +121,12 @@ class PathResolver:
         pod: Mapping[str, Any],
         container: Mapping[str, Any],
         lookup: ClusterLookup,
+        empty_dir_root: str = "",
     ) -> None:
         meta = pod.get("metadata") or {}
         self.namespace: str = meta.get("namespace") or "default"
+        self._uid: str = meta.get("uid") or ""
+        self._empty_dir_root = empty_dir_root
         self._volumes = {
             v["name"]: v for v in (pod.get("spec") or {}).get("volumes") or [] if "name" in v
         }
@@ -168,6 +179,8 @@ class PathResolver:
             except PathError as e:
                 return Unreachable(str(e))
             return HostPath(_join(root, in_volume))
+        if "emptyDir" in volume and self._empty_dir_root:
+            return HostPath(_join(empty_dir_path(self._empty_dir_root, self._uid, name), in_volume))
         if "configMap" in volume:
             source = volume["configMap"]
             items = source.get("items")

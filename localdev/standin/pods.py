@@ -213,6 +213,13 @@ class KubeLookup:
         """The volume, read from the API."""
         return self._read(f"PersistentVolume {name}", self._api.read_persistent_volume, name)
 
+    def get_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The Secret, read from the API when an init container starts (as the
+        kubelet does); its values go to that process's environment only."""
+        return self._read(
+            f"Secret {namespace}/{name}", self._api.read_namespaced_secret, name, namespace
+        )
+
 
 def should_serve(pod: Mapping[str, Any]) -> bool:
     """Running with an IP: the real server would be up (Terminating included)."""

@@ -149,7 +149,9 @@ class PodServingSpec:
         return f"{self.namespace}/{self.name}"
 
 
-def serving_spec_from_pod(pod: Mapping[str, Any], lookup: ClusterLookup) -> PodServingSpec:
+def serving_spec_from_pod(
+    pod: Mapping[str, Any], lookup: ClusterLookup, empty_dir_root: str = ""
+) -> PodServingSpec:
     """Read a pod dict (as the API returns it); raises ``BadPod``."""
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
@@ -164,7 +166,7 @@ def serving_spec_from_pod(pod: Mapping[str, Any], lookup: ClusterLookup) -> PodS
         uid=meta.get("uid") or "",
         ip=status.get("podIP") or "",
         flags=flags,
-        resolver=PathResolver(pod, container, lookup),
+        resolver=PathResolver(pod, container, lookup, empty_dir_root),
         annotations=dict(meta.get("annotations") or {}),
     )
 

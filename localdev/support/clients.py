@@ -98,6 +98,13 @@ class PodWatcher:
 
     `ready_at[name]` is the monotonic time the watch first showed the pod Ready;
     `history` every (time, PodInfo) seen, in order.
+
+    A watch that breaks (an API error, an expired resourceVersion) is followed
+    by a fresh list, and what changed in between was never seen: a test that
+    asserts "never Ready while LOADING" over the history would pass over the
+    gap. So every relist after the first is kept in `relists`, and leaving the
+    `with` block fails the test if there was one (`check_no_gap` does it
+    earlier).
     """
 
     def __init__(self, api_client: Any, namespace: str, servedmodel: str) -> None:
@@ -107,6 +114,7 @@ class PodWatcher:
         self._pods: dict[str, PodInfo] = {}
         self.ready_at: dict[str, float] = {}
         self.history: list[tuple[float, PodInfo]] = []
+        self.relists: list[tuple[float, str]] = []  # (when, why) after the first list
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -135,6 +143,18 @@ class PodWatcher:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+        if exc_type is None:
+            self.check_no_gap()
+
+    def check_no_gap(self) -> None:
+        """Fail if the watch had to relist since it started (transitions were missed)."""
+        with self._lock:
+            relists = list(self.relists)
+        if relists:
+            raise AssertionError(
+                f"the watch of pods {self.selector} broke and relisted {len(relists)} time(s); "
+                f"transitions in the gap were not seen: {[why for _, why in relists]}"
+            )
 
     def pods(self) -> dict[str, PodInfo]:
         """Every current pod by name."""
@@ -190,9 +210,13 @@ class PodWatcher:
 
     def _run(self) -> None:
         version = ""
+        why = ""
         while not self._stop.is_set():
             try:
                 if not version:
+                    if self._synced.is_set():
+                        with self._lock:
+                            self.relists.append((time.monotonic(), why))
                     version = self._relist()
                 # Short watches, resumed from the last event, so stop() is
                 # quick; an expired resourceVersion (ERROR) means a relist.
@@ -211,12 +235,14 @@ class PodWatcher:
                     kind, obj = event["type"], event["object"]
                     if kind == "ERROR":
                         version = ""
+                        why = f"watch ERROR: {obj.get('message', obj)}"
                         break
                     version = obj["metadata"]["resourceVersion"]
                     if kind != "BOOKMARK":
                         self._record(kind, obj)
-            except Exception:
+            except Exception as err:
                 version = ""
+                why = repr(err)
                 if self._stop.wait(0.2):
                     return
 

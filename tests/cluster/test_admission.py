@@ -22,6 +22,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from localdev.support.k8s import custom, servedmodel
+from localdev.support.keda_crds import scaledobject_crd
 from localdev.support.waiting import wait_until
 from tests.unit.golden.cases import CASES
 from tfserving_operator import api, release, render, spec
@@ -165,6 +166,65 @@ INVALID: list[tuple[str, str, dict[str, Any], str]] = [
     ("gpu-image-without-gpus", "m", changed(BASE, image=GPU_IMAGE), "spec.image"),
     ("gpus-with-cpu-image", "m", changed(BASE, image=CPU_IMAGE, gpus=1), "spec.image"),
     ("gpus-too-many", "m", changed(BASE, gpus=17), "spec.gpus"),
+    (
+        "gpu-resource-not-a-resource-name",
+        "m",
+        changed(BASE, gpus=1, gpuResource="mig-1g.5gb"),
+        "spec.gpuResource",
+    ),
+    (
+        "non-nvidia-gpus-without-image",
+        "m",
+        changed(BASE, gpus=1, gpuResource="amd.com/gpu"),
+        "spec.image",
+    ),
+    (
+        "gpu-image-on-a-non-nvidia-resource",
+        "m",
+        changed(BASE, gpus=1, gpuResource="amd.com/gpu", image=GPU_IMAGE),
+        "spec.image",
+    ),
+    (
+        "gpu-resource-in-resource-limits",
+        "m",
+        changed(
+            BASE,
+            gpuResource="nvidia.com/mig-1g.5gb",
+            resources={"limits": {"nvidia.com/mig-1g.5gb": 1}},
+        ),
+        "spec.resources",
+    ),
+    # Kubernetes' own schemas for the embedded types (localdev/kube_schemas.py)
+    (
+        "env-repeated-name",
+        "m",
+        changed(BASE, env=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+        "spec.env",
+    ),
+    (
+        "image-pull-secrets-repeated-name",
+        "m",
+        changed(BASE, imagePullSecrets=[{"name": "r"}, {"name": "r"}]),
+        "spec.imagePullSecrets",
+    ),
+    (
+        "affinity-wrong-type",
+        "m",
+        changed(BASE, affinity={"nodeAffinity": ["zone-a"]}),
+        "spec.affinity.nodeAffinity",
+    ),
+    (
+        "toleration-seconds-not-a-number",
+        "m",
+        changed(BASE, tolerations=[{"key": "k", "tolerationSeconds": "soon"}]),
+        "spec.tolerations[0].tolerationSeconds",
+    ),
+    (
+        "client-selector-wrong-type",
+        "m",
+        changed(BASE, networkPolicy={"clientSelector": {"matchLabels": ["a"]}}),
+        "spec.networkPolicy.clientSelector.matchLabels",
+    ),
     ("gpu-memory-fraction-zero", "m", changed(BASE, gpuMemoryFraction=0), "spec.gpuMemoryFraction"),
     (
         "gpu-memory-fraction-above-one",
@@ -394,6 +454,79 @@ def test_invalid_servedmodel_is_refused(
     assert servedmodels(api_client, admission_namespace) == []
 
 
+# What the embedded-type and GPU-resource rules must still admit.
+VALID_EMBEDDED: dict[str, dict[str, Any]] = {
+    "mig-slice-on-the-gpu-image": {
+        "gpus": 1,
+        "gpuResource": "nvidia.com/mig-1g.5gb",
+        "image": GPU_IMAGE,
+    },
+    "another-vendor-with-its-image": {
+        "gpus": 1,
+        "gpuResource": "amd.com/gpu",
+        "image": "example.com/tfs-rocm:2.20",
+    },
+    "everything-kubernetes-takes": {
+        "env": [
+            {"name": "A", "value": "1"},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {
+                "name": "MEM",
+                "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}},
+            },
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+        ],
+        "imagePullSecrets": [{"name": "a"}, {"name": "b"}],
+        "tolerations": [
+            {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
+            {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
+        ],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                    ]
+                },
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 10,
+                        "preference": {"matchExpressions": [{"key": "ssd", "operator": "Exists"}]},
+                    }
+                ],
+            },
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "labelSelector": {"matchLabels": {"app": "x"}},
+                            "topologyKey": "kubernetes.io/hostname",
+                            "matchLabelKeys": ["pod-template-hash"],
+                        },
+                    }
+                ]
+            },
+        },
+        "networkPolicy": {
+            "clientSelector": {
+                "matchExpressions": [{"key": "role", "operator": "In", "values": ["web"]}]
+            },
+            "namespaceSelector": {"matchLabels": {"team": "search"}},
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("case", sorted(VALID_EMBEDDED))
+def test_valid_embedded_types_are_admitted_unchanged(api_client, admission_namespace, case):
+    fields = VALID_EMBEDDED[case]
+    body = servedmodel("m", changed(BASE, **fields))
+    created = create(api_client, admission_namespace, body, dry_run=True)
+    for key, value in fields.items():
+        assert created["spec"][key] == value, key
+
+
 # Flags tensorflow_model_server 2.20.0 reads as given: each must be admitted.
 VALID_SERVER_ARGS = [
     "--rest_api_timeout_in_ms=5000",
@@ -514,8 +647,20 @@ def _rendered(case: str, namespace: str) -> render.Children:
     return render.render(sm, sm.target)
 
 
+@pytest.fixture(scope="module")
+def keda_crd(sim: Any) -> None:
+    """KEDA's real ScaledObject CRD (no KEDA runs): the keda case is checked against it."""
+    path = scaledobject_crd()
+    for args in (
+        ("apply", "--server-side", "--field-manager=tfso-tests", "-f", str(path)),
+        ("wait", "--for=condition=Established", "--timeout=60s", "-f", str(path)),
+    ):
+        result = kubectl(sim, *args)
+        assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_every_golden_case_passes_the_api_server(sim, admission_namespace, case) -> None:
+def test_every_golden_case_passes_the_api_server(sim, admission_namespace, keda_crd, case) -> None:
     """Server-side apply as a dry run, as the operator does before its first write."""
     manifests = _rendered(case, admission_namespace).all()
     result = kubectl(

@@ -32,7 +32,7 @@ from localdev.support.models import make_model_dir
 from localdev.support.operator import _free_port
 from localdev.support.waiting import wait_until
 from tests.cluster.test_observability import families
-from tests.contract.test_chart import CHART, KUBE_VERSION, helm_binary
+from tests.contract.test_chart import CHART, helm_binary
 from tests.unit.test_metrics import EXPECTED_FAMILIES
 
 REQUIRED_TOOLS = ("podman", "runc", "mmdebstrap")
@@ -77,7 +77,7 @@ def chart_container(namespace: str, liveness: int, metrics: int) -> dict[str, An
     if helm is None:
         pytest.skip("no helm binary (make sim-build, or helm on PATH)")
     rendered = subprocess.run(
-        [helm, "template", "rel", str(CHART), "--kube-version", KUBE_VERSION,
+        [helm, "template", "rel", str(CHART),
          "--show-only", "templates/deployment.yaml",
          "--set", f"watchNamespaces={{{namespace}}}",
          "--set", f"operator.livenessPort={liveness}",

@@ -13,7 +13,7 @@ import yaml
 
 from localdev.sim.cluster import SimCluster
 from localdev.support.prometheus_crds import crd_paths
-from tests.contract.test_chart import CHART, KUBE_VERSION, helm_binary
+from tests.contract.test_chart import CHART, helm_binary
 
 
 def kubectl(
@@ -45,7 +45,7 @@ def monitors(namespace: str) -> list[dict[str, Any]]:
         pytest.skip("no helm binary (make sim-build, or helm on PATH)")
     rendered = subprocess.run(
         [helm, "template", "rel", str(CHART), "--namespace", namespace,
-         "--kube-version", KUBE_VERSION, "--show-only", "templates/metrics.yaml",
+         "--show-only", "templates/metrics.yaml",
          "--set", "metrics.serviceMonitor.enabled=true",
          "--set", "metrics.serviceMonitor.labels.release=prometheus",
          "--set", "metrics.podMonitor.enabled=true"],

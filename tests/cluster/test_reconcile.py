@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from localdev.sim.nodes import MAX_GPUS_PER_NODE, SIM_NODES
+from localdev.sim.nodes import MAX_GPUS_PER_NODE, MIG_RESOURCE, SIM_NODES
 from localdev.support.k8s import (
     condition,
     create_sm,
@@ -36,6 +36,7 @@ from tfserving_operator.children import contains
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
 
 GPU_NODES = {n.name for n in SIM_NODES if n.gpus}
+MIG_NODES = {n.name for n in SIM_NODES if n.mig_slices}
 SELECTOR = api.LABEL_SERVEDMODEL
 
 
@@ -513,6 +514,21 @@ def test_gpu_servedmodel_lands_on_a_gpu_node(api_client, namespace, operator, mo
     assert ctr.resources.limits[api.GPU_RESOURCE] == "1"
     assert ctr.image == DEFAULT_GPU_IMAGE
     assert any(t.key == api.GPU_RESOURCE and t.operator == "Exists" for t in pod.spec.tolerations)
+
+
+def test_mig_slice_servedmodel_lands_on_the_mig_node(
+    api_client, namespace, operator, model_store
+) -> None:
+    """A MIG slice is its own extended resource: only sim-mig-1 advertises it."""
+    base = make_model_dir(model_store, "mig", good=(1,))
+    body = model_spec(base, gpus=1, gpuResource=MIG_RESOURCE)
+    create_sm(api_client, namespace, servedmodel("mig", body))
+    assert ready(api_client, namespace, "mig")["status"]["servingVersions"] == "1"
+    (pod,) = [p for p in pods_of(api_client, namespace, "mig") if not p.metadata.deletion_timestamp]
+    assert pod.spec.node_name in MIG_NODES
+    ctr = pod.spec.containers[0]
+    assert ctr.resources.limits == {MIG_RESOURCE: "1"}
+    assert ctr.image == DEFAULT_GPU_IMAGE
 
 
 def test_unfittable_gpu_servedmodel_is_reported(

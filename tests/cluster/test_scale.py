@@ -38,7 +38,6 @@ PEERING_CRDS = REPO_ROOT / "charts" / "tfserving-operator" / "crds" / "kopf.dev-
 # TFSO_PEERING_LIFETIME_SECONDS (the operator's default): a SIGKILLed
 # replica's keep-alive is trusted this long, so the standby waits up to this.
 PEERING_LIFETIME = 10
-KOPF_PROBE_CACHE = 10.5  # kopf answers /healthz from a cache refreshed every 10 s
 
 
 @pytest.fixture(scope="module")
@@ -123,23 +122,26 @@ def _reconciled(body: dict[str, Any]) -> bool:
     return bool(status) and status.get("observedGeneration") == body["metadata"]["generation"]
 
 
-def _workers(proc: OperatorProcess) -> int:
-    """How many ServedModels the process reconciles (the /healthz answer)."""
-    return int(proc.health()["servedmodels"])
-
-
 def _fresh_workers(proc: OperatorProcess) -> int:
-    _workers(proc)
-    time.sleep(KOPF_PROBE_CACHE)
-    return _workers(proc)
+    """How many ServedModels the process reconciles, from a /healthz answer
+    computed from now on (kopf caches the answer up to 10 s)."""
+    return int(proc.health_since(time.time())["servedmodels"])
 
 
-def _wait_untouched(api: Any, namespace: str, name: str, seconds: float) -> None:
-    """Nobody writes the status of `namespace/name` for `seconds`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert not (get_sm(api, namespace, name).get("status")), f"{namespace}/{name} touched"
-        time.sleep(0.5)
+def _after_the_acting_side(api: Any, namespace: str, name: str, **labels: str) -> None:
+    """Create `name` after whatever the test did, and wait for its status: the
+    operator that owns it has processed everything before it. Only then does
+    "the other shard did nothing" mean anything (a fixed wait passes as well
+    when no operator has got round to anything yet)."""
+    body = servedmodel(name, _spec())
+    if labels:
+        body["metadata"]["labels"] = labels
+    create_sm(api, namespace, body)
+    wait_sm(api, namespace, name, "reconciled (the acting side)", _reconciled, timeout=60)
+
+
+def _assert_untouched(api: Any, namespace: str, name: str) -> None:
+    assert not get_sm(api, namespace, name).get("status"), f"{namespace}/{name} touched"
 
 
 def test_namespace_shards_touch_only_their_own(scale_api, make_namespace, operators):
@@ -154,13 +156,14 @@ def test_namespace_shards_touch_only_their_own(scale_api, make_namespace, operat
         for i in range(3):
             wait_sm(scale_api, ns, f"m{i}", "reconciled", _reconciled, timeout=60)
     assert _fresh_workers(op_a) == 3
-    assert _workers(op_b) == 3
+    assert _fresh_workers(op_b) == 3
 
     # With B stopped, a new ServedModel in B's namespace waits for B; A ignores it.
     op_b.stop()
     create_sm(scale_api, ns_b, servedmodel("late", _spec()))
-    _wait_untouched(scale_api, ns_b, "late", 8)
-    assert _fresh_workers(op_a) == 3
+    _after_the_acting_side(scale_api, ns_a, "after-late")
+    _assert_untouched(scale_api, ns_b, "late")
+    assert _fresh_workers(op_a) == 4
     op_b.start()
     wait_sm(scale_api, ns_b, "late", "reconciled by its own shard", _reconciled, timeout=60)
 
@@ -210,7 +213,7 @@ def test_label_shards_touch_only_their_own(scale_api, make_namespace, operators,
     for name in ("a0", "a1", "b0", "b1", "b2"):
         wait_sm(scale_api, ns, name, "reconciled", _reconciled, timeout=60)
     assert _fresh_workers(op_a) == 2
-    assert _workers(op_b) == 3
+    assert _fresh_workers(op_b) == 3
     # Each shard's watches deliver only its own ServedModels' children
     # (server-side labelSelectors), so each caches only those.
     held = {}
@@ -226,12 +229,14 @@ def test_label_shards_touch_only_their_own(scale_api, make_namespace, operators,
     total = _children(scale_api, ns, ["a0", "a1", "b0", "b1", "b2", "nobody"])
     with capsys.disabled():
         print(f"\n[scale] label shards cache {held} of the namespace's {total} children")
-    # Outside every shard: no operator acts on it.
-    _wait_untouched(scale_api, ns, "nobody", 3)
+    # Outside every shard: no operator acts on it (once both acted on later objects).
+    _after_the_acting_side(scale_api, ns, "a-after", shard="a")
+    _after_the_acting_side(scale_api, ns, "b-after", shard="b")
+    _assert_untouched(scale_api, ns, "nobody")
 
     op_a.stop()
     patch_sm(scale_api, ns, "a0", {"spec": {"fileSystemPollWaitSeconds": 31}})
-    time.sleep(5)
+    _after_the_acting_side(scale_api, ns, "b-after-patch", shard="b")
     body = get_sm(scale_api, ns, "a0")
     assert body["status"]["observedGeneration"] < body["metadata"]["generation"], (
         "shard b acted on a ServedModel of shard a"
@@ -259,7 +264,7 @@ def test_peered_replicas_one_acts_and_the_other_takes_over(
     create_sm(scale_api, ns, servedmodel("m0", _spec()))
     wait_sm(scale_api, ns, "m0", "reconciled", _reconciled, timeout=60)
     assert _fresh_workers(active) == 1
-    assert _workers(standby) == 0, "the standby replica reconciles too"
+    assert _fresh_workers(standby) == 0, "the standby replica reconciles too"
 
     active.kill()
     killed = time.monotonic()
@@ -303,7 +308,16 @@ def test_quick_benchmark_runs(scale_sim, tmp_path):
     assert results["throughput"]["summary"][0]["applied_seconds_median"] > 0
     assert "operator_writes" in results["idle"]
     assert results["startup"]["cold_starts"][0]["all_applied_seconds"] is not None
-    assert results["probe_load"]["probe_calls"] >= 0
+    probe = results["probe_load"]
+    # Steady state: each server is asked once per probe interval, so the
+    # window holds at most one call per pod per interval begun in it (a hot
+    # loop breaks the upper bound), and at least one per pod once it spans
+    # two intervals (a probe loop that stopped breaks the lower one).
+    pods = probe["idle"]["pods"] or probe["servedmodels"]
+    intervals = probe["probe_window_seconds"] / probe["probe_interval_seconds"]
+    assert probe["probe_calls"] <= pods * (int(intervals) + 1), probe
+    if intervals >= 2:
+        assert probe["probe_calls"] >= pods, probe
     loaded = results["gate_under_load"]["defaults"]
     assert loaded["predicts"] > 0 and loaded["predict_failures"] == 0, loaded
     assert loaded["probes"] > 0, loaded

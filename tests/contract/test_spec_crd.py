@@ -91,6 +91,7 @@ def test_there_are_rules_for_the_cross_field_constraints() -> None:
     assert paths == [
         "",
         ".spec",
+        ".spec.autoscaling",
         ".spec.batching",
         ".spec.serverArgs[]",
         ".spec.storage",

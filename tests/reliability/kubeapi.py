@@ -7,65 +7,47 @@ render" is checked on the operator's wire format.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from tfserving_operator import api
+from tfserving_operator import api, kube
 from tfserving_operator.kube import path_for
 
 Body = dict[str, Any]
-
-
-def send(
-    api_client: Any,
-    method: str,
-    path: str,
-    body: Any = None,
-    content_type: str | None = None,
-    query: list[tuple[str, str]] | None = None,
-) -> tuple[int, Body]:
-    """One request; (HTTP status, decoded body)."""
-    headers = {"Accept": "application/json"}
-    if content_type:
-        headers["Content-Type"] = content_type
-    serialized = api_client.param_serialize(
-        method=method,
-        resource_path=path,
-        query_params=query or [],
-        header_params=headers,
-        body=body,
-        auth_settings=["BearerToken"],
-    )
-    response = api_client.call_api(*serialized, _request_timeout=30)
-    response.read()
-    data = json.loads(response.data) if response.data else {}
-    return int(response.status), data
 
 
 def dry_create_servedmodel(
     api_client: Any, namespace: str, name: str, spec: Body
 ) -> tuple[int, Body]:
     """Admission of a ServedModel, without storing it."""
+    return _create_servedmodel(api_client, namespace, name, spec, [("dryRun", "All")])
+
+
+def create_servedmodel_strictly(
+    api_client: Any, namespace: str, name: str, spec: Body
+) -> tuple[int, Body]:
+    """Create a ServedModel as `kubectl create` does: an unknown field is an error
+    (fieldValidation=Strict), not a warning and a silently pruned field."""
+    return _create_servedmodel(api_client, namespace, name, spec, [("fieldValidation", "Strict")])
+
+
+def _create_servedmodel(
+    api_client: Any, namespace: str, name: str, spec: Body, query: list[tuple[str, str]]
+) -> tuple[int, Body]:
     body = {
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
-    return send(
-        api_client,
-        "POST",
-        path_for("ServedModel", namespace),
-        body,
-        "application/json",
-        [("dryRun", "All")],
+    return kube.send(
+        api_client, "POST", path_for("ServedModel", namespace), body, "application/json", query
     )
 
 
 def dry_apply(api_client: Any, manifest: Body) -> tuple[int, Body]:
     """Server-side apply of one rendered child, dry run, as the operator applies it."""
     meta = manifest["metadata"]
-    return send(
+    return kube.send(
         api_client,
         "PATCH",
         path_for(manifest["kind"], meta.get("namespace"), meta["name"]),
@@ -77,7 +59,7 @@ def dry_apply(api_client: Any, manifest: Body) -> tuple[int, Body]:
 
 def dry_create_pod(api_client: Any, namespace: str, pod: Body) -> tuple[int, Body]:
     """Admission of a Pod (Pod Security admission included), without storing it."""
-    return send(
+    return kube.send(
         api_client,
         "POST",
         path_for("Pod", namespace),

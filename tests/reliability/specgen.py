@@ -314,6 +314,12 @@ def repair(spec: dict[str, Any], draw: st.DrawFn) -> None:
         chosen = [k for k in ("latest", "all", "specific") if k in policy]
         if len(chosen) != 1:
             spec["versionPolicy"] = {"latest": {}}
+    uri = str(storage.get("uri", ""))
+    explicit = "version" in spec or "specific" in (spec.get("versionPolicy") or {})
+    if uri.startswith("s3://") and not explicit:
+        # The puller copies a fixed version set: s3:// needs one (puller.py).
+        spec.pop("versionPolicy", None)
+        spec["version"] = 1
     labels = spec.get("versionLabels")
     if labels is not None:
         specific = (spec.get("versionPolicy") or {}).get("specific")

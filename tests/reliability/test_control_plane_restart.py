@@ -9,7 +9,8 @@ long until the operator had acted on the post-restart change (its status
 names the new generation), and until both ServedModels converged fully (that
 one also waits for the controller manager, kwok and the stand-in, which
 reconnect on their own schedules; pods kwok dropped during the outage are
-nudged, see nudge_stuck_pods).
+nudged, see nudge_stuck_pods, but only once the operator has acted on a
+change by itself).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class Env:
     namespace: str
     operator: OperatorProcess
     version: int = 1
+    # False from a control-plane kill until the operator acts on a change by
+    # itself (wait_acted): pods are nudged only after that, so an operator
+    # that never resumes cannot be carried to convergence by pod events.
+    resumed: bool = True
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +120,28 @@ def nudge_stuck_pods(api: Any, namespace: str, older_than: float = 3.0) -> list[
     return touched
 
 
+def wait_acted(env: Env, name: str, generation: int, timeout: float = 120) -> None:
+    """The operator's status on `name` names `generation`: it acted on that change."""
+
+    def acted() -> bool:
+        status = get_sm(env.api, env.namespace, name).get("status") or {}
+        return bool(status.get("observedGeneration") == generation)
+
+    wait_until(
+        acted, timeout=timeout, what=f"the operator to act on generation {generation} of {name}"
+    )
+    env.resumed = True
+
+
+def kill(env: Env, component: str) -> None:
+    env.resumed = False
+    _kill(env.cluster, component)
+
+
 def converge(env: Env, name: str, versions: str, timeout: float = 120) -> None:
-    """wait_converged, nudging pods kwok dropped during the outage."""
+    """wait_converged, nudging pods kwok dropped during the outage (only once the
+    operator has shown it resumed by itself)."""
+    assert env.resumed, "nudging pods before the operator acted on its own after the restart"
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -133,9 +158,10 @@ def _restart_while_changing(env: Env, component: str) -> dict[str, float]:
     pid_before = env.operator.proc.pid if env.operator.proc else None
     env.version += 1
     inflight_target = env.version
-    patch_sm(env.api, env.namespace, "inflight", {"spec": {"version": inflight_target}})
-    time.sleep(0.5)  # the rollout has started: new pods are loading
-    _kill(env.cluster, component)
+    body = patch_sm(env.api, env.namespace, "inflight", {"spec": {"version": inflight_target}})
+    # The rollout has started (the operator's status names it): new pods are loading.
+    wait_acted(env, "inflight", body["metadata"]["generation"], timeout=60)
+    kill(env, component)
     time.sleep(DOWN_SECONDS)
     _start(env.cluster, component)
     wait_for(f"{component} back (API /readyz)", env.cluster.healthy, timeout=60)
@@ -144,13 +170,7 @@ def _restart_while_changing(env: Env, component: str) -> dict[str, float]:
     env.version += 1
     after_target = env.version
     body = patch_sm(env.api, env.namespace, "after", {"spec": {"version": after_target}})
-    generation = body["metadata"]["generation"]
-
-    def acted() -> bool:
-        status = get_sm(env.api, env.namespace, "after").get("status") or {}
-        return status.get("observedGeneration") == generation
-
-    wait_until(acted, timeout=120, what="the operator to act on a change made after the restart")
+    wait_acted(env, "after", body["metadata"]["generation"])
     acted_at = time.monotonic()
     converge(env, "after", str(after_target))
     converge(env, "inflight", str(inflight_target))
@@ -203,7 +223,7 @@ def test_operator_outlives_a_long_api_server_outage(env: Env) -> None:
     control-plane upgrade, an etcd repair): the watch streams give up, start
     over, and the running operator must still be there when the API returns."""
     pid_before = env.operator.proc.pid if env.operator.proc else None
-    _kill(env.cluster, "kube-apiserver")
+    kill(env, "kube-apiserver")
     started = time.monotonic()
     exited_after: float | None = None
     try:
@@ -222,7 +242,8 @@ def test_operator_outlives_a_long_api_server_outage(env: Env) -> None:
     caught_up: float | None = None
     if survived:
         env.version += 1
-        patch_sm(env.api, env.namespace, "after", {"spec": {"version": env.version}})
+        body = patch_sm(env.api, env.namespace, "after", {"spec": {"version": env.version}})
+        wait_acted(env, "after", body["metadata"]["generation"])
         converge(env, "after", str(env.version))
         caught_up = time.monotonic() - back
     else:

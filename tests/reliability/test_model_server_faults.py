@@ -240,8 +240,24 @@ def test_hung_servers_outnumbering_probe_slots(env: Env, start_own_operator: Any
         for i in range(5):
             hung = crowded.spec(replicas=2, podAnnotations={FAULT_ANNOTATION: "hang"})
             create_sm(env.api, namespace, servedmodel(f"hung-{i}", hung))
-        time.sleep(5)
+
+        def hung_gates() -> list[str]:
+            return [
+                reason
+                for i in range(5)
+                for reason in _gate_reasons(get_sm(env.api, namespace, f"hung-{i}"))
+            ]
+
+        # The slots are taken only once the operator probes the hung servers.
+        wait_until(
+            lambda: hung_gates() == ["ProbeTimeout"] * 10,
+            timeout=60,
+            what="ten hung model servers being probed",
+        )
         during = _time_rollouts(crowded, "busy", count=1)
+        # Queued behind hung probes, the healthy rollout still completed (its
+        # waits above assert it) and no hung server was let in meanwhile.
+        assert hung_gates() == ["ProbeTimeout"] * 10, hung_gates()
     finally:
         delete_namespace(env.api, namespace)
     normal, busy = statistics.median(baseline), statistics.median(during)

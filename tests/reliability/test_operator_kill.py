@@ -29,6 +29,7 @@ from localdev.sim.cluster import SimCluster
 from localdev.support.k8s import condition, create_sm, delete_sm, get_sm, patch_sm, servedmodel
 from localdev.support.models import make_model_dir
 from localdev.support.operator import OperatorProcess
+from localdev.support.waiting import wait_until
 from tests.reliability import results
 from tests.reliability.conftest import REL_PREFIX, delete_namespace, make_namespace
 from tests.reliability.invariants import leftovers, wait_converged, wait_gone
@@ -231,7 +232,9 @@ def test_sigkill_during_delete(chaos: Chaos) -> None:
             return f"kill at {delay:.2f} s, re-created"
         wait_gone(c.api, c.namespace, name, CONVERGE_TIMEOUT)
         # Nothing comes back once the restarted operator has seen everything.
-        time.sleep(3)
+        # Its own signal that it has: a ServedModel created after the restart
+        # got its status (a fixed sleep would pass while it was still starting).
+        _wait_operator_acts(c, f"{name}-after")
         assert not leftovers(c.api, c.namespace, name), leftovers(c.api, c.namespace, name)
         return f"kill at {delay:.2f} s"
 
@@ -252,6 +255,18 @@ def _delete_all(c: Chaos) -> None:
     custom(c.api).delete_collection_namespaced_custom_object(
         api.GROUP, api.VERSION, c.namespace, api.PLURAL
     )
+
+
+def _wait_operator_acts(c: Chaos, sentinel: str) -> None:
+    """Create `sentinel` (no replicas) and wait for the operator's status on it."""
+    created = create_sm(c.api, c.namespace, servedmodel(sentinel, c.spec(1, replicas=0)))
+    generation = created["metadata"]["generation"]
+
+    def has_status() -> bool:
+        status = get_sm(c.api, c.namespace, sentinel).get("status") or {}
+        return bool(status.get("observedGeneration") == generation)
+
+    wait_until(has_status, timeout=CONVERGE_TIMEOUT, what=f"the operator's status on {sentinel}")
 
 
 def _wait_deleted(c: Chaos, name: str, uid: str) -> None:

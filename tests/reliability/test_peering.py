@@ -90,6 +90,16 @@ def _log_count(proc: OperatorProcess, text: str) -> int:
     return proc.log_path.read_text(errors="replace").count(text)
 
 
+def peers(pair: Pair) -> dict[str, Any]:
+    """The replicas' keep-alives in the KopfPeering object (kopf writes one each)."""
+    from kubernetes import client
+
+    peering = client.CustomObjectsApi(pair.api).get_namespaced_custom_object(
+        "kopf.dev", "v1", pair.namespace, "kopfpeerings", PEERING
+    )
+    return dict(peering.get("status") or {})
+
+
 def resumes(proc: OperatorProcess) -> int:
     """How often the replica logged that it resumed (was the one to act)."""
     return _log_count(proc, "Resuming operations after the pause")
@@ -156,7 +166,9 @@ def record_pair(pair_figures: dict[str, Any]) -> None:
 
 def test_only_the_higher_priority_replica_acts(pair: Pair) -> None:
     wait_until(lambda: resumes(pair.a) >= 1, timeout=30, what="replica A to start acting")
-    time.sleep(2)
+    # B's own keep-alive in the peering object: B is up and has read the
+    # peering (with A's entry in it), so had it been going to act, it would.
+    wait_until(lambda: len(peers(pair)) >= 2, timeout=30, what="both replicas in the peering")
     assert resumes(pair.b) == 0, "replica B started acting next to A"
     spec = {
         "modelName": "half_plus_three",

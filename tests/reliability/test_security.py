@@ -28,7 +28,7 @@ from localdev.support.waiting import wait_until
 from tests.reliability import results
 from tests.reliability.conftest import delete_namespace, make_namespace
 from tests.reliability.kubeapi import dry_create_pod, dry_create_servedmodel
-from tfserving_operator import render, spec
+from tfserving_operator import api, render, spec
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
 
 pytestmark = pytest.mark.cluster
@@ -160,14 +160,6 @@ def test_host_path_and_nfs_storage_are_refused_by_restricted(
     assert sorted(refused_by_psa) == sorted(NOT_RESTRICTED), outcome
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the operator's dry run covers the Deployment, which Pod Security only warns "
-        "about; the pods are then refused by the ReplicaSet controller and the status "
-        "says 'no new pod running' instead of the Deployment's ReplicaFailure message"
-    ),
-)
 def test_status_names_a_pod_security_refusal(
     api_client: Any, restricted_namespace: str, start_operator: Any, model_store: Path
 ) -> None:
@@ -183,8 +175,10 @@ def test_status_names_a_pod_security_refusal(
 
     def explained() -> bool:
         sm = get_sm(api_client, restricted_namespace, "refused-pods")
-        text = json.dumps([condition(sm, "Ready"), condition(sm, "Degraded")])
-        return "PodSecurity" in text or "forbidden" in text
+        degraded = condition(sm, "Degraded")
+        text = json.dumps([condition(sm, "Ready"), degraded])
+        named = "PodSecurity" in text or "forbidden" in text
+        return named and degraded.get("reason") == "PodsNotCreated"
 
     try:
         wait_until(explained, timeout=20, what="a condition naming the PodSecurity refusal")
@@ -253,15 +247,34 @@ def test_no_secret_value_reaches_logs_events_or_status(
             timeout=45,
             what="the load from s3:// to fail (nothing there)",
         )
-        patch_sm(api_client, namespace, "creds", {"spec": {"version": 2}})
-        time.sleep(3)
+        generation = patch_sm(api_client, namespace, "creds", {"spec": {"version": 2}})["metadata"][
+            "generation"
+        ]
+        # "Not leaked" means something only once the operator has acted on
+        # the change: its status for the new generation, and the rollout to
+        # version 2 applied to the Deployment.
+        apps = client.AppsV1Api(api_client)
+
+        def rolled_to_2() -> bool:
+            status = get_sm(api_client, namespace, "creds").get("status") or {}
+            template = apps.read_namespaced_deployment("creds", namespace).spec.template
+            versions = (template.metadata.annotations or {}).get(api.ANNOTATION_VERSIONS)
+            return status.get("observedGeneration") == generation and versions == "2"
+
+        wait_until(rolled_to_2, timeout=45, what="the operator to roll creds to version 2")
         status_text = json.dumps(get_sm(api_client, namespace, "creds"))
-        deployment = client.AppsV1Api(api_client).read_namespaced_deployment("creds", namespace)
+        deployment = apps.read_namespaced_deployment("creds", namespace)
         deployment_text = json.dumps(api_client.sanitize_for_serialization(deployment))
+        deleted_at = time.time()
         client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
             "serving.tfoperator.dev", "v1alpha1", namespace, "servedmodels", "creds"
         )
-        time.sleep(2)
+        # ... and the delete: the operator has stopped the ServedModel's worker.
+        wait_until(
+            lambda: operator.health_since(deleted_at)["servedmodels"] == 0,
+            timeout=45,
+            what="the operator to forget creds after its deletion",
+        )
         events = core.list_namespaced_event(namespace)
         events_text = json.dumps(api_client.sanitize_for_serialization(events))
         log_text = operator.log_path.read_text(errors="replace")
@@ -429,9 +442,7 @@ def _policy_problems(name: str, np: dict[str, Any], policy: dict[str, Any]) -> l
                 ports = sorted(p["port"] for p in rule.get("ports") or [])
                 if ports != [8500, 8501]:
                     out.append(f"{name}: clients reach ports {ports}, want [8500, 8501]")
-            elif peer.get("podSelector") == {
-                "matchLabels": {"app.kubernetes.io/name": "tfserving-operator"}
-            }:
+            elif peer == render.OperatorPeer().peer():
                 ports = sorted(p["port"] for p in rule.get("ports") or [])
                 if ports != [8500]:
                     out.append(f"{name}: the operator reaches ports {ports}, want [8500]")
@@ -442,14 +453,6 @@ def _policy_problems(name: str, np: dict[str, Any], policy: dict[str, Any]) -> l
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "render.render_network_policy admits the operator as namespaceSelector {} + "
-        "podSelector app.kubernetes.io/name=tfserving-operator: any pod in any namespace "
-        "carrying that label reaches the model servers' gRPC port"
-    ),
-)
 def test_network_policy_operator_peer_is_pinned_to_a_namespace() -> None:
     sm = spec.parse(
         {
@@ -468,7 +471,9 @@ def test_network_policy_operator_peer_is_pinned_to_a_namespace() -> None:
         if peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
         == "tfserving-operator"
     ]
-    pinned = all(peer.get("namespaceSelector", {}).get("matchLabels") for peer in operator_peers)
+    pinned = bool(operator_peers) and all(
+        peer.get("namespaceSelector", {}).get("matchLabels") for peer in operator_peers
+    )
     results.record(
         "network-policy-operator-peer",
         "Security",

@@ -36,6 +36,7 @@ from tests.reliability.conftest import OperatorFactory, delete_namespace, make_n
 from tests.reliability.kubeapi import dry_apply, dry_create_servedmodel
 from tests.reliability.specgen import BREAKS, broken_specs, specs
 from tfserving_operator import render, spec
+from tfserving_operator.kube import ApiError
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
 
 pytestmark = pytest.mark.cluster
@@ -115,8 +116,9 @@ def test_admitted_specs_render_admitted_children(api_client: Any, dry_namespace:
             if "error decoding YAML" in message:
                 # Not the spec's fault: the operator's own encoding of the patch.
                 failures.append(f"{manifest['kind']} apply body did not decode: {message[:300]}")
-            if status not in (400, 403, 422) or not message:
-                # reconcile._dry_run maps only these to InvalidSpec; anything else retries forever.
+            if not ApiError(status, answer).refuses_input or not message:
+                # The operator's dry run maps only these to InvalidSpec (400, 403, 422,
+                # and 500 "failed to create typed patch object"); anything else retries.
                 failures.append(f"{manifest['kind']} refused with {status}: {message[:300]}")
             seen["admitted, a child refused (InvalidSpec)"] += 1
             refusals[f"{manifest['kind']}: {_field_of(message)}"] += 1
@@ -140,6 +142,11 @@ def test_admitted_specs_render_admitted_children(api_client: Any, dry_namespace:
         },
     )
     assert not failures, "\n".join(failures[:20])
+    # The strategy must reach the operator's render and apply, not stop at
+    # admission: most drawn specs are meant to be valid (the last recorded
+    # run: 70 of 80 admitted, 49 with every child admitted).
+    assert seen["admitted"] >= 0.4 * tried, dict(seen)
+    assert seen["admitted, every child admitted"] >= 0.25 * tried, dict(seen)
 
 
 def _field_of(message: str) -> str:

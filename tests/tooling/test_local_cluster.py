@@ -18,11 +18,18 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from localdev.sim.cluster import Ports, SimCluster
-from localdev.sim.nodes import GPU_RESOURCE, GPU_TAINT, MAX_GPUS_PER_NODE, SIM_NODES
+from localdev.sim.nodes import (
+    GPU_RESOURCE,
+    GPU_TAINT,
+    MAX_GPUS_PER_NODE,
+    MIG_RESOURCE,
+    SIM_NODES,
+)
 from localdev.support.waiting import wait_until
 
 GPU_NODES = {n.name for n in SIM_NODES if n.gpus}
-CPU_NODES = {n.name for n in SIM_NODES if not n.gpus}
+CPU_NODES = {n.name for n in SIM_NODES if not n.accelerated}
+MIG_NODES = {n.name for n in SIM_NODES if n.mig_slices}
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 GATE = "sim.test/gate"
 
@@ -448,7 +455,7 @@ def test_simulated_nodes_are_ready_with_gpus_and_taints_where_expected(api_clien
     core = client.CoreV1Api(api_client)
     nodes = {n.metadata.name: n for n in core.list_node(label_selector="type=kwok").items}
     assert set(nodes) == {n.name for n in SIM_NODES}
-    assert len(GPU_NODES) == 2 and len(CPU_NODES) == 3
+    assert (len(GPU_NODES), len(MIG_NODES), len(CPU_NODES)) == (2, 1, 3)
 
     for spec in SIM_NODES:
         node = nodes[spec.name]
@@ -460,6 +467,10 @@ def test_simulated_nodes_are_ready_with_gpus_and_taints_where_expected(api_clien
         if spec.gpus:
             assert node.status.capacity[GPU_RESOURCE] == str(spec.gpus)
             assert node.status.allocatable[GPU_RESOURCE] == str(spec.gpus)
+            assert (GPU_TAINT["key"], GPU_TAINT["value"], GPU_TAINT["effect"]) in taints
+        elif spec.mig_slices:
+            assert node.status.allocatable[MIG_RESOURCE] == str(spec.mig_slices)
+            assert GPU_RESOURCE not in node.status.allocatable
             assert (GPU_TAINT["key"], GPU_TAINT["value"], GPU_TAINT["effect"]) in taints
         else:
             assert GPU_RESOURCE not in node.status.capacity

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import subprocess
 
 import pytest
 
@@ -119,8 +120,39 @@ def test_ensure_binaries_links_built_tools_without_building(monkeypatch, tmp_pat
     def no_build(*args: object, **kwargs: object) -> None:
         raise AssertionError("nothing should be built")
 
-    monkeypatch.setattr(toolchain.subprocess, "run", no_build)
+    monkeypatch.setattr(subprocess, "run", no_build)
     folder = toolchain.ensure_binaries(log=False)
     assert folder == toolchain.bin_dir()
     assert sorted(p.name for p in folder.iterdir()) == sorted(t.binary for t in toolchain.TOOLS)
     assert all((folder / t.binary).read_text() == t.binary for t in toolchain.TOOLS)
+
+
+def test_helm_is_stamped_as_helms_release_build() -> None:
+    """helm's Makefile: the version, a clean tree, and the default Kubernetes
+    version (for `helm template`/`helm lint`) from the client-go it builds with."""
+    helm = next(t for t in toolchain.TOOLS if t.binary == "helm")
+    client_go = toolchain.go_mod_requirement("helm", "k8s.io/client-go")
+    minor = client_go.split(".")[1]
+    assert client_go.startswith("v0.")
+    for stamp in (
+        f"helm.sh/helm/v3/internal/version.version={toolchain.HELM_VERSION}",
+        "helm.sh/helm/v3/internal/version.gitTreeState=clean",
+        "helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1",
+        f"helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={minor}",
+        "helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1",
+        f"helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={minor}",
+    ):
+        assert f"-X {stamp}" in helm.ldflags, stamp
+
+
+def test_the_built_helm_reports_its_stamps() -> None:
+    binary = toolchain.tool_path(next(t for t in toolchain.TOOLS if t.binary == "helm"))
+    if not binary.is_file():
+        pytest.skip("helm not built on this machine (make sim-build)")
+    out = subprocess.run(
+        [str(binary), "version", "--template", "{{.Version}} {{.GitTreeState}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == f"{toolchain.HELM_VERSION} clean"

@@ -12,6 +12,7 @@ There is no pytest-asyncio: each test drives its coroutine with asyncio.run.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Coroutine, Iterable
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 from tfserving_operator import api
 from tfserving_operator.apply import (
@@ -28,7 +30,7 @@ from tfserving_operator.apply import (
     Applier,
     Transport,
 )
-from tfserving_operator.kube import ApiError, path_for
+from tfserving_operator.kube import ApiError, path_for, wire_body
 
 T = TypeVar("T")
 NS = "team-a"
@@ -382,3 +384,33 @@ def test_path_for(args: tuple[Any, ...], path: str) -> None:
 def test_path_for_an_unknown_kind_fails_loudly() -> None:
     with pytest.raises(KeyError):
         path_for("CronJob", NS, "c")
+
+
+def test_wire_body_is_utf8_json_without_surrogate_escapes() -> None:
+    """The YAML decoder of server-side apply refuses a surrogate pair escape."""
+    wire = wire_body({"note": "launch \U0001f680", "plain": "é"})
+    assert wire == '{"note":"launch \U0001f680","plain":"é"}'.encode()
+    assert b"\\ud83d" not in wire
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "launch \U0001f680",
+        "tab\tnew\nline",
+        "del\x7f c1\x80\x9f nel\x85",
+        "separators\u2028\u2029",
+        "bom\ufeff nonchars\ufffe\uffff",
+        "Grüße, 東京",
+    ],
+)
+def test_wire_body_reads_back_as_sent_through_a_yaml_1_1_decoder(text: str) -> None:
+    """PyYAML, like the API server's go-yaml, is YAML 1.1: it refuses unprintable
+    characters raw and folds NEL and the separators as line breaks."""
+    body = {"metadata": {"annotations": {"example.com/note": text}}}
+    assert yaml.safe_load(wire_body(body).decode()) == body
+    assert json.loads(wire_body(body)) == body
+
+
+def test_wire_body_never_fails_on_a_lone_surrogate() -> None:
+    assert wire_body({"x": "\ud800"}) == b'{"x":"\\ud800"}'

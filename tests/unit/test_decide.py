@@ -493,6 +493,42 @@ class TestDetectFailure:
         assert "within 10 s" in failure.message
 
 
+def failed_pull(message: str, code: int) -> PodView:
+    """A new pod whose puller (model-pull-3) exited `code` with `message`."""
+    return pod(
+        "b",
+        running=False,
+        pull_container="model-pull-3",
+        pull_failure=message,
+        pull_exit_code=code,
+    )
+
+
+class TestPullFailure:
+    """A failed model pull (puller.py) is refused like a failed load, in the store's words."""
+
+    def failure(self, message: str, code: int) -> decide.Failure:
+        result = decide.detect_failure(
+            served(), NEW_HASH, [failed_pull(message, code)], {}, START, START
+        )
+        assert result is not None
+        assert result.reason == Reason.MODEL_PULL_FAILED
+        return result
+
+    def test_the_store_error_refuses_the_new_pods_versions(self) -> None:
+        failure = self.failure("ERROR : Attempt 3/3 failed\nFailed to copy: api error Forbidden", 1)
+        assert failure.message.startswith("model puller model-pull-3 on pod b failed: ")
+        assert failure.message.endswith("Failed to copy: api error Forbidden")
+
+    def test_nothing_to_copy_is_spelled_out(self) -> None:
+        failure = self.failure("INFO  : There was nothing to transfer", 9)
+        assert "the version folder is missing or empty in the store" in failure.message
+
+    def test_old_pods_pull_failures_do_not_count(self) -> None:
+        old = serving_pod("a", pull_container="model-pull-2", pull_failure="old", pull_exit_code=1)
+        assert decide.detect_failure(served(), NEW_HASH, [old], {}, START, START) is None
+
+
 # ----- the rollout plan: refusal and fallback -------------------------------------------
 
 
@@ -804,6 +840,60 @@ class TestComputeStatus:
         )
         assert conds["Degraded"]["status"] == "False"
         assert st["replicasSummary"] == "0/0"
+
+    def test_pods_not_created_names_the_api_servers_refusal(self) -> None:
+        refused = 'FailedCreate: pods "mnist-x" is forbidden: violates PodSecurity "restricted"'
+        st = decide.compute_status(
+            served(),
+            outcome(),
+            deployment(replica_failure=refused),
+            [],
+            {},
+            [],
+            NOW,
+        )
+        conds = conditions_of(st)
+        assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == (
+            "True",
+            "PodsNotCreated",
+        )
+        assert conds["Degraded"]["message"].endswith(refused)
+        assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "PodsNotCreated")
+
+    def test_pods_not_created_is_the_cause_behind_a_timeout(self) -> None:
+        failure = decide.Failure(Reason.VERSION_LOAD_TIMEOUT, "no new pod running")
+        st = decide.compute_status(
+            served(),
+            outcome(failure=failure, last_good=None),
+            deployment(replica_failure="FailedCreate: exceeded quota"),
+            [],
+            {},
+            [],
+            NOW,
+        )
+        assert conditions_of(st)["Degraded"]["reason"] == "PodsNotCreated"
+
+    def test_a_newer_version_failing_under_a_latest_policy_is_degraded(self) -> None:
+        """The gate opens on what is AVAILABLE (1); version 2's failure shows in a condition."""
+        sm = served(version=None, versionPolicy={"latest": {"numVersions": 1}})
+        policy_pod = serving_pod("a", versions="latest:1")
+        probes = {
+            "a": answered(
+                "a",
+                version_status(2, ModelState.END, code=3, message=LOAD_ERROR),
+                version_status(1, ModelState.AVAILABLE),
+            )
+        }
+        st = self.compute(outcome(complete=True), [policy_pod], probes, sm=sm)
+        conds = conditions_of(st)
+        assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == (
+            "True",
+            "VersionLoadFailed",
+        )
+        assert conds["Degraded"]["message"] == (
+            f"model server on pod a: version 2: {LOAD_ERROR} (serving 1)"
+        )
+        assert conds["Ready"]["status"] == "True"
 
     def test_unschedulable(self) -> None:
         stuck = pod(

@@ -8,6 +8,8 @@ controller write (field names from the core/v1 and apps/v1 API references).
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -310,6 +312,24 @@ def test_a_deployment_is_read_field_by_field() -> None:
     assert not view.settled
 
 
+def test_a_replica_failure_is_read_in_the_api_servers_words() -> None:
+    """The Deployment controller copies its ReplicaSet's FailedCreate here."""
+    refused = (
+        'pods "mnist-7c9-x" is forbidden: violates PodSecurity "restricted:latest": '
+        'restricted volume types (volume "models" uses restricted volume type "hostPath")'
+    )
+    failure = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate"}
+    progressing = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetCreated"}
+    status: dict[str, Any] = {
+        "observedGeneration": 3,
+        "conditions": [progressing, {**failure, "message": refused}],
+    }
+    view = deployment_view(deployment(status=status))
+    assert view.replica_failure == f"FailedCreate: {refused}"
+    resolved = {**status, "conditions": [{**failure, "status": "False"}]}
+    assert deployment_view(deployment(status=resolved)).replica_failure == ""
+
+
 def test_settled_once_the_controller_saw_the_generation() -> None:
     assert deployment_view(deployment(generation=3, observed=3)).settled
     assert deployment_view(deployment(generation=3, observed=4)).settled
@@ -464,3 +484,108 @@ def test_probe_latency_summary_is_nearest_rank_in_milliseconds() -> None:
     assert prober.latency_summary() == {"count": 0}
     prober.latencies.extend(i / 1000 for i in range(1, 101))  # 1..100 ms
     assert prober.latency_summary() == {"count": 100, "p50": 50.0, "p99": 99.0, "max": 100.0}
+
+
+# ----- whole Pod objects, every field the API server sends ------------------------
+
+# tests/unit/pods/: full Pod objects in the form the API server returns them
+# (a kubelet's container statuses, the scheduler's and our gate conditions,
+# managedFields, owner references), written out field by field from the
+# core/v1 reference and the kubelet's status messages, so pod_view is read
+# against everything around the fields it needs, not a minimal dict.
+PODS_DIR = Path(__file__).parent / "pods"
+
+
+def recorded(name: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads((PODS_DIR / f"{name}.json").read_text())
+    return body
+
+
+def test_a_crash_looping_server_is_read_from_its_last_termination() -> None:
+    view = pod_view(recorded("crash-looping"))
+    assert (view.running, view.ready, view.restart_count) == (False, False, 3)
+    assert (view.exit_code, view.exit_reason) == (255, "Error")
+    assert view.termination_message.startswith("2026-12-01 05:01:12")
+    assert view.termination_message.endswith("with error NOT_FOUND: /models/mnist not found")
+    assert (view.gate, view.gate_reason) == (False, "ServerUnreachable")
+    assert (view.ip, view.phase, view.terminating) == ("10.244.1.17", "Running", False)
+    assert not view.probeable  # not running: nothing listens
+
+
+def test_a_pod_whose_gate_is_open_serves() -> None:
+    view = pod_view(recorded("gate-open"))
+    assert (view.gate, view.gate_reason, view.ready, view.running) == (
+        True,
+        "VersionsAvailable",
+        True,
+        True,
+    )
+    assert (view.config_hash, view.versions, view.model_name, view.grpc_port) == (
+        "a1b2c3d4e5",
+        "2",
+        "mnist",
+        8500,
+    )
+    assert (view.restart_count, view.termination_message, view.exit_code) == (0, "", 0)
+    assert view.probeable and view.target == "10.244.2.9:8500"
+
+
+def test_a_terminating_pod_is_terminating_whatever_its_gate_says() -> None:
+    view = pod_view(recorded("terminating"))
+    assert view.terminating and view.gate is True and not view.ready
+    assert (view.versions, view.config_hash) == ("1", "0f9e8d7c6b")
+    cache = Cache()
+    cache.observe("Pod", recorded("terminating"), deleted=False)
+    assert cache.pods[KEY]["mnist-6f8b7c9d1-zz5t2"].terminating
+
+
+# ----- the model puller's init containers (puller.py) ------------------------------
+
+STORE_WORDS = "NOTICE: Failed to copy: operation error S3: ListObjectsV2, api error Forbidden"
+
+
+def with_init(*statuses: dict[str, Any]) -> dict[str, Any]:
+    body = pod(phase="Pending", ip="")
+    body["status"]["initContainerStatuses"] = list(statuses)
+    return body
+
+
+def test_a_failed_pull_waiting_to_restart_is_read_from_last_state() -> None:
+    status = {
+        "name": "model-pull-3",
+        "restartCount": 1,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": STORE_WORDS}},
+    }
+    view = pod_view(with_init(status))
+    assert (view.pull_container, view.pull_failure, view.pull_exit_code) == (
+        "model-pull-3",
+        STORE_WORDS,
+        1,
+    )
+
+
+def test_a_failed_pull_not_yet_restarted_is_read_from_state() -> None:
+    status = {
+        "name": "model-pull-3",
+        "state": {"terminated": {"exitCode": 9, "reason": "Error", "message": ""}},
+    }
+    view = pod_view(with_init(status))
+    assert (view.pull_failure, view.pull_exit_code) == ("exit code 9 (Error)", 9)
+
+
+def test_a_pull_that_succeeded_on_retry_is_no_failure() -> None:
+    status = {
+        "name": "model-pull-3",
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": STORE_WORDS}},
+    }
+    assert pod_view(with_init(status)).pull_failure == ""
+
+
+def test_other_init_containers_are_not_the_puller() -> None:
+    status = {
+        "name": "istio-init",
+        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "no"}},
+    }
+    assert pod_view(with_init(status)).pull_container == ""

@@ -17,12 +17,14 @@ import pytest
 
 from tests.unit import builders
 from tests.unit.builders import LOAD_ERROR, answer, probe_error
-from tfserving_operator import api, decide, render, spec
+from tfserving_operator import api, decide, observe, render, spec
 from tfserving_operator.api import GateReason
 from tfserving_operator.children import contains
+from tfserving_operator.kube import ApiError
+from tfserving_operator.metrics import Metrics
 from tfserving_operator.observe import Cache, DeploymentView, PodView, ProbeResult
 from tfserving_operator.probing import QUICK_RETRY_MAX_SECONDS, ProbeState
-from tfserving_operator.reconcile import Context, Worker
+from tfserving_operator.reconcile import MAX_IDLE_SECONDS, Context, Worker
 from tfserving_operator.settings import Settings
 from tfserving_operator.spec import VersionSet
 from tfserving_operator.status_writer import Written, caught_up
@@ -37,30 +39,70 @@ class FakeApplier:
     def __init__(self) -> None:
         self.applied: list[dict[str, Any]] = []
         self.dry_runs = 0
+        self.dry_run_refusals: dict[str, ApiError] = {}  # by kind: the API server refuses
         self.gates: list[tuple[str, bool, str]] = []
         self.status_patches: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
         self.deleted: list[tuple[str, str]] = []
+        self.handovers: list[dict[str, Any]] = []
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # last applied, by kind and name
         self.status: dict[str, Any] = {}
         self.rv = 100
+        self.dry_run_error: ApiError | None = None
         self.gone: set[str] = set()  # pods the API server answers 404 for
 
     @property
     def writes(self) -> int:
+        # A dry run is a request the API server admits and answers like a
+        # write: an idle pass must not send one either.
         return (
-            len(self.applied)
+            self.dry_runs
+            + len(self.applied)
             + len(self.gates)
             + len(self.status_patches)
             + len(self.events)
             + len(self.deleted)
+            + len(self.handovers)
         )
 
     async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         if dry_run:
             self.dry_runs += 1
-        else:
-            self.applied.append(manifest)
-        return copy.deepcopy(manifest)
+            if self.dry_run_error is not None:
+                raise self.dry_run_error
+            if manifest["kind"] in self.dry_run_refusals:
+                raise self.dry_run_refusals[manifest["kind"]]
+            return copy.deepcopy(manifest)
+        self.applied.append(manifest)
+        result = copy.deepcopy(manifest)
+        if manifest["kind"] == "Deployment":
+            self._own_replicas(result, api.FIELD_MANAGER, "replicas" in manifest["spec"])
+        self.objects[(manifest["kind"], manifest["metadata"]["name"])] = result
+        return copy.deepcopy(result)
+
+    async def hand_over(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The object as the API server returns it: the last applied one, with
+        spec.replicas set and co-owned by the handover manager."""
+        self.handovers.append(manifest)
+        sent = self.objects.get((manifest["kind"], manifest["metadata"]["name"]))
+        full = copy.deepcopy(sent) if sent else {"metadata": dict(manifest["metadata"])}
+        full["spec"] = {**full.get("spec", {}), **manifest["spec"]}
+        self._own_replicas(full, api.HANDOVER_FIELD_MANAGER, True)
+        self.objects[(manifest["kind"], manifest["metadata"]["name"])] = full
+        return copy.deepcopy(full)
+
+    def _own_replicas(self, result: dict[str, Any], manager: str, owns: bool) -> None:
+        """Server-side apply's bookkeeping of spec.replicas, and only that: a field
+        its last manager stops sending is removed, else it keeps its value."""
+        old = self.objects.get((result["kind"], result["metadata"]["name"])) or {}
+        owners = set(observe.replicas_managers(old.get("metadata") or {}))
+        (owners.add if owns else owners.discard)(manager)
+        if owners and "replicas" not in result["spec"]:
+            result["spec"]["replicas"] = old["spec"]["replicas"]
+        result["metadata"]["managedFields"] = [
+            {"manager": m, "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+            for m in sorted(owners)
+        ]
 
     async def set_gate(
         self, namespace: str, pod: str, is_open: bool, reason: str, message: str
@@ -223,16 +265,58 @@ def test_first_pass_applies_children_and_reports_rolling_out() -> None:
     run(scenario())
 
 
+TYPED_PATCH_500 = {
+    "reason": "InternalError",
+    "message": '.spec.template.spec.containers[name="tfserving"].env: duplicate entries for '
+    'key [name="MODE"]: failed to create typed patch object (apps/v1, Kind=Deployment)',
+}
+
+
+def test_a_body_server_side_apply_cannot_type_check_is_an_invalid_spec() -> None:
+    """HTTP 500 "failed to create typed patch object" fails again on every retry:
+    the status says InvalidSpec in the API server's words and nothing is applied."""
+
+    async def scenario() -> None:
+        h = Harness()
+        h.applier.dry_run_error = ApiError(500, TYPED_PATCH_500)
+        worker = await h.start(body(version=3))
+        await worker.reconcile()
+        assert h.applier.applied == []
+        conditions = {c["type"]: c for c in h.applier.status["conditions"]}
+        assert conditions["Ready"]["reason"] == "InvalidSpec"
+        assert 'duplicate entries for key [name="MODE"]' in conditions["Ready"]["message"]
+
+    run(scenario())
+
+
+def test_any_other_server_error_in_the_dry_run_is_retried() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        h.applier.dry_run_error = ApiError(500, {"message": "etcdserver: request timed out"})
+        worker = await h.start(body(version=3))
+        with pytest.raises(ApiError):
+            await worker.reconcile()
+        assert h.applier.status_patches == []
+
+    run(scenario())
+
+
+async def serving_steadily(h: Harness) -> Worker:
+    """A worker whose one pod serves version 2 with its gate open, rollout done."""
+    worker = await h.start(body(version=2))
+    h.pods(pod("a", 2, serving=True))
+    h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
+    await worker.reconcile()
+    await h.settle_children()
+    h.ctx.cache.deployments[KEY] = settled_deployment(2)
+    await h.next_pass()
+    return worker
+
+
 def test_idle_pass_writes_nothing() -> None:
     async def scenario() -> None:
         h = Harness()
-        worker = await h.start(body(version=2))
-        h.pods(pod("a", 2, serving=True))
-        h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
-        await worker.reconcile()
-        await h.settle_children()
-        h.ctx.cache.deployments[KEY] = settled_deployment(2)
-        await h.next_pass()
+        await serving_steadily(h)
         assert h.applier.status["servingVersions"] == "2"
         assert h.applier.status["lastGood"] == {"versions": [2], "labels": {}}
         before = h.applier.writes
@@ -493,13 +577,7 @@ def test_timeouts_below_the_threshold_keep_a_serving_pod_in_and_show_in_status()
 
     async def scenario() -> None:
         h = Harness(Settings(probe_failure_threshold=3))
-        worker = await h.start(body(version=2))
-        h.pods(pod("a", 2, serving=True))
-        h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
-        await worker.reconcile()
-        await h.settle_children()
-        h.ctx.cache.deployments[KEY] = settled_deployment(2)
-        await h.next_pass()
+        worker = await serving_steadily(h)
         assert h.applier.gates == []
 
         h.prober.answers["a"] = probe_error("a", "ProbeTimeout", "deadline exceeded")
@@ -603,5 +681,319 @@ def test_a_paused_replica_stops_every_worker_and_forgets_what_it_saw() -> None:
         h.ctx.poke(KEY, body())  # kopf's re-list after the pause
         assert list(h.ctx.workers) == [KEY]
         await h.ctx.stop()
+
+
+# ----- when the next pass is due ---------------------------------------------------
+
+# The worker's waits are recorded by replacing asyncio.wait_for; the tests'
+# own waits keep the real one.
+REAL_WAIT_FOR = asyncio.wait_for
+
+
+def test_a_steady_pass_waits_until_the_next_probe_is_due() -> None:
+    async def scenario() -> None:
+        h = Harness(Settings(probe_interval_seconds=30.0))
+        await serving_steadily(h)
+        delay = await h.next_pass()
+        assert 29.0 < delay <= 30.0
+
+    run(scenario())
+
+
+def test_a_steady_pass_waits_at_most_the_idle_maximum() -> None:
+    async def scenario() -> None:
+        h = Harness(Settings(probe_interval_seconds=600.0))
+        await serving_steadily(h)
+        assert await h.next_pass() == MAX_IDLE_SECONDS
+
+    run(scenario())
+
+
+def test_a_loading_pod_brings_the_next_pass_to_its_probe_backoff() -> None:
+    async def scenario() -> None:
+        h = Harness(Settings(probe_backoff_initial_seconds=0.25))
+        worker = await h.start(body(version=3))
+        h.pods(pod("b", 3))
+        h.prober.answers["b"] = answer("b", 3, ModelState.LOADING)
+        delay = await worker.reconcile()
+        assert 0.05 <= delay <= 0.25
+
+    run(scenario())
+
+
+def test_a_rollout_without_probes_wakes_at_its_availability_deadline() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        sm_body = body(version=3)
+        sm_body["spec"]["rollout"] = {"availabilityTimeoutSeconds": 20}
+        worker = await h.start(sm_body)
+        h.pods(pod("b", 3, phase="Pending", running=False, ip=""))  # nothing to probe
+        delay = await worker.reconcile()
+        # The deadline plus a second's margin, from a rollout that just started.
+        assert 19.0 < delay <= 21.0
+
+    run(scenario())
+
+
+def test_a_spec_that_cannot_be_parsed_waits_the_idle_maximum() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        broken = body(version=3)
+        del broken["spec"]["storage"]
+        worker = await h.start(broken)
+        assert await worker.reconcile() == MAX_IDLE_SECONDS
+        assert h.applier.applied == [] and h.applier.dry_runs == 0
+        ready = next(c for c in h.applier.status["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+        assert ready["message"].startswith("spec cannot be used: ")
+        assert h.applier.status["observedGeneration"] == 2
+
+    run(scenario())
+
+
+def test_failed_passes_back_off_exponentially_up_to_30_s_and_reset_on_success(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's waits, as asked of asyncio.wait_for, over a scripted run of
+    passes: seven failures, a success that asks for 7 s, one more failure."""
+    script: list[float | Exception] = [RuntimeError("boom") for _ in range(7)]
+    script += [7.0, RuntimeError("again")]
+    waits: list[float] = []
+    done = asyncio.Event()
+
+    async def no_wait(awaitable: Any, timeout: float) -> None:
+        awaitable.close()  # the wake-up wait is never needed: every wait times out
+        waits.append(timeout)
+        if len(waits) > len(script):
+            done.set()
+            await asyncio.Event().wait()  # until the test stops the worker
+        raise TimeoutError
+
+    async def scripted_pass() -> float:
+        step = script[len(waits) - 1]
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    async def scenario() -> None:
+        h = Harness()
+        worker = Worker(KEY, h.ctx)
+        worker.body = body(version=3)
+        worker.reconcile = scripted_pass  # type: ignore[method-assign]
+        await REAL_WAIT_FOR(done.wait(), timeout=5)
+        await worker.stop()
+
+    monkeypatch.setattr(asyncio, "wait_for", no_wait)
+    run(scenario())
+    assert waits == [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 7.0, 1.0]
+
+
+def test_a_worker_without_a_body_sleeps_the_idle_maximum(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    done = asyncio.Event()
+
+    async def no_wait(awaitable: Any, timeout: float) -> None:
+        awaitable.close()
+        waits.append(timeout)
+        if len(waits) == 2:
+            done.set()
+            await asyncio.Event().wait()
+        raise TimeoutError
+
+    async def scenario() -> None:
+        worker = Worker(KEY, Harness().ctx)
+        await REAL_WAIT_FOR(done.wait(), timeout=5)
+        await worker.stop()
+
+    monkeypatch.setattr(asyncio, "wait_for", no_wait)
+    run(scenario())
+    assert waits == [0.0, MAX_IDLE_SECONDS]
+
+
+# ----- a spec the API server refuses rendered --------------------------------------
+
+
+@pytest.mark.parametrize("code", [400, 403, 422])
+def test_a_refused_dry_run_reports_invalid_spec_and_applies_nothing(code: int) -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        h.applier.dry_run_refusals["Deployment"] = ApiError(
+            code, {"reason": "Invalid", "message": "spec.template: bad value"}
+        )
+        assert await worker.reconcile() == MAX_IDLE_SECONDS
+        assert h.applier.applied == [] and h.applier.gates == []
+        conditions = {c["type"]: c for c in h.applier.status["conditions"]}
+        ready = conditions["Ready"]
+        assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+        assert ready["message"] == "Deployment mnist: spec.template: bad value"
+        assert ready["observedGeneration"] == 2
+        assert h.applier.status["observedGeneration"] == 2
+        assert conditions["Degraded"]["status"] == "True"
+
+    run(scenario())
+
+
+def test_a_dry_run_the_server_could_not_answer_fails_the_pass() -> None:
+    """Not the spec's fault (a 503 from a busy API server): no InvalidSpec, the
+    pass fails and the worker retries it."""
+
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        h.applier.dry_run_refusals["Service"] = ApiError(503, {"reason": "ServiceUnavailable"})
+        with pytest.raises(ApiError):
+            await worker.reconcile()
+        assert h.applier.status == {} and h.applier.applied == []
+
+    run(scenario())
+
+
+def test_a_new_generation_is_dry_run_again_and_an_old_one_is_not() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        await worker.reconcile()
+        children = h.applier.dry_runs
+        assert children > 0
+        await h.next_pass()
+        assert h.applier.dry_runs == children  # same generation: validated once
+        # A restarted operator (a fresh worker) trusts the status it wrote.
+        fresh = await h.start(worker.body or {})
+        await h.next_pass()
+        assert fresh is h.worker and h.applier.dry_runs == children
+        assert fresh.body is not None
+        fresh.body = {**fresh.body, "metadata": {**fresh.body["metadata"], "generation": 3}}
+        await h.next_pass()
+        assert h.applier.dry_runs == 2 * children
+
+    run(scenario())
+
+
+# ----- waking workers ----------------------------------------------------------------
+
+
+def test_poke_starts_a_worker_for_a_new_servedmodel_only_with_its_body() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        h.ctx.poke(KEY)  # a child event before the ServedModel was seen
+        assert h.ctx.workers == {}
+        h.ctx.poke(KEY, body(version=3))
+        worker = h.ctx.workers[KEY]
+        assert worker.body is not None and worker.body["spec"]["version"] == 3
+        h.ctx.poke(KEY)  # a child event: same worker, same body
+        assert h.ctx.workers[KEY] is worker and worker.body["spec"]["version"] == 3
+        h.ctx.poke(KEY, body(version=4))
+        assert h.ctx.workers[KEY] is worker and worker.body["spec"]["version"] == 4
+        await h.ctx.stop()
+        assert h.ctx.workers == {}
+        assert worker._task.done()
+
+    run(scenario())
+
+
+def test_wake_keeps_the_body_without_its_managed_fields() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        sent = body(version=5)
+        sent["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+        worker.wake(sent)
+        assert worker.body is not None
+        assert "managedFields" not in worker.body["metadata"]
+        assert worker.body["metadata"]["name"] == "mnist"
+        assert worker.body["spec"]["version"] == 5
+        assert "managedFields" in sent["metadata"], "the caller's object is left alone"
+        assert worker._wake.is_set()
+        worker._wake.clear()
+        worker.wake(None)
+        assert worker._wake.is_set() and worker.body["spec"]["version"] == 5
+
+    run(scenario())
+
+
+# ----- what a gate write carries, and the figures it leaves -------------------------
+
+
+class GateRecordingApplier(FakeApplier):
+    """Also keeps every argument of each gate write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate_writes: list[tuple[str, str, bool, str, str]] = []
+
+    async def set_gate(
+        self, namespace: str, pod: str, is_open: bool, reason: str, message: str
+    ) -> Any:
+        self.gate_writes.append((namespace, pod, is_open, reason, message))
+        return await super().set_gate(namespace, pod, is_open, reason, message)
+
+
+def sample(metrics: Metrics, family: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(family, labels) or 0.0
+
+
+def test_gate_writes_name_the_pod_in_its_namespace_and_are_counted_and_timed() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        h.applier = h.ctx.applier = GateRecordingApplier()
+        metrics = h.ctx.metrics = Metrics()
+        worker = await h.start(body(version=3))
+        h.pods(pod("b", 3))
+        h.prober.answers["b"] = answer("b", 3, ModelState.LOADING)
+        await worker.reconcile()
+        ((namespace, name, is_open, reason, message),) = h.applier.gate_writes
+        assert (namespace, name, is_open, reason) == ("ml", "b", False, GateReason.LOADING)
+        assert "LOADING" in message
+        closed = {"decision": "closed", "reason": GateReason.LOADING}
+        assert sample(metrics, "tfserving_operator_gate_decisions_total", **closed) == 1
+
+        h.pods(pod("b", 3, gate=False, gate_reason=GateReason.LOADING))
+        h.prober.answers["b"] = answer("b", 3, ModelState.AVAILABLE)
+        await h.next_pass()
+        assert h.applier.gate_writes[-1][:4] == ("ml", "b", True, GateReason.AVAILABLE)
+        opened = {"decision": "open", "reason": GateReason.AVAILABLE}
+        assert sample(metrics, "tfserving_operator_gate_decisions_total", **opened) == 1
+        assert list(worker._opened) == ["b"]
+
+        # The kubelet saw the gate: the pod is Ready. Its latency is observed once.
+        h.pods(pod("b", 3, serving=True))
+        await h.next_pass()
+        latency = "tfserving_operator_gate_latency_seconds"
+        assert sample(metrics, f"{latency}_count") == 1
+        assert 0 <= sample(metrics, f"{latency}_sum") < 3600  # seconds since the write
+        assert worker._opened == {}
+        await h.next_pass()
+        assert sample(metrics, f"{latency}_count") == 1
+
+    run(scenario())
+
+
+def test_a_pod_gone_before_it_was_seen_ready_leaves_no_latency() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        metrics = h.ctx.metrics = Metrics()
+        worker = await h.start(body(version=3))
+        h.pods(pod("b", 3, gate=False, gate_reason=GateReason.LOADING))
+        h.prober.answers["b"] = answer("b", 3, ModelState.AVAILABLE)
+        await worker.reconcile()
+        assert list(worker._opened) == ["b"]
+        h.pods(pod("b", 3, terminating=True))
+        await h.next_pass()
+        assert worker._opened == {}
+        h.pods()
+        await h.next_pass()
+        assert sample(metrics, "tfserving_operator_gate_latency_seconds_count") == 0
+
+    run(scenario())
+
+
+def test_every_pass_is_counted() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        for _ in range(3):
+            await h.next_pass()
+        assert worker.passes == 3
 
     run(scenario())

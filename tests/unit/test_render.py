@@ -3,7 +3,8 @@ every rendering must have whatever the spec (restricted pods, read-only
 storage, owned children, a content-named immutable config).
 
 A golden mismatch fails with a unified diff; `UPDATE_GOLDEN=1 pytest
-tests/unit/test_render.py` rewrites the files (review the diff before committing).
+tests/unit/test_render.py` rewrites the files that differ and fails the run (review
+the diff, then run again without it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.golden.cases import CASES, NAMESPACE, UID, servedmodel
-from tfserving_operator import api, release, render, spec
+from tfserving_operator import api, puller, release, render, spec
 from tfserving_operator.settings import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -103,10 +104,15 @@ def golden_text(case: str) -> str:
 def test_golden(case: str) -> None:
     path = GOLDEN_DIR / f"{case}.yaml"
     actual = golden_text(case)
-    if UPDATE:
-        path.write_text(actual)
-        return
     expected = path.read_text() if path.exists() else ""
+    if UPDATE and actual != expected:
+        path.write_text(actual)
+        # A run that rewrote golden files proves nothing about them: fail, so
+        # the rewrite is reviewed and the suite run again without the switch.
+        pytest.fail(
+            f"rewrote {path} (UPDATE_GOLDEN=1); review `git diff` and run again without it",
+            pytrace=False,
+        )
     if actual != expected:
         diff = "".join(
             difflib.unified_diff(
@@ -197,20 +203,81 @@ def test_uri_storage_mounts_no_model_volume(case: str) -> None:
     names = {v["name"] for v in pod_spec(children)["volumes"]}
     assert "model-storage" not in names
     uri = CASES[case]["spec"]["storage"]["uri"].rstrip("/")
-    assert f'base_path: "{uri}"' in children.config_map["data"]["models.config"]
+    base_path = f"/models/{parse(CASES[case]).model_name}" if uri.startswith("s3://") else uri
+    assert f'base_path: "{base_path}"' in children.config_map["data"]["models.config"]
 
 
-def test_s3_credentials_come_from_the_secret() -> None:
-    env = {e["name"]: e for e in container(render_case("s3-credentials"))["env"]}
-    for key, optional in (
-        ("AWS_ACCESS_KEY_ID", False),
-        ("AWS_SECRET_ACCESS_KEY", False),
-        ("AWS_REGION", True),
-        ("S3_ENDPOINT", True),
-    ):
-        ref = env[key]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "s3-reader", "key": key, "optional": optional}
-        assert "value" not in env[key]
+def test_gs_is_read_by_the_server_and_gets_no_puller() -> None:
+    pod = pod_spec(render_case("gs-uri"))
+    assert "initContainers" not in pod
+    assert puller.VOLUME not in {v["name"] for v in pod["volumes"]}
+
+
+def test_s3_is_pulled_into_a_volume_the_server_reads_only() -> None:
+    children = render_case("s3-credentials")
+    pod = pod_spec(children)
+    assert {"name": puller.VOLUME, "emptyDir": {}} in pod["volumes"]
+    mounts = {m["name"]: m for m in container(children)["volumeMounts"]}
+    assert mounts[puller.VOLUME] == {
+        "name": puller.VOLUME,
+        "mountPath": "/models",
+        "readOnly": True,
+    }
+    inits = pod["initContainers"]
+    assert [c["name"] for c in inits] == ["model-pull-12", "model-publish"]
+    pull, publish = inits
+    assert pull["command"] == ["rclone"]
+    assert pull["args"][:3] == ["copy", "store:ml-models/ranker/12", "/models/.partial/12"]
+    # A missing version is an empty S3 listing: it must still fail the pull.
+    assert "--error-on-no-transfer" in pull["args"]
+    # One rename on the same volume: the base path appears whole or not at all.
+    assert publish["args"] == ["moveto", "/models/.partial", "/models/ranker"]
+    for init in inits:
+        assert init["image"] == puller.PULLER_IMAGE
+        assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        assert init["volumeMounts"] == [{"name": puller.VOLUME, "mountPath": "/models"}]
+
+
+def test_every_version_the_config_names_is_pulled() -> None:
+    body = servedmodel(
+        "ranker",
+        {
+            "storage": {"uri": "s3://b/deep/prefix"},
+            "versionPolicy": {"specific": {"versions": [3, 4]}},
+            "versionLabels": {"stable": 3, "canary": 4},
+        },
+    )
+    inits = pod_spec(render_body(body))["initContainers"]
+    assert [c["args"][1] for c in inits[:-1]] == ["store:b/deep/prefix/3", "store:b/deep/prefix/4"]
+
+
+def test_s3_credentials_reach_the_puller_only() -> None:
+    children = render_case("s3-credentials")
+    assert not any(
+        "AWS" in e["name"] or "RCLONE" in e["name"] for e in container(children).get("env", [])
+    )
+    pull, publish = pod_spec(children)["initContainers"]
+    assert "env" not in publish
+    env = {e["name"]: e for e in pull["env"]}
+    assert env["RCLONE_CONFIG_STORE_TYPE"] == {"name": "RCLONE_CONFIG_STORE_TYPE", "value": "s3"}
+    assert env["RCLONE_CONFIG_STORE_ENV_AUTH"]["value"] == "true"
+    for key, option in puller.SECRET_KEYS:
+        ref = env[f"RCLONE_CONFIG_STORE_{option}"]["valueFrom"]["secretKeyRef"]
+        # Every key optional: IRSA users may keep only the region in the Secret.
+        assert ref == {"name": "s3-reader", "key": key, "optional": True}
+
+
+def test_s3_without_a_secret_leaves_credentials_to_the_service_account() -> None:
+    body = servedmodel("r", {"storage": {"uri": "s3://b/r"}, "version": 1})
+    (pull, _) = pod_spec(render_body(body))["initContainers"]
+    assert all("valueFrom" not in e for e in pull["env"])
+
+
+def test_puller_image_comes_from_the_settings() -> None:
+    body = servedmodel("r", {"storage": {"uri": "s3://b/r"}, "version": 1})
+    sm = spec.parse(body, DEFAULT_IMAGE, DEFAULT_GPU_IMAGE, "mirror/rclone@sha256:" + "0" * 64)
+    pod = render.render(sm, sm.target).deployment["spec"]["template"]["spec"]
+    assert {c["image"] for c in pod["initContainers"]} == {"mirror/rclone@sha256:" + "0" * 64}
 
 
 def test_gs_credentials_are_a_read_only_secret_file() -> None:
@@ -258,6 +325,8 @@ def test_pod_meets_the_restricted_profile(case: str) -> None:
     for host_field in ("hostNetwork", "hostPID", "hostIPC"):
         assert host_field not in pod
     assert all("hostPort" not in p for p in ctr["ports"])
+    for init in pod.get("initContainers", []):
+        assert init["securityContext"] == {**ctr_sc}
     assert pod["automountServiceAccountToken"] is False
     # Volumes: all of restricted's types, except the storage the user picked
     # (hostPath and nfs are theirs to choose; the cluster's policy decides).
@@ -313,7 +382,9 @@ def test_rolling_update_never_drops_capacity(case: str) -> None:
     rolling = deployment["spec"]["strategy"]["rollingUpdate"]
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     assert rolling == {"maxUnavailable": 0, "maxSurge": parse(CASES[case]).max_surge}
-    assert deployment["spec"]["replicas"] == parse(CASES[case]).replicas
+    sm = parse(CASES[case])
+    # Autoscaled: the count is the autoscaler's, the Deployment leaves it out.
+    assert deployment["spec"].get("replicas") == (None if sm.autoscaling else sm.replicas)
 
 
 def test_gpu_limits_toleration_image_and_memory_fraction() -> None:
@@ -639,7 +710,8 @@ def test_services() -> None:
 def test_pdb_only_with_several_replicas(case: str) -> None:
     sm = parse(CASES[case])
     pdb = render_case(case).pod_disruption_budget
-    if sm.replicas <= 1:
+    # Autoscaled: as many as the autoscaler may make.
+    if (sm.autoscaling.max_replicas if sm.autoscaling else sm.replicas) <= 1:
         assert pdb is None
         return
     assert pdb is not None
@@ -670,7 +742,74 @@ def test_network_policy() -> None:
     assert [p["port"] for p in clients["ports"]] == [8500, 8501]
     # The operator reaches the gRPC port only: that is where it probes.
     assert operator["ports"] == [{"protocol": "TCP", "port": 8500}]
-    assert operator["from"][0]["podSelector"] == {"matchLabels": render.OPERATOR_POD_LABELS}
+    assert operator["from"] == [
+        {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": "tfserving-operator-system"}
+            },
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "tfserving-operator"}},
+        }
+    ]
+
+
+def test_network_policy_admits_the_operator_where_the_settings_say() -> None:
+    """The chart's nameOverride and install namespace reach the peer through settings."""
+    sm = spec.parse(
+        {
+            "metadata": {"name": "m", "namespace": "ns"},
+            "spec": {
+                "storage": {"persistentVolumeClaim": {"claimName": "models"}},
+                "version": 1,
+                "networkPolicy": {"clientSelector": {}},
+            },
+        },
+        DEFAULT_IMAGE,
+        DEFAULT_GPU_IMAGE,
+    )
+    labels = {"app.kubernetes.io/name": "serving-ops", "app.kubernetes.io/instance": "prod"}
+    peer = render.OperatorPeer("platform", labels)
+    policy = render.render(sm, sm.target, peer).network_policy
+    assert policy is not None
+    assert policy["spec"]["ingress"][1]["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "platform"}},
+            "podSelector": {"matchLabels": labels},
+        }
+    ]
+
+
+def gpu_body(**fields: Any) -> Manifest:
+    return servedmodel(
+        "gpu", {"storage": {"persistentVolumeClaim": {"claimName": "m"}}, "version": 1, **fields}
+    )
+
+
+def test_gpus_default_to_whole_nvidia_gpus() -> None:
+    children = render_body(gpu_body(gpus=2))
+    assert container(children)["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert container(children)["image"] == DEFAULT_GPU_IMAGE
+    assert pod_spec(children)["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+
+
+def test_a_mig_slice_is_asked_for_by_name_on_the_cuda_image() -> None:
+    children = render_body(gpu_body(gpus=1, gpuResource="nvidia.com/mig-1g.5gb"))
+    assert container(children)["resources"]["limits"] == {"nvidia.com/mig-1g.5gb": "1"}
+    assert container(children)["image"] == DEFAULT_GPU_IMAGE
+    # MIG nodes carry the usual nvidia.com/gpu taint too.
+    assert [t["key"] for t in pod_spec(children)["tolerations"]] == [
+        "nvidia.com/mig-1g.5gb",
+        "nvidia.com/gpu",
+    ]
+
+
+def test_another_vendors_resource_uses_its_own_taint_and_the_given_image() -> None:
+    body = gpu_body(gpus=1, gpuResource="amd.com/gpu", image="example.com/tfs-rocm:2.20")
+    children = render_body(body)
+    assert container(children)["resources"]["limits"] == {"amd.com/gpu": "1"}
+    assert container(children)["image"] == "example.com/tfs-rocm:2.20"
+    assert [t["key"] for t in pod_spec(children)["tolerations"]] == ["amd.com/gpu"]
 
 
 # ----- properties over generated specs ------------------------------------------
@@ -679,10 +818,13 @@ NAMES = st.from_regex(r"[a-z][a-z0-9]{0,20}", fullmatch=True)
 VERSIONS = st.integers(min_value=1, max_value=10**6)
 
 
+POLICIES = ("latest", "all")
+
+
 @st.composite
 def specs(draw: st.DrawFn) -> Manifest:
     """Valid ServedModel specs, across the fields that change the rendering."""
-    storage = draw(
+    storage: Manifest = draw(
         st.sampled_from(
             [
                 {"hostPath": {"path": "/srv/m"}},
@@ -707,6 +849,13 @@ def specs(draw: st.DrawFn) -> Manifest:
         out["versionPolicy"] = {"latest": {"numVersions": draw(st.integers(1, 5))}}
     elif selection == "all":
         out["versionPolicy"] = {"all": {}}
+    from_s3 = str(storage.get("uri", "")).startswith("s3://")
+    if from_s3 and selection in POLICIES:
+        # The CRD refuses latest and all with s3:// (puller.py).
+        del out["versionPolicy"]
+        out["version"] = draw(VERSIONS)
+    elif from_s3 and selection == "none":
+        out["version"] = draw(VERSIONS)
     out["replicas"] = draw(st.integers(0, 6))
     out["gpus"] = draw(st.integers(0, 4))
     rest = draw(st.sampled_from([0, 8501, 9001]))
@@ -718,7 +867,162 @@ def specs(draw: st.DrawFn) -> Manifest:
         out["monitoring"] = {}
     if draw(st.booleans()):
         out["networkPolicy"] = {"clientSelector": {"matchLabels": {"app": "x"}}}
+    # The pod and Service settings a user passes through: each may be absent.
+    for key, values in POD_SETTINGS.items():
+        if draw(st.booleans()):
+            out[key] = draw(values)
     return out
+
+
+QUANTITIES = st.sampled_from(["100m", "0.5", "1", "2", "1.5Gi", "512Mi", "2000", "1e3"])
+RESOURCES = st.fixed_dictionaries(
+    {},
+    optional={
+        "requests": st.fixed_dictionaries({}, optional={"cpu": QUANTITIES, "memory": QUANTITIES}),
+        "limits": st.fixed_dictionaries({}, optional={"cpu": QUANTITIES, "memory": QUANTITIES}),
+    },
+)
+ENV = st.lists(
+    st.fixed_dictionaries(
+        {"name": st.from_regex(r"[A-Z][A-Z0-9_]{0,12}", fullmatch=True)},
+        optional={"value": st.text(max_size=12)},
+    ),
+    max_size=4,
+    unique_by=lambda e: e["name"],
+)
+SERVER_ARGS = st.lists(
+    st.sampled_from(
+        [
+            "--rest_api_timeout_in_ms=5000",
+            "--enable_grpc_healthcheck_service",
+            "--grpc_max_threads=8",
+            "--tensorflow_intra_op_parallelism=2",
+            "--enable_profiler=false",
+        ]
+    ),
+    max_size=3,
+    unique=True,
+)
+TOLERATIONS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "key": st.sampled_from(["dedicated", "example.com/gpu-pool"]),
+            "operator": st.sampled_from(["Exists", "Equal"]),
+            "effect": st.sampled_from(["NoSchedule", "NoExecute", "PreferNoSchedule"]),
+        }
+    ),
+    max_size=2,
+)
+TERM = st.fixed_dictionaries(
+    {
+        "matchExpressions": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "key": st.sampled_from(["zone", "example.com/pool"]),
+                    "operator": st.just("In"),
+                    "values": st.lists(NAMES, min_size=1, max_size=2),
+                }
+            ),
+            min_size=1,
+            max_size=2,
+        )
+    }
+)
+AFFINITY = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "nodeAffinity": st.fixed_dictionaries(
+                {
+                    "requiredDuringSchedulingIgnoredDuringExecution": st.fixed_dictionaries(
+                        {"nodeSelectorTerms": st.lists(TERM, min_size=1, max_size=2)}
+                    )
+                }
+            )
+        }
+    ),
+    st.just(
+        {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"},
+                    }
+                ]
+            }
+        }
+    ),
+)
+SERVICE = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["ClusterIP", "NodePort", "LoadBalancer"]),
+        "annotations": st.dictionaries(
+            st.sampled_from(["example.com/lb", "team"]), NAMES, max_size=2
+        ),
+    },
+)
+POD_SETTINGS: dict[str, st.SearchStrategy[Any]] = {
+    "resources": RESOURCES,
+    "env": ENV,
+    "serverArgs": SERVER_ARGS,
+    "tolerations": TOLERATIONS,
+    "affinity": AFFINITY,
+    "service": SERVICE,
+    "image": st.sampled_from(["registry.example.com/serving:2.20.0"]),
+}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec_=specs())
+def test_property_pod_and_service_settings_reach_the_children(spec_: Manifest) -> None:
+    """What a user passes through arrives where Kubernetes reads it, unchanged
+    but for the canonical form of quantities and what the operator adds."""
+    children = render_body(servedmodel("m", spec_))
+    box = container(children)
+    pod = children.deployment["spec"]["template"]["spec"]
+    for kind, wanted in (spec_.get("resources") or {}).items():
+        for resource, quantity in wanted.items():
+            assert box["resources"][kind][resource] == render.canonical_quantity(quantity)
+    if spec_.get("gpus"):
+        assert box["resources"]["limits"][api.GPU_RESOURCE] == str(spec_["gpus"])
+    elif not any((spec_.get("resources") or {}).values()):
+        assert "resources" not in box
+    user_env = spec_.get("env") or []
+    assert box.get("env", [])[len(box.get("env", [])) - len(user_env) :] == user_env
+    args = spec_.get("serverArgs") or []
+    assert box["args"][len(box["args"]) - len(args) :] == args
+    assert pod.get("tolerations", [])[: len(spec_.get("tolerations") or [])] == (
+        spec_.get("tolerations") or []
+    )
+    affinity = spec_.get("affinity") or {}
+    default_image = "image" not in spec_
+    if "podAntiAffinity" in affinity:
+        assert pod["affinity"]["podAntiAffinity"] == affinity["podAntiAffinity"]
+    terms = pod.get("affinity", {}).get("nodeAffinity", {})
+    terms = terms.get("requiredDuringSchedulingIgnoredDuringExecution", {}).get(
+        "nodeSelectorTerms", []
+    )
+    wanted_terms = (
+        affinity.get("nodeAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        .get("nodeSelectorTerms", [])
+    )
+    # The default image adds its architecture to every term (ANDed), else none.
+    assert len(terms) == (max(1, len(wanted_terms)) if default_image else len(wanted_terms))
+    for got, wanted in zip(terms, wanted_terms, strict=False):
+        extra = got["matchExpressions"][len(wanted["matchExpressions"]) :]
+        assert (
+            got["matchExpressions"][: len(wanted["matchExpressions"])] == wanted["matchExpressions"]
+        )
+        assert extra == ([render.arch_requirement()] if default_image else [])
+    service = spec_.get("service") or {}
+    for svc in children.services:
+        if svc["spec"].get("clusterIP") == "None":
+            assert "type" not in svc["spec"]
+            continue
+        assert svc["spec"]["type"] == service.get("type", "ClusterIP")
+        assert svc["metadata"].get("annotations") == (service.get("annotations") or None)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -57,6 +57,8 @@ def test_unset_peering_priority_is_random_and_positive() -> None:
         ({"TFSO_LABEL_SELECTOR": "team"}, "TFSO_LABEL_SELECTOR"),
         ({"TFSO_PROBE_FAILURE_THRESHOLD": "0"}, "TFSO_PROBE_FAILURE_THRESHOLD"),
         ({"TFSO_PROBE_FAILURE_THRESHOLD": "two"}, "TFSO_PROBE_FAILURE_THRESHOLD"),
+        ({"TFSO_OPERATOR_POD_LABELS": ","}, "TFSO_OPERATOR_POD_LABELS"),
+        ({"TFSO_OPERATOR_POD_LABELS": "name"}, "TFSO_OPERATOR_POD_LABELS"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -69,3 +71,23 @@ def test_metrics_port_defaults_to_8081_and_zero_turns_it_off() -> None:
     assert Settings.from_env({"TFSO_METRICS_PORT": "0"}).metrics_port == 0
     with pytest.raises(SettingsError, match="TFSO_METRICS_PORT"):
         Settings.from_env({"TFSO_METRICS_PORT": "70000"})
+
+
+def test_operator_peer_defaults_to_the_chart_defaults_and_reads_the_env() -> None:
+    default = Settings.from_env({}).operator_peer()
+    assert (default.namespace, dict(default.pod_labels)) == (
+        "tfserving-operator-system",
+        {"app.kubernetes.io/name": "tfserving-operator"},
+    )
+    chart = Settings.from_env(
+        {
+            "TFSO_OPERATOR_NAMESPACE": "platform",
+            "TFSO_OPERATOR_POD_LABELS": "app.kubernetes.io/instance=prod,"
+            "app.kubernetes.io/name=serving-ops",
+        }
+    ).operator_peer()
+    assert chart.namespace == "platform"
+    assert dict(chart.pod_labels) == {
+        "app.kubernetes.io/instance": "prod",
+        "app.kubernetes.io/name": "serving-ops",
+    }

@@ -188,13 +188,24 @@ def test_storage_nfs() -> None:
     )
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/models/m", "s3://bucket/models/m/", "gs://b/m//"])
-def test_storage_uri_is_the_base_path(uri: str) -> None:
+@pytest.mark.parametrize("uri", ["gs://b/m//", "gs://b/models/m"])
+def test_gs_uri_is_the_base_path(uri: str) -> None:
     st = parse_spec(storage={"uri": uri, "credentials": {"secretName": "creds"}}).storage
     assert st.kind == "uri"
     assert st.base_path == st.uri == uri.rstrip("/")
     assert st.mount_path == ""
     assert st.credentials_secret == "creds"
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/models/m", "s3://bucket/models/m/"])
+def test_s3_uri_is_pulled_into_the_models_folder(uri: str) -> None:
+    sm = parse_spec(storage={"uri": uri, "credentials": {"secretName": "creds"}})
+    assert sm.storage.kind == "uri"
+    assert sm.storage.uri == uri.rstrip("/")
+    # The server cannot read s3://: it reads the puller's copy.
+    assert sm.storage.base_path == f"/models/{sm.model_name}"
+    assert sm.storage.mount_path == "/models"
+    assert sm.storage.credentials_secret == "creds"
 
 
 def test_storage_missing_is_an_error() -> None:
@@ -241,3 +252,21 @@ def test_retry_token_comes_from_the_annotation() -> None:
 def test_rest_port_zero_is_kept() -> None:
     assert parse_spec(ports={"rest": 0}).rest_port == 0
     assert parse_spec(ports={"grpc": 9000}).rest_port == 8501
+
+
+def test_a_storage_without_a_known_kind_is_refused_naming_the_kinds() -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_spec(storage={"emptyDir": {}}, version=1)
+    assert str(refused.value) == (
+        "spec.storage must set one of persistentVolumeClaim, hostPath, nfs or uri"
+    )
+
+
+def test_only_trailing_slashes_leave_a_uri() -> None:
+    sm = parse_spec(storage={"uri": "s3://bucket/MAX//"}, version=1)
+    assert sm.storage.uri == "s3://bucket/MAX"
+
+
+def test_credentials_without_a_secret_name_name_no_secret() -> None:
+    sm = parse_spec(storage={"uri": "s3://bucket/m", "credentials": {}}, version=1)
+    assert sm.storage.credentials_secret == ""

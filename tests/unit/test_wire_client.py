@@ -260,6 +260,10 @@ def test_hanging_server_times_out_on_time(tfs: SimpleNamespace) -> None:
             with pytest.raises(ProbeTimeout) as caught:
                 await get_model_status(target, "mnist", timeout=timeout)
             assert caught.value.reason == "ProbeTimeout"
+            assert caught.value.target == target
+            assert caught.value.message == (
+                f"model server {target} did not answer GetModelStatus in time"
+            )
             return loop.time() - start
 
     elapsed = run(main())
@@ -267,17 +271,23 @@ def test_hanging_server_times_out_on_time(tfs: SimpleNamespace) -> None:
 
 
 @pytest.mark.tensorflow
-def test_other_status_codes_are_probe_failed(tfs: SimpleNamespace) -> None:
-    service = tfs.Service(on_status=aborting(grpc.StatusCode.INTERNAL, "boom"))
+@pytest.mark.parametrize("details", ["boom", ""])
+def test_other_status_codes_are_probe_failed(tfs: SimpleNamespace, details: str) -> None:
+    service = tfs.Service(on_status=aborting(grpc.StatusCode.INTERNAL, details))
+    targets: list[str] = []
 
     async def main() -> None:
         async with serve(tfs.register(service)) as target:
+            targets.append(target)
             await get_model_status(target, "mnist")
 
     with pytest.raises(ProbeFailed) as caught:
         run(main())
     assert caught.value.code == grpc.StatusCode.INTERNAL
-    assert "INTERNAL" in caught.value.message and "boom" in caught.value.message
+    assert (caught.value.target, caught.value.details) == (targets[0], details)
+    assert caught.value.message == (
+        f"GetModelStatus on model server {targets[0]} failed: INTERNAL: {details}"
+    )
 
 
 # --- servers that are not TF Serving, or not there ----------------------------------------------

@@ -103,6 +103,16 @@ by a ClusterRole, or per watched namespace by a Role.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["list", "watch", "create", "patch"]
+# Application: the HorizontalPodAutoscaler of spec.autoscaling; same pattern as
+# the Service, plus delete: autoscaling turned off (or moved to KEDA) removes it.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# Application: the KEDA ScaledObject of spec.autoscaling (provider keda). Not
+# watched (KEDA's CRD is optional); applied, and deleted when no longer asked for.
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["create", "patch", "delete"]
 # Application: model server pods are watched (their IPs are asked GetModelStatus
 # over gRPC); the operator never creates, edits or deletes a pod.
 - apiGroups: [""]

@@ -15,6 +15,10 @@ KIND: Final = "ServedModel"
 PLURAL: Final = "servedmodels"
 
 FIELD_MANAGER: Final = "tfserving-operator"
+# Holds a Deployment's spec.replicas between the operator letting go of it
+# and the autoscaler's first change (server-side apply would otherwise remove
+# a field its only manager stops sending, resetting the count to 1).
+HANDOVER_FIELD_MANAGER: Final = "tfserving-operator-handover"
 
 # Labels on every child object and pod.
 LABEL_SERVEDMODEL: Final = f"{GROUP}/servedmodel"
@@ -42,7 +46,13 @@ CONFIG_DIR: Final = "/etc/tfserving"
 MODEL_CONFIG_FILE: Final = "models.config"
 MONITORING_CONFIG_FILE: Final = "monitoring.config"
 BATCHING_CONFIG_FILE: Final = "batching.config"
+# spec.gpuResource's default: the NVIDIA device plugin's whole GPUs. MIG
+# slices are other names in the same domain (nvidia.com/mig-1g.5gb, ...); the
+# -gpu tensorflow/serving images are CUDA builds, for this domain only.
 GPU_RESOURCE: Final = "nvidia.com/gpu"
+NVIDIA_RESOURCE_PREFIX: Final = "nvidia.com/"
+# Where the model puller puts s3:// version folders (an emptyDir; puller.py).
+PULLED_MODELS_DIR: Final = "/models"
 
 
 class Condition:
@@ -74,7 +84,9 @@ class Reason:
     AS_EXPECTED: Final = "AsExpected"
     VERSION_LOAD_FAILED: Final = "VersionLoadFailed"
     VERSION_LOAD_TIMEOUT: Final = "VersionLoadTimeout"
+    MODEL_PULL_FAILED: Final = "ModelPullFailed"
     UNSCHEDULABLE: Final = "Unschedulable"
+    PODS_NOT_CREATED: Final = "PodsNotCreated"
     INVALID_SPEC: Final = "InvalidSpec"
     # Events only (Warning Events reuse the Degraded reasons above)
     ROLLOUT_STARTED: Final = "RolloutStarted"

@@ -63,6 +63,8 @@ class ApiWriter(Protocol):
 
     async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]: ...
 
+    async def hand_over(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
+
     async def delete(self, kind: str, namespace: str, name: str) -> None: ...
 
     async def patch_status(
@@ -103,6 +105,20 @@ class Applier:
         query = [("fieldManager", self.field_manager), ("force", "true")]
         if dry_run:
             query.append(("dryRun", "All"))
+        path = path_for(manifest["kind"], meta.get("namespace"), meta["name"])
+        return await self.kube.request(
+            "PATCH", path, body=manifest, content_type=APPLY_CONTENT_TYPE, query=query
+        )
+
+    async def hand_over(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Apply `manifest` (a few fields of an existing object) as the handover manager.
+
+        It co-owns those fields at their current values, so the operator's next
+        apply can leave them out without server-side apply removing them
+        (autoscaling.py: spec.replicas passing to an autoscaler).
+        """
+        meta = manifest["metadata"]
+        query = [("fieldManager", api.HANDOVER_FIELD_MANAGER), ("force", "true")]
         path = path_for(manifest["kind"], meta.get("namespace"), meta["name"])
         return await self.kube.request(
             "PATCH", path, body=manifest, content_type=APPLY_CONTENT_TYPE, query=query

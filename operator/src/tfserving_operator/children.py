@@ -12,10 +12,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tfserving_operator import kinds, render
+from tfserving_operator import autoscaling, kinds, render
 from tfserving_operator.apply import ApiWriter
 from tfserving_operator.kube import ApiError
 from tfserving_operator.observe import Cache, Key
+from tfserving_operator.spec import ServedModel
 from tfserving_operator.views import PodView
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ class ChildSync:
             try:
                 await self.applier.apply(manifest, dry_run=True)
             except ApiError as err:
-                if err.status in (400, 403, 422):
+                # A 404 here: the kind is not served (KEDA not installed).
+                if err.refuses_input or err.status == 404:
                     return f"{manifest['kind']} {manifest['metadata']['name']}: {err.message}"
                 raise
         return ""
@@ -50,11 +52,29 @@ class ChildSync:
         for manifest in children.all():
             ident = (manifest["kind"], manifest["metadata"]["name"])
             current = observed.get(ident)
-            if current is not None and contains(current, manifest):
+            release = autoscaling.must_release(manifest, self.cache.deployments.get(self.key))
+            if current is not None and contains(current, manifest) and not release:
                 continue
             result = await self.applier.apply(manifest)
             self.cache.observe(manifest["kind"], result, deleted=False)
         await self.prune(children, owner_uid)
+
+    async def hand_over_replicas(self, sm: ServedModel) -> None:
+        """Pass the Deployment's replica count to the handover manager when
+        autoscaling needs it (autoscaling.handover_replicas): run before the
+        apply that drops spec.replicas, and after one that created the Deployment."""
+        count = autoscaling.handover_replicas(sm, self.cache.deployments.get(self.key))
+        if count is None:
+            return
+        log.info("%s/%s: handing spec.replicas (%d) over to the autoscaler", *self.key, count)
+        manifest = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": sm.name, "namespace": sm.namespace},
+            "spec": {"replicas": count},
+        }
+        result = await self.applier.hand_over(manifest)
+        self.cache.observe("Deployment", result, deleted=False)
 
     async def prune(self, children: render.Children, owner_uid: str) -> None:
         """Delete the optional children (kinds.PRUNED) the render no longer holds."""

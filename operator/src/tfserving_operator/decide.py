@@ -10,11 +10,11 @@ call these directly.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from tfserving_operator import api
+from tfserving_operator import api, autoscaling, puller
 from tfserving_operator.api import Condition, GateReason, Reason
 from tfserving_operator.spec import ServedModel, VersionSet
 from tfserving_operator.views import DeploymentView, ModelState, PodView, ProbeResult
@@ -304,6 +304,11 @@ def detect_failure(
     """A rollout fails when a new server reports a load error, exits, or takes too long."""
     current = current_pods(pods, config_hash)
     for pod in current:
+        if pod.pull_failure and pod.gate is not True:
+            # The store refused the copy (missing version, bad credentials,
+            # no such bucket): the server never started; quote the puller.
+            return Failure(Reason.MODEL_PULL_FAILED, _pull_failure_message(pod))
+    for pod in current:
         probe = probes.get(pod.name)
         if probe is not None and probe.ok:
             decision = gate_for(pod, probe)
@@ -356,6 +361,18 @@ def _exited_while_loading(pod: PodView) -> Failure | None:
         Reason.VERSION_LOAD_FAILED,
         f"model server on pod {pod.name} exited while loading: "
         f"{last_lines(pod.termination_message, 600)}",
+    )
+
+
+def _pull_failure_message(pod: PodView) -> str:
+    """The puller's own last log lines; S3 answers a missing version folder
+    with an empty listing, not an error, so its exit code is spelled out."""
+    why = ""
+    if pod.pull_exit_code == puller.NO_FILES_EXIT_CODE:
+        why = " (nothing to copy: the version folder is missing or empty in the store)"
+    return (
+        f"model puller {pod.pull_container} on pod {pod.name} failed{why}: "
+        f"{last_lines(pod.pull_failure, 600)}"
     )
 
 
@@ -663,6 +680,8 @@ class Observed:
     ready: int  # replicas taking traffic
     serving: str  # servingVersions
     updated: int  # replicas of the new config taking traffic
+    probes: Mapping[str, ProbeResult] = field(default_factory=dict)
+    replica_failure: str = ""  # DeploymentView.replica_failure
 
 
 @dataclass(frozen=True)
@@ -678,6 +697,7 @@ def observed_for(
     outcome: Outcome,
     pods: Sequence[PodView],
     probes: Mapping[str, ProbeResult],
+    deployment: DeploymentView | None = None,
 ) -> Observed:
     """Gather what the checks read, once."""
     live = [p for p in pods if not p.terminating]
@@ -689,10 +709,22 @@ def observed_for(
         ready=len(serving),
         serving=serving_versions(live, probes),
         updated=len([p for p in serving if p.config_hash == outcome.config_hash]),
+        probes=probes,
+        replica_failure=deployment.replica_failure if deployment is not None else "",
     )
 
 
 # ----- Degraded
+
+
+def pods_not_created(o: Observed) -> Check | None:
+    """The ReplicaSet cannot create pods (Pod Security, a quota, an admission
+    webhook): the cause behind any timeout or refusal that follows, in the API
+    server's words."""
+    if not o.replica_failure:
+        return None
+    message = f"the Deployment's ReplicaSet cannot create pods: {o.replica_failure}"
+    return Check(True, Reason.PODS_NOT_CREATED, message)
 
 
 def target_refused(o: Observed) -> Check | None:
@@ -720,15 +752,35 @@ def replica_unschedulable(o: Observed) -> Check | None:
     return Check(True, Reason.UNSCHEDULABLE, message)
 
 
+def version_load_failed(o: Observed) -> Check | None:
+    """Under a latest/all policy a server serves what it loaded and its gate opens
+    on that, so a newer version that failed to load is said only here."""
+    for pod in sorted(o.live, key=lambda p: p.name):
+        probe = o.probes.get(pod.name)
+        if required_versions(pod.versions) is not None or probe is None or not probe.ok:
+            continue
+        failed = [s for s in probe.statuses if s.failed]
+        if failed:
+            newest = max(failed, key=lambda s: s.version)
+            message = (
+                f"model server on pod {pod.name}: {_failure_text(newest)} "
+                f"(serving {o.serving or 'nothing'})"
+            )
+            return Check(True, Reason.VERSION_LOAD_FAILED, message)
+    return None
+
+
 def nothing_degraded(o: Observed) -> Check:
     """None of the above."""
     return AS_EXPECTED
 
 
 DEGRADED_CHECKS: tuple[Callable[[Observed], Check | None], ...] = (
+    pods_not_created,
     target_refused,
     rollout_failed,
     replica_unschedulable,
+    version_load_failed,
     nothing_degraded,
 )
 
@@ -829,7 +881,7 @@ def compute_status(
     now: str,
 ) -> dict[str, Any]:
     """The whole status subresource for this reconcile."""
-    o = observed_for(sm, outcome, pods, probes)
+    o = observed_for(sm, outcome, pods, probes, deployment)
     gen = sm.generation
     degraded = first_verdict(DEGRADED_CHECKS, o)
     rollout = first_verdict(ROLLOUT_CHECKS, o)
@@ -864,6 +916,7 @@ def compute_status(
         "endpoints": _endpoints(sm),
         "pods": _pods_status(o.live, probes),
         "conditions": conditions,
+        "autoscaling": autoscaling.status_of(sm),
     }
 
 

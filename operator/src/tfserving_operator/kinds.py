@@ -45,6 +45,17 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo(
         "NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", watched=True, pruned=True
     ),
+    KindInfo(
+        "HorizontalPodAutoscaler",
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        watched=True,
+        pruned=True,
+    ),
+    # Not watched: KEDA's CRD is optional, and a watch on a kind the API server
+    # does not serve fails. The cache learns it from our own applies.
+    KindInfo("ScaledObject", "keda.sh", "v1alpha1", "scaledobjects", pruned=True),
     KindInfo("Event", "events.k8s.io", "v1", "events"),
     KindInfo(api.KIND, api.GROUP, api.VERSION, api.PLURAL),
 )

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfserving_operator import api
+from tfserving_operator import api, puller
 from tfserving_operator.metrics import METRICS, PROBE_OK, Metrics
 from tfserving_operator.views import DeploymentView, PodView, ProbeResult
 from tfserving_operator.wire.client import ChannelPool, ProbeError, ProbeTimeout, ServerUnreachable
@@ -68,6 +68,7 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         and scheduled.get("reason") == "Unschedulable"
     ):
         unschedulable = str(scheduled.get("message", ""))
+    puller_container, puller_message, puller_code = pull_failure(status)
     return PodView(
         name=meta.get("name", ""),
         namespace=meta.get("namespace", ""),
@@ -87,7 +88,33 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         exit_code=int(terminated.get("exitCode") or 0),
         exit_reason=str(terminated.get("reason") or ""),
         unschedulable=unschedulable,
+        pull_container=puller_container,
+        pull_failure=puller_message,
+        pull_exit_code=puller_code,
     )
+
+
+def pull_failure(status: Mapping[str, Any]) -> tuple[str, str, int]:
+    """The model puller's failure on a pod, from its init containers' statuses.
+
+    An init container that exited non-zero shows it in ``state.terminated``
+    until the kubelet restarts it, then in ``lastState.terminated`` (while it
+    waits in CrashLoopBackOff or runs again); one that finished with 0 did
+    its job, whatever an earlier attempt said.
+    """
+    for init in status.get("initContainerStatuses") or ():
+        name = str(init.get("name", ""))
+        if not puller.is_puller(name):
+            continue
+        now = (init.get("state") or {}).get("terminated") or {}
+        if now and int(now.get("exitCode") or 0) == 0:
+            continue
+        failed = now or (init.get("lastState") or {}).get("terminated") or {}
+        code = int(failed.get("exitCode") or 0)
+        if failed and code != 0:
+            message = str(failed.get("message") or "").strip()
+            return name, message or f"exit code {code} ({failed.get('reason') or 'Error'})", code
+    return "", "", 0
 
 
 def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
@@ -105,7 +132,26 @@ def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
         current_replicas=int(status.get("replicas") or 0),
         updated_replicas=int(status.get("updatedReplicas") or 0),
         config_hash=template_annotations.get(api.ANNOTATION_CONFIG_HASH, ""),
+        replica_failure=_replica_failure(status),
+        replicas_managers=replicas_managers(meta),
     )
+
+
+def _replica_failure(status: Mapping[str, Any]) -> str:
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return f"{cond.get('reason', '')}: {cond.get('message', '')}"
+    return ""
+
+
+def replicas_managers(meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """The field managers that own spec.replicas, from managedFields."""
+    owners = []
+    for entry in meta.get("managedFields") or ():
+        fields = ((entry.get("fieldsV1") or {}).get("f:spec")) or {}
+        if "f:replicas" in fields:
+            owners.append(str(entry.get("manager", "")))
+    return tuple(sorted(owners))
 
 
 def strip_object(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tfserving_operator import decide, render, spec
+from tfserving_operator import autoscaling, decide, render, spec
 from tfserving_operator.apply import ApiWriter, now_iso
 from tfserving_operator.children import ChildSync
 from tfserving_operator.kube import ApiError
@@ -191,18 +191,23 @@ class Worker:
                     body,
                     settings.default_image,
                     settings.default_gpu_image,
+                    settings.puller_image,
                     carried_label_keys=settings.label_selector,
                 )
             except (KeyError, ValueError, TypeError) as err:
                 await self.status.invalid(body, f"spec cannot be used: {err}")
                 return MAX_IDLE_SECONDS
+            # While autoscaling, the checks expect the autoscaler's count, not spec.replicas.
+            sm = autoscaling.effective(sm, self.ctx.cache.deployments.get(self.key))
             old_status = self.status.current(body)
             memory = decide.memory_from_status(old_status)
-            renders = Renders(sm)
+            renders = Renders(sm, settings.operator_peer())
             children = renders(decide.choose_serving_set(sm, memory)[0])
             if not await self._accepted(sm, body, old_status, children):
                 return MAX_IDLE_SECONDS
+            await self.children.hand_over_replicas(sm)  # before the apply that drops it
             await self.children.ensure(children, sm.uid)
+            await self.children.hand_over_replicas(sm)  # a Deployment created without it
             pods = list(self.ctx.cache.pods.get(self.key, {}).values())
             self._observe_ready(pods)
 
@@ -330,14 +335,15 @@ class Worker:
 class Renders:
     """The children of each version set one pass looks at, rendered once each."""
 
-    def __init__(self, sm: spec.ServedModel) -> None:
+    def __init__(self, sm: spec.ServedModel, operator: render.OperatorPeer) -> None:
         self.sm = sm
+        self.operator = operator
         self._done: dict[VersionSet, render.Children] = {}
 
     def __call__(self, versions: VersionSet) -> render.Children:
         """The children serving `versions`."""
         if versions not in self._done:
-            self._done[versions] = render.render(self.sm, versions)
+            self._done[versions] = render.render(self.sm, versions, self.operator)
         return self._done[versions]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -300,17 +300,37 @@ def server_args_yaml(indent: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def replace_node(text: str, path: Sequence[str], render: Callable[[int], str]) -> str:
+    """YAML text with one node replaced by `render(indent)`: the node's line and
+    everything indented under it.
+
+    `path` names the node by keys, each the shallowest such key inside the
+    previous one's block (which must hold it once at that depth).
+    """
+    lines = text.splitlines(keepends=True)
+    start, end = -1, len(lines)
+    for key in path:
+        found = [i for i in range(start + 1, end) if lines[i].strip() == f"{key}:"]
+        depth = min((_indent(lines[i]) for i in found), default=0)
+        found = [i for i in found if _indent(lines[i]) == depth]
+        if len(found) != 1:
+            raise ValueError(f"{'.'.join(path)}: {key} found {len(found)} times, want once")
+        start = found[0]
+        end = start + 1
+        while end < len(lines) and (
+            not lines[end].strip() or _indent(lines[end]) > _indent(lines[start])
+        ):
+            end += 1
+    return "".join(lines[:start]) + render(_indent(lines[start])) + "".join(lines[end:])
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
 def rewrite_crd(text: str) -> str:
     """The CRD file's text with its serverArgs node replaced by the generated one."""
-    lines = text.splitlines(keepends=True)
-    start = next(i for i, line in enumerate(lines) if line.strip() == "serverArgs:")
-    indent = len(lines[start]) - len(lines[start].lstrip())
-    end = start + 1
-    while end < len(lines) and (
-        not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent
-    ):
-        end += 1
-    return "".join(lines[:start]) + server_args_yaml(indent) + "".join(lines[end:])
+    return replace_node(text, ("serverArgs",), server_args_yaml)
 
 
 def main(argv: list[str] | None = None) -> int:

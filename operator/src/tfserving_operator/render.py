@@ -14,11 +14,12 @@ import decimal
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from tfserving_operator import api, release
+from tfserving_operator import api, puller, release
 from tfserving_operator.model_config import (
     batching_parameters,
     model_server_config,
@@ -47,6 +48,8 @@ class Children:
     pod_disruption_budget: Manifest | None
     network_policy: Manifest | None
     config_hash: str
+    # The HorizontalPodAutoscaler or KEDA ScaledObject of spec.autoscaling.
+    autoscaler: Manifest | None = None
 
     def all(self) -> list[Manifest]:
         """Objects to apply, config first so the pods never miss their files."""
@@ -55,6 +58,10 @@ class Children:
             objs.append(self.pod_disruption_budget)
         if self.network_policy:
             objs.append(self.network_policy)
+        if self.autoscaler:
+            # Before the Deployment it targets (the HPA waits for it): the
+            # Deployment stays last, so its pods never start without config.
+            objs.append(self.autoscaler)
         objs.append(self.deployment)
         return objs
 
@@ -262,22 +269,15 @@ def _resources(sm: ServedModel) -> dict[str, Any]:
         if v
     }
     if sm.gpus:
-        resources.setdefault("limits", {})[api.GPU_RESOURCE] = str(sm.gpus)
+        resources.setdefault("limits", {})[sm.gpu_resource] = str(sm.gpus)
     return resources
 
 
 def _env(sm: ServedModel) -> list[dict[str, Any]]:
+    # s3:// credentials go to the puller only (puller.py): the server reads
+    # the pulled folders from a volume and never talks to the store.
     env: list[dict[str, Any]] = []
     secret = sm.storage.credentials_secret
-    if secret and sm.storage.uri.startswith("s3://"):
-        for key, optional in (
-            ("AWS_ACCESS_KEY_ID", False),
-            ("AWS_SECRET_ACCESS_KEY", False),
-            ("AWS_REGION", True),
-            ("S3_ENDPOINT", True),
-        ):
-            ref = {"name": secret, "key": key, "optional": optional}
-            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
     if secret and sm.storage.uri.startswith("gs://"):
         env.append(
             {
@@ -318,6 +318,9 @@ def _volumes_and_mounts(
         if st.sub_path:
             mount["subPath"] = st.sub_path
         mounts.append(mount)
+    if puller.pulls(sm):
+        volumes.append(puller.volume())
+        mounts.append(puller.server_mount())
     if st.credentials_secret and st.uri.startswith("gs://"):
         volumes.append({"name": "gcs-credentials", "secret": {"secretName": st.credentials_secret}})
         mounts.append(
@@ -403,8 +406,21 @@ def _container(sm: ServedModel, serve: VersionSet, config_hash: str) -> dict[str
 def _tolerations(sm: ServedModel) -> list[dict[str, Any]]:
     tolerations = [dict(t) for t in sm.tolerations]
     if sm.gpus:
-        tolerations.append({"key": api.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+        tolerations += [
+            {"key": key, "operator": "Exists", "effect": "NoSchedule"}
+            for key in gpu_taint_keys(sm.gpu_resource)
+        ]
     return tolerations
+
+
+def gpu_taint_keys(resource: str) -> list[str]:
+    """The taints GPU node pools carry for `resource`: its own name, and for an
+    NVIDIA resource (a MIG slice) also nvidia.com/gpu, which NVIDIA's GPU
+    operator and the managed pools put on every GPU node, MIG or not."""
+    keys = [resource]
+    if resource.startswith(api.NVIDIA_RESOURCE_PREFIX) and resource != api.GPU_RESOURCE:
+        keys.append(api.GPU_RESOURCE)
+    return keys
 
 
 def arch_requirement() -> dict[str, Any]:
@@ -487,6 +503,9 @@ def render_pod_spec(sm: ServedModel, serve: VersionSet, config_hash: str) -> dic
             }
         ],
     }
+    init_containers = puller.init_containers(sm, serve)
+    if init_containers:
+        pod["initContainers"] = init_containers
     if sm.service_account_name:
         pod["serviceAccountName"] = sm.service_account_name
     if sm.node_selector:
@@ -503,13 +522,19 @@ def render_pod_spec(sm: ServedModel, serve: VersionSet, config_hash: str) -> dic
 
 
 def render_deployment(sm: ServedModel, serve: VersionSet, config_hash: str) -> Manifest:
-    """The Deployment: maxUnavailable 0, so capacity never drops during a rollout."""
+    """The Deployment: maxUnavailable 0, so capacity never drops during a rollout.
+
+    With spec.autoscaling the replica count is the autoscaler's: the field is
+    left out, so this apply neither owns nor resets it (the Applier hands it
+    over first, see autoscaling.handover_replicas).
+    """
+    replicas = {} if sm.autoscaling else {"replicas": sm.replicas}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(sm, sm.name),
         "spec": {
-            "replicas": sm.replicas,
+            **replicas,
             "selector": {"matchLabels": selector_labels(sm)},
             "revisionHistoryLimit": 5,
             # The operator refuses a slow version itself, with a reason;
@@ -586,8 +611,13 @@ def render_services(sm: ServedModel) -> tuple[Manifest, ...]:
 
 
 def render_pdb(sm: ServedModel) -> Manifest | None:
-    """With more than one replica, voluntary evictions take one at a time."""
-    if sm.replicas <= 1:
+    """With more than one replica, voluntary evictions take one at a time.
+
+    Autoscaled: rendered whenever the autoscaler may go above one replica, so
+    the budget is there before the scale-up, not created in its wake.
+    """
+    most = sm.autoscaling.max_replicas if sm.autoscaling else sm.replicas
+    if most <= 1:
         return None
     return {
         "apiVersion": "policy/v1",
@@ -602,7 +632,34 @@ def render_pdb(sm: ServedModel) -> Manifest | None:
     }
 
 
-def render_network_policy(sm: ServedModel, operator_pod_labels: dict[str, str]) -> Manifest | None:
+# Set by the API server on every namespace (immutable, = its name), so a peer
+# pinned by it cannot be claimed from another namespace by copying labels.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+DEFAULT_OPERATOR_NAMESPACE = "tfserving-operator-system"
+
+
+@dataclass(frozen=True)
+class OperatorPeer:
+    """Where the operator's own pods run: a ServedModel's NetworkPolicy admits
+    them to the gRPC port, for the probes behind the readiness gate.
+
+    The defaults are the chart's with its default values; the chart passes its
+    own (TFSO_OPERATOR_NAMESPACE from the downward API, TFSO_OPERATOR_POD_LABELS
+    from its selector labels, which follow nameOverride and the release).
+    """
+
+    namespace: str = DEFAULT_OPERATOR_NAMESPACE
+    pod_labels: Mapping[str, str] = field(default_factory=lambda: {api.LABEL_NAME: api.MANAGED_BY})
+
+    def peer(self) -> dict[str, Any]:
+        """The NetworkPolicy peer: those pods, in that namespace only."""
+        return {
+            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: self.namespace}},
+            "podSelector": {"matchLabels": dict(self.pod_labels)},
+        }
+
+
+def render_network_policy(sm: ServedModel, operator: OperatorPeer) -> Manifest | None:
     """Only selected clients, and the operator (for its probes), reach the model servers."""
     if sm.network_policy is None:
         return None
@@ -611,10 +668,6 @@ def render_network_policy(sm: ServedModel, operator_pod_labels: dict[str, str]) 
     }
     if sm.network_policy.get("namespaceSelector") is not None:
         client_peer["namespaceSelector"] = dict(sm.network_policy["namespaceSelector"])
-    operator_peer = {
-        "namespaceSelector": {},
-        "podSelector": {"matchLabels": operator_pod_labels},
-    }
     ports = [{"protocol": "TCP", "port": sm.grpc_port}]
     if sm.rest_port:
         ports.append({"protocol": "TCP", "port": sm.rest_port})
@@ -627,17 +680,117 @@ def render_network_policy(sm: ServedModel, operator_pod_labels: dict[str, str]) 
             "policyTypes": ["Ingress"],
             "ingress": [
                 {"from": [client_peer], "ports": ports},
-                {"from": [operator_peer], "ports": [{"protocol": "TCP", "port": sm.grpc_port}]},
+                {
+                    "from": [operator.peer()],
+                    "ports": [{"protocol": "TCP", "port": sm.grpc_port}],
+                },
             ],
         },
     }
 
 
-OPERATOR_POD_LABELS = {api.LABEL_NAME: "tfserving-operator"}
+# The Pods metric a requests-per-second target reads: TF Serving's
+# :tensorflow:serving:request_count as a per-pod rate, served by a custom
+# metrics adapter (docs/autoscaling.md has the prometheus-adapter rule).
+REQUEST_RATE_METRIC = "tfserving_requests_per_second"
+# TF Serving's own counter of requests, as Prometheus scrapes it.
+REQUEST_COUNT_SERIES = ":tensorflow:serving:request_count"
 
 
-def render(sm: ServedModel, serve: VersionSet) -> Children:
-    """Every child of `sm`, serving the version set `serve`."""
+def _scale_target(sm: ServedModel) -> dict[str, str]:
+    # The Deployment, not the ServedModel's scale subresource: scaling the
+    # ServedModel would write spec.replicas, the field GitOps owns.
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": sm.name}
+
+
+def render_hpa(sm: ServedModel) -> Manifest | None:
+    """The autoscaling/v2 HorizontalPodAutoscaler of spec.autoscaling (provider hpa)."""
+    auto = sm.autoscaling
+    if auto is None or auto.provider != "hpa":
+        return None
+    metrics: list[dict[str, Any]] = []
+    if auto.target_cpu_utilization is not None:
+        target = {"type": "Utilization", "averageUtilization": auto.target_cpu_utilization}
+        metrics.append({"type": "Resource", "resource": {"name": "cpu", "target": target}})
+    if auto.requests_per_second is not None:
+        metric = {
+            "metric": {"name": REQUEST_RATE_METRIC},
+            "target": {"type": "AverageValue", "averageValue": auto.requests_per_second},
+        }
+        metrics.append({"type": "Pods", "pods": metric})
+    metrics.extend(copy.deepcopy(dict(m)) for m in auto.metrics)
+    spec: dict[str, Any] = {
+        "scaleTargetRef": _scale_target(sm),
+        "minReplicas": auto.min_replicas,
+        "maxReplicas": auto.max_replicas,
+        "metrics": metrics,
+    }
+    if auto.behavior is not None:
+        spec["behavior"] = copy.deepcopy(dict(auto.behavior))
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(sm, sm.name),
+        "spec": spec,
+    }
+
+
+def request_rate_query(sm: ServedModel) -> str:
+    """PromQL: the requests per second all of this ServedModel's servers answer."""
+    return (
+        f'sum(rate({REQUEST_COUNT_SERIES}{{namespace="{sm.namespace}",'
+        f'model_name="{sm.model_name}"}}[1m]))'
+    )
+
+
+def render_scaled_object(sm: ServedModel) -> Manifest | None:
+    """The KEDA ScaledObject of spec.autoscaling (provider keda): scales to zero too."""
+    auto = sm.autoscaling
+    if auto is None or auto.provider != "keda":
+        return None
+    triggers: list[dict[str, Any]] = []
+    if auto.requests_per_second is not None:
+        triggers.append(
+            {
+                "type": "prometheus",
+                "metadata": {
+                    "serverAddress": auto.prometheus_address,
+                    "query": request_rate_query(sm),
+                    # KEDA divides the query by the replica count (AverageValue).
+                    "threshold": auto.requests_per_second,
+                },
+            }
+        )
+    if auto.target_cpu_utilization is not None:
+        triggers.append(
+            {
+                "type": "cpu",
+                "metricType": "Utilization",
+                "metadata": {"value": str(auto.target_cpu_utilization)},
+            }
+        )
+    spec: dict[str, Any] = {
+        "scaleTargetRef": _scale_target(sm),
+        "minReplicaCount": auto.min_replicas,
+        "maxReplicaCount": auto.max_replicas,
+        "pollingInterval": auto.polling_interval_seconds,
+        "cooldownPeriod": auto.cooldown_period_seconds,
+        "triggers": triggers,
+    }
+    if auto.behavior is not None:
+        behavior = copy.deepcopy(dict(auto.behavior))
+        spec["advanced"] = {"horizontalPodAutoscalerConfig": {"behavior": behavior}}
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _metadata(sm, sm.name),
+        "spec": spec,
+    }
+
+
+def render(sm: ServedModel, serve: VersionSet, operator: OperatorPeer | None = None) -> Children:
+    """Every child of `sm`, serving the version set `serve` (`operator`: where the
+    operator's pods run, default the chart's default install)."""
     data = config_data(sm, serve)
     config_hash = short_hash(data)
     return Children(
@@ -645,6 +798,7 @@ def render(sm: ServedModel, serve: VersionSet) -> Children:
         deployment=render_deployment(sm, serve, config_hash),
         services=render_services(sm),
         pod_disruption_budget=render_pdb(sm),
-        network_policy=render_network_policy(sm, OPERATOR_POD_LABELS),
+        network_policy=render_network_policy(sm, operator or OperatorPeer()),
         config_hash=config_hash,
+        autoscaler=render_hpa(sm) or render_scaled_object(sm),
     )

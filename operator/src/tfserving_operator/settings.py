@@ -11,11 +11,14 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from tfserving_operator.puller import PULLER_IMAGE
+
 # The tensorflow/serving release rendered when a ServedModel sets no image
 # (pinned in release.py, with everything else that follows the release).
 # Re-exported: callers and tests read the defaults from settings.
 from tfserving_operator.release import DEFAULT_GPU_IMAGE as DEFAULT_GPU_IMAGE
 from tfserving_operator.release import DEFAULT_IMAGE as DEFAULT_IMAGE
+from tfserving_operator.render import DEFAULT_OPERATOR_NAMESPACE, OperatorPeer
 
 # Random peering priorities are drawn from 1..2**31-1: two replicas collide
 # (and both pause until one restarts) with odds of about 1 in 2 billion.
@@ -32,6 +35,8 @@ class Settings:
 
     default_image: str = DEFAULT_IMAGE
     default_gpu_image: str = DEFAULT_GPU_IMAGE
+    # The model puller's image for s3:// storage (rclone; puller.py says why).
+    puller_image: str = PULLER_IMAGE
     # gRPC deadline of one GetModelStatus call.
     probe_timeout_seconds: float = 2.0
     # Retry delays for a pod whose gate is closed: from the initial delay,
@@ -77,6 +82,14 @@ class Settings:
     # Prometheus /metrics (tfserving_operator.metrics); 0 turns the endpoint off.
     metrics_port: int = 8081
     log_format: str = "plain"
+    # Where this operator's pods run and how they are labelled: the NetworkPolicy
+    # of a ServedModel admits exactly those pods to the gRPC port (the chart sets
+    # both: the namespace from the downward API, the labels from its own
+    # selector labels, which follow nameOverride).
+    operator_namespace: str = DEFAULT_OPERATOR_NAMESPACE
+    operator_pod_labels: Mapping[str, str] = field(
+        default_factory=lambda: dict(OperatorPeer().pod_labels)
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -126,8 +139,17 @@ class Settings:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise SettingsError(f"TFSO_{name.upper()} must be a port (0-65535), got {port}")
+        if not self.operator_namespace:
+            raise SettingsError("TFSO_OPERATOR_NAMESPACE must name a namespace")
+        if not self.operator_pod_labels:
+            # An empty podSelector would admit every pod of that namespace.
+            raise SettingsError("TFSO_OPERATOR_POD_LABELS must hold at least one key=value")
         if self.log_format not in ("plain", "json"):
             raise SettingsError(f"TFSO_LOG_FORMAT must be plain or json, got {self.log_format!r}")
+
+    def operator_peer(self) -> OperatorPeer:
+        """The operator's pods, as the NetworkPolicies render them."""
+        return OperatorPeer(self.operator_namespace, dict(self.operator_pod_labels))
 
     @property
     def label_selector_query(self) -> str:

@@ -65,6 +65,58 @@ class Storage:
 
 
 @dataclass(frozen=True)
+class Autoscaling:
+    """spec.autoscaling: who sets the replica count, and from which metrics."""
+
+    provider: str  # "hpa" or "keda"
+    min_replicas: int
+    max_replicas: int
+    target_cpu_utilization: int | None
+    requests_per_second: str | None  # target per replica, a quantity ("10", "500m")
+    metrics: tuple[Mapping[str, Any], ...]  # extra autoscaling/v2 MetricSpecs, as written
+    behavior: Mapping[str, Any] | None  # autoscaling/v2 behavior, as written
+    prometheus_address: str  # KEDA's prometheus trigger
+    polling_interval_seconds: int
+    cooldown_period_seconds: int
+    # spec.replicas as written: ignored while autoscaling is on, and the status says so.
+    spec_replicas: int = 1
+
+    def clamp(self, replicas: int) -> int:
+        """What the autoscaler would make of `replicas`: within [min, max]."""
+        return max(self.min_replicas, min(self.max_replicas, replicas))
+
+
+def parse_autoscaling(spec: Mapping[str, Any]) -> Autoscaling | None:
+    """spec.autoscaling with the CRD's defaults, or None when off."""
+    auto = spec.get("autoscaling")
+    if auto is None:
+        return None
+    keda = auto.get("keda") or {}
+    rps = auto.get("requestsPerSecond")
+    cpu = auto.get("targetCPUUtilization")
+    if cpu is None and rps is None and not auto.get("metrics"):
+        cpu = DEFAULT_TARGET_CPU_UTILIZATION
+    return Autoscaling(
+        provider=auto.get("provider", "hpa"),
+        min_replicas=int(auto.get("minReplicas", 1)),
+        max_replicas=int(auto["maxReplicas"]),
+        target_cpu_utilization=int(cpu) if cpu is not None else None,
+        requests_per_second=str(rps) if rps is not None else None,
+        metrics=tuple(auto.get("metrics") or ()),
+        behavior=auto.get("behavior"),
+        prometheus_address=keda.get("prometheusAddress", DEFAULT_PROMETHEUS_ADDRESS),
+        polling_interval_seconds=int(keda.get("pollingIntervalSeconds", 30)),
+        cooldown_period_seconds=int(keda.get("cooldownPeriodSeconds", 300)),
+        spec_replicas=int(spec.get("replicas", 1)),
+    )
+
+
+# No metric named at all: CPU, at the utilisation most HPA guides start from.
+DEFAULT_TARGET_CPU_UTILIZATION = 80
+DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring.svc:9090"
+
+
+@dataclass(frozen=True)
 class ServedModel:
     """A ServedModel object as the operator uses it."""
 
@@ -105,9 +157,14 @@ class ServedModel:
     service_annotations: Mapping[str, str]
     network_policy: Mapping[str, Any] | None
     retry_token: str = ""
+    # The extended resource `gpus` counts (a MIG profile, another vendor's plugin).
+    gpu_resource: str = api.GPU_RESOURCE
     # spec.image unset: the operator's default image (tensorflow/serving,
     # published for linux/amd64 only), so the pods must land on amd64 nodes.
     image_is_default: bool = False
+    # The model puller's image ("": puller.PULLER_IMAGE); operator setting TFSO_PULLER_IMAGE.
+    puller_image: str = ""
+    autoscaling: Autoscaling | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     # The ServedModel's own labels the operator's shard selector names
     # (TFSO_LABEL_SELECTOR): copied onto every child and pod, so a label
@@ -136,6 +193,16 @@ def parse_storage(spec: Mapping[str, Any], model_name: str) -> Storage:
     if "uri" in storage:
         uri = str(storage["uri"]).rstrip("/")
         secret = (storage.get("credentials") or {}).get("secretName", "")
+        if uri.startswith("s3://"):
+            # The server cannot read s3:// (puller.py): the puller copies the
+            # versions into a volume and the server reads them there.
+            return Storage(
+                kind="uri",
+                base_path=f"{api.PULLED_MODELS_DIR}/{model_name}",
+                mount_path=api.PULLED_MODELS_DIR,
+                uri=uri,
+                credentials_secret=secret,
+            )
         return Storage(kind="uri", base_path=uri, mount_path="", uri=uri, credentials_secret=secret)
     if "persistentVolumeClaim" in storage:
         pvc = storage["persistentVolumeClaim"]
@@ -169,6 +236,7 @@ def parse(
     body: Mapping[str, Any],
     default_image: str,
     default_gpu_image: str,
+    puller_image: str = "",
     carried_label_keys: Iterable[str] = (),
 ) -> ServedModel:
     """Build the typed view from a ServedModel object (a dict as the API returns it)."""
@@ -178,6 +246,8 @@ def parse(
     name = meta["name"]
     model_name = spec.get("modelName") or name
     gpus = int(spec.get("gpus") or 0)
+    gpu_resource = str(spec.get("gpuResource") or api.GPU_RESOURCE)
+    cuda = gpus > 0 and gpu_resource.startswith(api.NVIDIA_RESOURCE_PREFIX)
     ports = spec.get("ports") or {}
     monitoring = spec.get("monitoring")
     monitoring_path = None
@@ -195,9 +265,10 @@ def parse(
         storage=parse_storage(spec, model_name),
         target=target_versions(spec),
         replicas=int(spec.get("replicas", 1)),
-        image=spec.get("image") or (default_gpu_image if gpus else default_image),
+        image=spec.get("image") or (default_gpu_image if cuda else default_image),
         image_pull_policy=spec.get("imagePullPolicy", "IfNotPresent"),
         gpus=gpus,
+        gpu_resource=gpu_resource,
         gpu_memory_fraction=float(fraction) if fraction is not None else None,
         resources=spec.get("resources") or {},
         grpc_port=int(ports.get("grpc", 8500)),
@@ -226,4 +297,6 @@ def parse(
         retry_token=(meta.get("annotations") or {}).get(api.ANNOTATION_RETRY, ""),
         image_is_default=not spec.get("image"),
         carried_labels={k: str(own_labels[k]) for k in carried_label_keys if k in own_labels},
+        puller_image=puller_image,
+        autoscaling=parse_autoscaling(spec),
     )

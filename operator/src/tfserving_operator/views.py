@@ -107,6 +107,11 @@ class PodView:
     exit_code: int
     exit_reason: str
     unschedulable: str  # the scheduler's message when it cannot place the pod
+    # When the model puller (puller.py) failed on this pod: which of its init
+    # containers, and its termination message (the store's error); else "".
+    pull_container: str = ""
+    pull_failure: str = ""
+    pull_exit_code: int = 0
 
     @property
     def target(self) -> str:
@@ -129,6 +134,12 @@ class DeploymentView:
     updated_replicas: int  # pods of the newest ReplicaSet
     config_hash: str
     current_replicas: int = 0  # pods of every ReplicaSet it owns, old ones included
+    # Why its ReplicaSet cannot create pods (the ReplicaFailure condition the
+    # Deployment controller copies from the ReplicaSet: FailedCreate, with the
+    # API server's refusal, e.g. Pod Security or a quota), "" when it can.
+    replica_failure: str = ""
+    # Field managers owning spec.replicas (managedFields): who the count belongs to.
+    replicas_managers: tuple[str, ...] = ()
 
     @property
     def settled(self) -> bool:

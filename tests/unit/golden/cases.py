@@ -60,7 +60,8 @@ CASES: dict[str, Body] = {
             "resources": {"requests": {"cpu": "4", "memory": "16Gi"}},
         },
     ),
-    # TF Serving reads s3:// itself: no volume, credentials from a Secret.
+    # s3://: rclone init containers copy version 12 into an emptyDir the
+    # server reads; the Secret's keys reach the puller only.
     "s3-credentials": servedmodel(
         "ranker",
         {
@@ -241,6 +242,42 @@ CASES: dict[str, Body] = {
                         }
                     ]
                 },
+            },
+        },
+    ),
+    # Autoscaled on CPU and requests per second: an HPA, no replicas in the
+    # Deployment (the HPA's), a PDB since it may grow past one.
+    "autoscaling-hpa": servedmodel(
+        "recommender",
+        {
+            "storage": {"hostPath": {"path": "/srv/models/recommender"}},
+            "version": 4,
+            "replicas": 3,
+            "resources": {"requests": {"cpu": "2", "memory": "4Gi"}},
+            "monitoring": {},
+            "autoscaling": {
+                "minReplicas": 2,
+                "maxReplicas": 10,
+                "targetCPUUtilization": 70,
+                "requestsPerSecond": "50",
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 120}},
+            },
+        },
+    ),
+    # KEDA from Prometheus, down to zero.
+    "autoscaling-keda": servedmodel(
+        "summarizer",
+        {
+            "modelName": "t5",
+            "storage": {"hostPath": {"path": "/srv/models/t5"}},
+            "version": 1,
+            "monitoring": {},
+            "autoscaling": {
+                "provider": "keda",
+                "minReplicas": 0,
+                "maxReplicas": 4,
+                "requestsPerSecond": "5",
+                "keda": {"cooldownPeriodSeconds": 600},
             },
         },
     ),
