@@ -83,7 +83,7 @@ chaos: setup sim-build ## Long fault tests (operator kills, API server/etcd rest
 .PHONY: soak
 SOAK_MINUTES ?= 10
 soak: setup sim-build ## Random creates/rollouts/refusals/deletes/operator kills/API server restarts for SOAK_MINUTES, invariants after every step; writes docs/soak.md
-	$(PY) -m tests.reliability.soak --minutes $(SOAK_MINUTES) --report $(CURDIR)/docs/soak.md
+	SOAK_MINUTES=$(SOAK_MINUTES) SOAK_REPORT=$(CURDIR)/docs/soak.md $(PY) -m pytest -m soak -s tests/reliability/test_soak.py
 
 .PHONY: demo
 demo: setup sim-build ## The whole mission on the local cluster: train, serve, roll v1->v2, refuse broken v3

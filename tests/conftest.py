@@ -105,7 +105,7 @@ def operator(sim: SimCluster, crds: None, tmp_path_factory: pytest.TempPathFacto
     proc.stop()
 
 
-def _export(kind: str, base: Path, version: int) -> None:
+def export_version(kind: str, base: Path, version: int) -> None:
     """Export a real SavedModel version with the training job (once per machine)."""
     if (base / str(version) / "saved_model.pb").exists():
         return
@@ -128,5 +128,5 @@ def model_store() -> Path:
     """
     hpt = MODELS_ROOT / "half_plus_three"
     for version in (1, 2):
-        _export("half_plus_three", hpt, version)
+        export_version("half_plus_three", hpt, version)
     return MODELS_ROOT

@@ -36,8 +36,8 @@ class OperatorProcess:
         self.namespaces = namespaces
         self.log_path = log_path
         self.extra_env = env or {}
-        self.liveness_port = liveness_port or _free_port()
-        self.metrics_port = metrics_port or _free_port()
+        self.liveness_port = liveness_port or free_port()
+        self.metrics_port = metrics_port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
@@ -140,7 +140,7 @@ class OperatorProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:

@@ -29,7 +29,7 @@ from localdev.image import build
 from localdev.sim.cluster import SimCluster
 from localdev.support.k8s import create_sm, servedmodel, wait_condition
 from localdev.support.models import make_model_dir
-from localdev.support.operator import _free_port
+from localdev.support.operator import free_port
 from localdev.support.waiting import wait_until
 from tests.cluster.test_observability import families
 from tests.contract.test_chart import CHART, helm_binary
@@ -138,7 +138,7 @@ def test_the_image_reconciles_serves_health_and_metrics_and_stops_on_sigterm(
     model_store: Path,
     tmp_path: Path,
 ) -> None:
-    liveness, metrics = _free_port(), _free_port()
+    liveness, metrics = free_port(), free_port()
     chart = chart_container(own_namespace, liveness, metrics)
     assert chart["container"]["securityContext"]["readOnlyRootFilesystem"] is True
     kubeconfig = flat_kubeconfig(sim, tmp_path / "kubeconfig")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from localdev.support.k8s import create_sm, pod_condition, pods_of, servedmodel, wait_condition
-from tests.conftest import REPO_ROOT, _export
+from tests.conftest import REPO_ROOT, export_version
 
 CLIENT = REPO_ROOT / "training_jobs" / "mnist" / "mnist_client.py"
 
@@ -18,7 +18,7 @@ CLIENT = REPO_ROOT / "training_jobs" / "mnist" / "mnist_client.py"
 def mnist_models(model_store):
     """MNIST version 1 (100 iterations), exported by the training job once per machine."""
     base = model_store / "mnist"
-    _export("mnist", base, 1)
+    export_version("mnist", base, 1)
     return base
 
 

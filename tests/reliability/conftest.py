@@ -42,13 +42,18 @@ REL_PREFIX = f"r-{uuid.uuid4().hex[:4]}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect chaos tests unless asked for (`-m chaos`, or TFSO_CHAOS=1)."""
-    if "chaos" in (config.option.markexpr or "") or os.environ.get("TFSO_CHAOS") == "1":
-        return
-    chaos = [i for i in items if i.get_closest_marker("chaos") is not None]
-    if chaos:
-        config.hook.pytest_deselected(items=chaos)
-        items[:] = [i for i in items if i.get_closest_marker("chaos") is None]
+    """Deselect chaos tests unless asked for (`-m chaos`, or TFSO_CHAOS=1), and
+    the soak unless asked for by name (`-m soak`: `make soak`)."""
+    asked = config.option.markexpr or ""
+    wanted = {
+        "chaos": "chaos" in asked or os.environ.get("TFSO_CHAOS") == "1",
+        "soak": "soak" in asked,
+    }
+    for kind in (k for k, yes in wanted.items() if not yes):
+        marked = [i for i in items if i.get_closest_marker(kind) is not None]
+        if marked:
+            config.hook.pytest_deselected(items=marked)
+            items[:] = [i for i in items if i.get_closest_marker(kind) is None]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

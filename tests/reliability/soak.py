@@ -39,7 +39,7 @@ from kubernetes.client.rest import ApiException
 from localdev.sim.cluster import SimCluster, SimError, wait_for
 from localdev.support.k8s import create_sm, delete_sm, get_sm, patch_sm, servedmodel
 from localdev.support.models import make_model_dir
-from localdev.support.operator import OperatorProcess, _free_port
+from localdev.support.operator import OperatorProcess, free_port
 from localdev.support.waiting import WaitTimeout
 from tests.reliability import results
 from tests.reliability.conftest import (
@@ -273,7 +273,7 @@ def start_operator(operator: OperatorProcess) -> None:
             if attempt == 3:
                 raise
             operator.kill()
-            operator.liveness_port, operator.metrics_port = _free_port(), _free_port()
+            operator.liveness_port, operator.metrics_port = free_port(), free_port()
 
 
 def _now() -> str:
@@ -360,10 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"soak: {args.minutes:g} minutes, seed {args.seed}", flush=True)
 
-    from tests.conftest import MODELS_ROOT, _export
+    from tests.conftest import MODELS_ROOT, export_version
 
     for version in (1, 2):
-        _export("half_plus_three", MODELS_ROOT / "half_plus_three", version)
+        export_version("half_plus_three", MODELS_ROOT / "half_plus_three", version)
     cluster, was_running = breakable_cluster(SOAK_INSTANCE)
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
     namespace = make_namespace(api)
