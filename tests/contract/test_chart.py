@@ -125,11 +125,11 @@ APPLICATION_GRANTS = {
     ("serving.tfoperator.dev", "servedmodels/status"): {"patch"},
     ("serving.tfoperator.dev", "servedmodels/finalizers"): {"update"},
     ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"list", "watch", "create", "patch"},
+    ("", "services"): {"list", "watch", "create", "patch", "delete"},
     ("apps", "deployments"): {"list", "watch", "create", "patch"},
     ("apps", "replicasets"): {"list", "watch"},
-    ("policy", "poddisruptionbudgets"): {"list", "watch", "create", "patch"},
-    ("networking.k8s.io", "networkpolicies"): {"list", "watch", "create", "patch"},
+    ("policy", "poddisruptionbudgets"): {"list", "watch", "create", "patch", "delete"},
+    ("networking.k8s.io", "networkpolicies"): {"list", "watch", "create", "patch", "delete"},
     ("autoscaling", "horizontalpodautoscalers"): {"list", "watch", "create", "patch", "delete"},
     ("keda.sh", "scaledobjects"): {"create", "patch", "delete"},
     ("", "pods"): {"list", "watch"},
@@ -306,6 +306,17 @@ def test_liveness_port_follows_the_value(helm: str) -> None:
 def test_clusterwide_rbac_is_exactly_what_the_operator_needs(helm: str) -> None:
     role = one(render(helm), "ClusterRole")
     assert grants(role["rules"]) == {**CRD_GRANT, **APPLICATION_GRANTS}
+
+
+def test_every_kind_the_operator_prunes_may_be_deleted(helm: str) -> None:
+    """children.prune deletes kinds.PRUNED: without the grant each prune is a 403
+    and the pass fails again and again."""
+    from tfserving_operator import kinds
+
+    table = grants(one(render(helm), "ClusterRole")["rules"])
+    for info in kinds.KINDS:
+        if info.pruned:
+            assert "delete" in table.get((info.group, info.plural), set()), info
 
 
 def test_rbac_never_grants_secrets_or_wildcards(helm: str) -> None:

@@ -80,12 +80,13 @@ by a ClusterRole, or per watched namespace by a Role.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# Application: the Service in front of the model servers; applied (create +
-# patch) and watched so an edit or a deletion is put back. Never deleted by
-# the operator: garbage collection removes it with its ServedModel.
+# Application: the Services in front of the model servers; applied (create +
+# patch) and watched so an edit or a deletion is put back; deleted when the
+# spec stops rendering one (the REST Service with REST turned off), else
+# garbage collection removes them with their ServedModel.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Application: the model server Deployment; same pattern as the Service.
 - apiGroups: ["apps"]
   resources: ["deployments"]
@@ -95,14 +96,16 @@ by a ClusterRole, or per watched namespace by a Role.
 - apiGroups: ["apps"]
   resources: ["replicasets"]
   verbs: ["list", "watch"]
-# Application: the PodDisruptionBudget of a ServedModel; same pattern as the Service.
+# Application: the PodDisruptionBudget of a ServedModel; same pattern as the
+# Services (deleted when the ServedModel scales down to one replica).
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["list", "watch", "create", "patch"]
-# Application: the optional NetworkPolicy of a ServedModel; same pattern as the Service.
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# Application: the optional NetworkPolicy of a ServedModel; same pattern as the
+# Services (deleted when the spec drops it).
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Application: the HorizontalPodAutoscaler of spec.autoscaling; same pattern as
 # the Service, plus delete: autoscaling turned off (or moved to KEDA) removes it.
 - apiGroups: ["autoscaling"]
