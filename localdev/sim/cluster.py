@@ -693,7 +693,30 @@ class SimCluster:
         """Apply every CRD in crds/ and wait until the API server serves them."""
         crd_dir = REPO_ROOT / "crds"
         self._kubectl("apply", "--server-side", "--field-manager=sim", "-f", str(crd_dir))
-        self._kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd_dir))
+        self.wait_established(crd_dir)
+
+    def wait_established(self, path: Path, timeout: float = 60) -> None:
+        """Wait until every CRD in `path` (a file or a folder of them) is Established.
+
+        Not `kubectl wait --for=condition=Established`: on a CRD whose status has
+        no conditions yet, it fails ("status.conditions accessor error") instead
+        of waiting.
+        """
+        files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+        names = [
+            doc["metadata"]["name"]
+            for file in files
+            for doc in yaml.safe_load_all(file.read_text())
+            if doc and doc.get("kind") == "CustomResourceDefinition"
+        ]
+        for name in names:
+            wait_for(f"CRD {name} Established", lambda n=name: self._crd_established(n), timeout)
+
+    def _crd_established(self, name: str) -> bool:
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+        crd = json.loads(self.api_get(path))
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
     def _create_nodes(self) -> None:
         manifests = [node_manifest(n) for n in self.nodes]

@@ -36,11 +36,9 @@ STORED: dict[str, dict[str, Any]] = {
 
 def install(sim: Any, crd: Path) -> None:
     kubectl = [str(sim.kubectl_path()), "--kubeconfig", str(sim.kubeconfig)]
-    for args in (
-        ["apply", "--server-side", "--force-conflicts", "--field-manager=sim", "-f", str(crd)],
-        ["wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd)],
-    ):
-        subprocess.run([*kubectl, *args], check=True, capture_output=True, timeout=90)
+    args = ["apply", "--server-side", "--force-conflicts", "--field-manager=sim", "-f", str(crd)]
+    subprocess.run([*kubectl, *args], check=True, capture_output=True, timeout=90)
+    sim.wait_established(crd)
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,18 @@ def chart_container(namespace: str, liveness: int, metrics: int) -> dict[str, An
     return {"container": container, "pod_security": pod["securityContext"]}
 
 
+# The downward API fields the chart's env reads, as the kubelet would fill them
+# for a pod of the release `helm template` rendered (namespace "default").
+DOWNWARD_API = {"metadata.namespace": "default"}
+
+
+def _env_value(var: dict[str, Any]) -> str:
+    if "value" in var:
+        return str(var["value"])
+    field = var["valueFrom"]["fieldRef"]["fieldPath"]  # the only valueFrom the chart uses
+    return DOWNWARD_API[field]
+
+
 def podman_run_args(chart: dict[str, Any], kubeconfig: Path, name: str, image: str) -> list[str]:
     """`podman run` arguments that start the image the way the chart's pod does."""
     container, pod_security = chart["container"], chart["pod_security"]
@@ -103,7 +115,7 @@ def podman_run_args(chart: dict[str, Any], kubeconfig: Path, name: str, image: s
     for mount in container.get("volumeMounts", []):  # the chart's emptyDirs
         args += ["--tmpfs", mount["mountPath"]]
     for var in container["env"]:
-        args += ["--env", f"{var['name']}={var['value']}"]
+        args += ["--env", f"{var['name']}={_env_value(var)}"]
     args += ["--volume", f"{kubeconfig}:{MOUNTED_KUBECONFIG}:ro"]
     args += ["--env", f"KUBECONFIG={MOUNTED_KUBECONFIG}", image, *container.get("args", [])]
     return args

@@ -34,9 +34,7 @@ def monitor_crds(sim: SimCluster) -> None:
     for path in paths:
         applied = kubectl(sim, "apply", "--server-side", "--field-manager=test", "-f", str(path))
         assert applied.returncode == 0, applied.stderr
-        established = kubectl(sim, "wait", "--for=condition=Established", "--timeout=60s",
-                              "-f", str(path))  # fmt: skip
-        assert established.returncode == 0, established.stderr
+        sim.wait_established(path)
 
 
 def monitors(namespace: str) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from localdev.sim.cluster import SimCluster
 from localdev.support.clients import PodWatcher, predict
 from localdev.support.k8s import condition, create_sm, patch_sm, servedmodel, wait_sm
 from localdev.support.s3 import create_credentials_secret, make_bucket, upload_version
+from localdev.support.waiting import wait_until
 from tests.cluster.test_rollout import (
     MODEL,
     events_of,
@@ -131,10 +132,15 @@ def test_wrong_credentials_are_refused_in_the_stores_words_and_never_leak(
     body = wait_sm(api_client, namespace, "badkey", "Degraded/ModelPullFailed", pull_failed, 90)
     message = condition(body, "Degraded")["message"]
     assert "StatusCode: 403" in message and "api error Forbidden" in message, message
-    warnings = [e for e in events_of(api_client, namespace, "badkey") if e.type == "Warning"]
-    assert any(
-        e.reason == "ModelPullFailed" and "api error Forbidden" in e.message for e in warnings
-    ), [(e.reason, e.message) for e in warnings]
+
+    def warned() -> bool:
+        # The Event is written after the status: wait for it rather than race it.
+        warnings = [e for e in events_of(api_client, namespace, "badkey") if e.type == "Warning"]
+        return any(
+            e.reason == "ModelPullFailed" and "api error Forbidden" in e.message for e in warnings
+        )
+
+    wait_until(warned, timeout=30, what="a Warning Event ModelPullFailed quoting the 403")
 
     core = client.CoreV1Api(api_client)
     every_event = [f"{e.reason} {e.message}" for e in core.list_namespaced_event(namespace).items]

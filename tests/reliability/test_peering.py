@@ -111,7 +111,7 @@ def pair(own_cluster: SimCluster, own_api_client: Any, model_store: Path) -> Ite
     # Same field manager as install_crds: a later `make` install of the
     # shipped file takes these over without conflicts.
     own_cluster._kubectl("apply", "--server-side", "--field-manager=sim", "-f", str(crd))
-    own_cluster._kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd))
+    own_cluster.wait_established(crd)
     namespace = make_namespace(own_api_client)
     from kubernetes import client
 
