@@ -997,3 +997,30 @@ def test_every_pass_is_counted() -> None:
         assert worker.passes == 3
 
     run(scenario())
+
+
+def test_a_hung_pass_is_cancelled_and_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pass watchdog: a pass that never returns is cancelled after
+    PASS_TIMEOUT_SECONDS and the worker runs the next one (with the failure backoff)."""
+    from tfserving_operator import reconcile as reconcile_module
+
+    monkeypatch.setattr(reconcile_module, "PASS_TIMEOUT_SECONDS", 0.05)
+    calls: list[int] = []
+    done = asyncio.Event()
+
+    async def hangs_once() -> float:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            await asyncio.Event().wait()  # never set: the first pass hangs
+        done.set()
+        return MAX_IDLE_SECONDS
+
+    async def scenario() -> None:
+        worker = Worker(KEY, Harness().ctx)
+        worker.body = body(version=3)
+        worker.reconcile = hangs_once  # type: ignore[method-assign]
+        await asyncio.wait_for(done.wait(), timeout=5)
+        await worker.stop()
+
+    run(scenario())
+    assert calls == [0, 1]

@@ -42,6 +42,9 @@ from tfserving_operator.views import PodView, ProbeResult
 log = logging.getLogger(__name__)
 
 MAX_IDLE_SECONDS = 60.0
+# Longer than any healthy pass (probes time out in seconds, requests in 30 s):
+# only a pass that hangs reaches it.
+PASS_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass
@@ -158,7 +161,12 @@ class Worker:
                 continue
             started = time.monotonic()
             try:
-                delay = await self.reconcile()
+                # A watchdog: a pass stuck on anything (a request or a probe that
+                # never returns after an API server restart) is cancelled and
+                # retried like a failed one, instead of silencing this
+                # ServedModel for good.
+                async with asyncio.timeout(PASS_TIMEOUT_SECONDS):
+                    delay = await self.reconcile()
                 failures = 0
                 self.ctx.metrics.observe_pass(OUTCOME_SUCCESS, time.monotonic() - started)
             except asyncio.CancelledError:
