@@ -42,9 +42,10 @@ from tfserving_operator.views import PodView, ProbeResult
 log = logging.getLogger(__name__)
 
 MAX_IDLE_SECONDS = 60.0
-# Longer than any healthy pass (probes time out in seconds, requests in 30 s):
-# only a pass that hangs reaches it.
-PASS_TIMEOUT_SECONDS = 60.0
+# Longer than any healthy pass (probes time out in seconds, requests in 30 s,
+# and a cold start over 1000 ServedModels queues passes for about a minute for
+# a pass slot): only a pass that hangs reaches it.
+PASS_TIMEOUT_SECONDS = 300.0
 
 
 @dataclass
