@@ -53,7 +53,7 @@ def _built_helm() -> str | None:
     """The helm of the pinned set, if `make sim-build` built it on this machine."""
     from localdev.sim import toolchain
 
-    (tool,) = (t for t in toolchain.TOOLS if t.binary == "helm")
+    tool = toolchain.tool("helm")
     try:
         path = toolchain.tool_path(tool)
     except (OSError, subprocess.CalledProcessError):  # no Go: nothing was built here

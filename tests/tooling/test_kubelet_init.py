@@ -126,7 +126,7 @@ def puller_pod(source: Path) -> dict[str, Any]:
 
 
 def rclone_binary() -> Path:
-    tool = next(t for t in toolchain.TOOLS if t.binary == "rclone")
+    tool = toolchain.tool("rclone")
     path = toolchain.tool_path(tool)
     if not path.is_file():
         pytest.skip("rclone not built yet (make sim-build)")

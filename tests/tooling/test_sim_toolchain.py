@@ -90,7 +90,7 @@ def test_bin_dir_is_keyed_under_the_cache_root(monkeypatch, tmp_path) -> None:
 @pytest.mark.usefixtures("fixed_go")
 def test_a_changed_tool_changes_only_its_own_key(monkeypatch) -> None:
     before = {t.binary: toolchain.tool_key(t) for t in toolchain.TOOLS}
-    helm = next(t for t in toolchain.TOOLS if t.binary == "helm")
+    helm = toolchain.tool("helm")
     changed = dataclasses.replace(helm, ldflags=helm.ldflags + " -X example.com/x.y=z")
     monkeypatch.setattr(
         toolchain, "TOOLS", tuple(changed if t is helm else t for t in toolchain.TOOLS)
@@ -130,7 +130,7 @@ def test_ensure_binaries_links_built_tools_without_building(monkeypatch, tmp_pat
 def test_helm_is_stamped_as_helms_release_build() -> None:
     """helm's Makefile: the version, a clean tree, and the default Kubernetes
     version (for `helm template`/`helm lint`) from the client-go it builds with."""
-    helm = next(t for t in toolchain.TOOLS if t.binary == "helm")
+    helm = toolchain.tool("helm")
     client_go = toolchain.go_mod_requirement("helm", "k8s.io/client-go")
     minor = client_go.split(".")[1]
     assert client_go.startswith("v0.")
@@ -146,7 +146,7 @@ def test_helm_is_stamped_as_helms_release_build() -> None:
 
 
 def test_the_built_helm_reports_its_stamps() -> None:
-    binary = toolchain.tool_path(next(t for t in toolchain.TOOLS if t.binary == "helm"))
+    binary = toolchain.tool_path(toolchain.tool("helm"))
     if not binary.is_file():
         pytest.skip("helm not built on this machine (make sim-build)")
     out = subprocess.run(
