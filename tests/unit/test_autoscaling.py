@@ -80,6 +80,38 @@ def test_keda_renders_a_scaled_object_and_no_hpa() -> None:
     assert children.autoscaler["spec"]["minReplicaCount"] == 0
 
 
+def test_keda_cpu_trigger_and_behavior() -> None:
+    """A CPU target is a KEDA cpu trigger; behavior goes to the HPA KEDA makes, as a copy."""
+    behavior = {"scaleDown": {"stabilizationWindowSeconds": 60, "policies": [{"type": "Pods"}]}}
+    sm = parse(
+        autoscaled(
+            provider="keda",
+            minReplicas=1,
+            requestsPerSecond="5",
+            targetCPUUtilization=70,
+            behavior=behavior,
+        )
+    )
+    scaled = render.render_scaled_object(sm)
+    assert scaled is not None
+    assert [t["type"] for t in scaled["spec"]["triggers"]] == ["prometheus", "cpu"]
+    assert scaled["spec"]["triggers"][1] == {
+        "type": "cpu",
+        "metricType": "Utilization",
+        "metadata": {"value": "70"},
+    }
+    assert scaled["spec"]["advanced"] == {"horizontalPodAutoscalerConfig": {"behavior": behavior}}
+    # The rendered object shares nothing with the parsed spec: changing one
+    # (a later normalisation, a test) must not change the other.
+    scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"][
+        "policies"
+    ].append({"type": "Percent"})
+    assert sm.autoscaling is not None
+    assert sm.autoscaling.behavior == {
+        "scaleDown": {"stabilizationWindowSeconds": 60, "policies": [{"type": "Pods"}]}
+    }
+
+
 # ----- who owns the count -----------------------------------------------------
 
 
