@@ -112,6 +112,36 @@ def test_keda_cpu_trigger_and_behavior() -> None:
     }
 
 
+def test_hpa_metrics_and_behavior_as_written_and_copied() -> None:
+    """spec.autoscaling.metrics follow the operator's own; nothing is shared with the spec."""
+
+    def external() -> dict[str, Any]:
+        return {
+            "type": "External",
+            "external": {
+                "metric": {"name": "queue_depth", "selector": {"matchLabels": {"q": "a"}}},
+                "target": {"type": "AverageValue", "averageValue": "30"},
+            },
+        }
+
+    def behavior() -> dict[str, Any]:
+        return {"scaleUp": {"policies": [{"type": "Pods", "value": 2, "periodSeconds": 30}]}}
+
+    sm = parse(autoscaled(targetCPUUtilization=60, metrics=[external()], behavior=behavior()))
+    hpa = render.render_hpa(sm)
+    assert hpa is not None
+    cpu = {"type": "Utilization", "averageUtilization": 60}
+    assert hpa["spec"]["metrics"] == [
+        {"type": "Resource", "resource": {"name": "cpu", "target": cpu}},
+        external(),
+    ]
+    assert hpa["spec"]["behavior"] == behavior()
+    hpa["spec"]["metrics"][1]["external"]["metric"]["selector"]["matchLabels"]["q"] = "b"
+    hpa["spec"]["behavior"]["scaleUp"]["policies"].clear()
+    assert sm.autoscaling is not None
+    assert (list(sm.autoscaling.metrics), sm.autoscaling.behavior) == ([external()], behavior())
+
+
 # ----- who owns the count -----------------------------------------------------
 
 
