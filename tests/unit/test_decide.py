@@ -1475,6 +1475,15 @@ class TestInvalidStatus:
             made(Condition.STALLED, "True", "bad env", LATER),
         ]
 
+    def test_conditions_that_flip_move_to_now(self) -> None:
+        earlier = [
+            cond(Condition.READY, "True", Reason.AVAILABLE) | {"lastTransitionTime": NOW},
+            cond(Condition.PROGRESSING, "True", Reason.ROLLING_OUT) | {"lastTransitionTime": NOW},
+        ]
+        st = decide.invalid_status({"conditions": earlier}, 7, "bad env", LATER)
+        times = {c["type"]: c["lastTransitionTime"] for c in st["conditions"]}
+        assert (times[Condition.READY], times[Condition.PROGRESSING]) == (LATER, LATER)
+
 
 class TestRolloutClockAndFallback:
     def plan(self, memory: decide.Memory, pods: list[PodView], view: Any) -> decide.Outcome:
