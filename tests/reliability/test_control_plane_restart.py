@@ -183,25 +183,9 @@ def _restart_while_changing(env: Env, component: str) -> dict[str, float]:
     return {"acted": acted_at - back, "converged": converged_at - back}
 
 
-# Known bug (found when session 4 merged #16/#18/#20/#14 onto main; 3 runs of
-# 4 failed): after a kube-apiserver restart during a rollout, the in-flight
-# ServedModel's new pod stays gated and the rollout never completes (no pass
-# failure logged, no watchdog timeout). Not strict: it does not fail every
-# time, and a strict marker would fail CI on the runs it passes. Cause not yet
-# found; fix it, then remove this marker.
-APISERVER_RESTART_BUG = pytest.mark.xfail(
-    strict=False,
-    raises=AssertionError,
-    reason=(
-        "after a kube-apiserver restart mid-rollout the in-flight ServedModel's worker "
-        "stops passing: its new pod stays gated and the rollout never completes"
-    ),
-)
-
-
 @pytest.mark.parametrize(
     "component",
-    [pytest.param("kube-apiserver", marks=APISERVER_RESTART_BUG), "etcd"],
+    ["kube-apiserver", "etcd"],
 )
 def test_operator_catches_up_after_a_restart(env: Env, component: str) -> None:
     failures: list[str] = []

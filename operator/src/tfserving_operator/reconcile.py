@@ -158,6 +158,7 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             self._wake.clear()
             if self.body is None or self.ctx.paused:
+                log.debug("%s/%s: no pass (%s)", *self.key, "paused" if self.body else "no body")
                 delay = MAX_IDLE_SECONDS
                 continue
             started = time.monotonic()
@@ -268,7 +269,18 @@ class Worker:
         await self.status.write(body, old_status, new_status)
         if outcome.complete:
             await self.children.collect_config_maps(outcome.config_hash, pods)
-        return self._next_delay(sm, outcome)
+        delay = self._next_delay(sm, outcome)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s/%s: pass %d: serve %s, complete %s, pods %s; next pass in %.1f s",
+                *self.key,
+                self.passes,
+                outcome.serve,
+                outcome.complete,
+                _pods_summary(pods, probes),
+                delay,
+            )
+        return delay
 
     async def _accepted(
         self,
@@ -306,6 +318,7 @@ class Worker:
                 ):
                     # Deleted while a watch was down (no DELETED event will
                     # come): drop it here, or it stays in the status forever.
+                    log.info("%s/%s: pod %s is gone (404 on its gate)", *self.key, decision.pod)
                     self.ctx.cache.drop("Pod", self.key, decision.pod)
                     gone.add(decision.pod)
                     continue
@@ -354,6 +367,15 @@ class Renders:
         if versions not in self._done:
             self._done[versions] = render.render(self.sm, versions, self.operator)
         return self._done[versions]
+
+
+def _pods_summary(pods: list[PodView], probes: dict[str, ProbeResult]) -> str:
+    """One pass's view of its pods, for the DEBUG line (TFSO_LOG_LEVEL=DEBUG)."""
+    return "; ".join(
+        f"{p.name} {p.phase} ready={p.ready} gate={p.gate} term={p.terminating} "
+        f"probe={probes.get(p.name, '-')}"
+        for p in pods
+    )
 
 
 def _short(err: BaseException) -> str:
