@@ -50,6 +50,8 @@ class Children:
     config_hash: str
     # The HorizontalPodAutoscaler or KEDA ScaledObject of spec.autoscaling.
     autoscaler: Manifest | None = None
+    # A running canary's ConfigMap and Deployment (render_canary).
+    canary: tuple[Manifest, ...] = ()
 
     def all(self) -> list[Manifest]:
         """Objects to apply, config first so the pods never miss their files."""
@@ -63,7 +65,7 @@ class Children:
             # Deployment stays last, so its pods never start without config.
             objs.append(self.autoscaler)
         objs.append(self.deployment)
-        return objs
+        return objs + list(self.canary)
 
 
 def selector_labels(sm: ServedModel) -> dict[str, str]:
@@ -553,6 +555,31 @@ def render_deployment(sm: ServedModel, serve: VersionSet, config_hash: str) -> M
             },
         },
     }
+
+
+def canary_name(sm: ServedModel) -> str:
+    """The canary Deployment's name."""
+    return f"{sm.name}-canary"
+
+
+def render_canary(sm: ServedModel, serve: VersionSet, replicas: int) -> tuple[Manifest, ...]:
+    """The canary's ConfigMap and Deployment: the stable Deployment's template
+    for `serve`, `replicas` pods, and the track label in its selector and pods.
+
+    Its pods keep every stable selector label, so the Services (and the PDB)
+    select them too: traffic reaches the canary in proportion to its ready
+    endpoints. The stable Deployment's selector matches them as well, but a
+    Deployment only adopts ReplicaSets without a controller, and the canary's
+    ReplicaSet has its own, so neither Deployment counts the other's pods.
+    """
+    data = config_data(sm, serve)
+    config_hash = short_hash(data)
+    deployment = render_deployment(sm, serve, config_hash)
+    deployment["metadata"]["name"] = canary_name(sm)
+    deployment["spec"]["replicas"] = replicas
+    deployment["spec"]["selector"]["matchLabels"][api.LABEL_TRACK] = api.TRACK_CANARY
+    deployment["spec"]["template"]["metadata"]["labels"][api.LABEL_TRACK] = api.TRACK_CANARY
+    return render_config_map(sm, data, config_hash), deployment
 
 
 def service_names(sm: ServedModel) -> dict[str, str]:
