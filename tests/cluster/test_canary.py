@@ -175,6 +175,10 @@ def test_erroring_canary_refused_and_removed(
             refused_after = time.monotonic() - started
             during = load.snapshot()
             assert pods.wait(lambda p: sorted(staying(p)) == sorted(stable), 60), pods.pods()
+            # Requests a worker sent to a canary pod just before it left are
+            # still in flight: count from once 50 more (2 workers) were sent.
+            gone = load.snapshot().sent
+            wait_until(lambda: load.snapshot().sent >= gone + 50, timeout=30, what="50 requests")
             after_removal = load.snapshot()
             wait_until(
                 lambda: load.snapshot().sent - after_removal.sent >= 200,
@@ -196,9 +200,16 @@ def test_erroring_canary_refused_and_removed(
     assert len(after.failures) == len(after_removal.failures), after.failures[-3:]
     assert set((after.versions - after_removal.versions).keys()) == {1}
 
+    # Once the canary pods are gone, only 1 serves.
+    body = wait_until(
+        lambda: (lambda b: b if status_of(b).get("servingVersions") == "1" else None)(
+            get_sm(api_client, namespace, "badc")
+        ),
+        timeout=30,
+        what="servingVersions 1",
+    )
     st = status_of(body)
     assert body["spec"]["version"] == 2, "the spec was rewritten"
-    assert st["servingVersions"] == "1"
     assert st["lastGood"]["versions"] == [1]
     assert st["refused"]["versions"] == [2]
     message = st["refused"]["message"]
