@@ -10,8 +10,10 @@ the requests it serves, so the operator judges what the clients saw.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from kubernetes import client
 from localdev.support.clients import PodWatcher, PredictLoad
 from localdev.support.k8s import condition, create_sm, get_sm, patch_sm, servedmodel
 from localdev.support.models import add_renamed_input_version, make_model_dir
+from localdev.support.operator import OperatorProcess
 from localdev.support.waiting import wait_until
 from tests.cluster.test_rollout import (
     Body,
@@ -222,3 +225,140 @@ def test_erroring_canary_refused_and_removed(
         timeout=30,
         what="the canary Deployment to be deleted",
     )
+
+
+def wait_canary(
+    api_client: Any, namespace: str, name: str, what: str, check: Any, timeout: float = 60
+) -> Body:
+    """Wait until `check(status.canary)` holds; return status.canary."""
+
+    def probe() -> Body | None:
+        found = status_of(get_sm(api_client, namespace, name)).get("canary") or {}
+        return found if found and check(found) else None
+
+    return dict(wait_until(probe, timeout=timeout, what=what))
+
+
+def test_slow_canary_refused_on_latency(
+    api_client: Any, namespace: str, operator: Any, model_store: Path
+) -> None:
+    """Version 2's graph is slower (the stand-in's slow-version fault adds 0.25 s
+    inside the handler, so the server's own latency histogram shows it): no
+    request fails, and the p99 ratio refuses it."""
+    base = make_model_dir(model_store, "slow-canary", good=(1, 2))
+    spec = hpt_spec(
+        base,
+        1,
+        replicas=2,
+        podAnnotations={FAULT: "slow-version=2:0.25"},
+        rollout={"canary": canary_spec(minRequests=10)},
+    )
+    create_sm(api_client, namespace, servedmodel("slowc", spec))
+    wait_serving(api_client, namespace, "slowc", "1")
+    with PodWatcher(api_client, namespace, "slowc") as pods:
+        load = PredictLoad(pods, MODEL, workers=4).start()
+        try:
+            patch_sm(api_client, namespace, "slowc", {"spec": {"version": 2}})
+            body = wait_refused(api_client, namespace, "slowc", "CanaryAnalysisFailed", 120)
+        finally:
+            report = load.stop()
+    assert report.failures == [], report.summary()
+    message = status_of(body)["refused"]["message"]
+    assert "latency: p99 canary" in message, message
+    print(f"slow canary refused: {message}")
+
+
+def test_too_little_traffic_follows_the_policy(
+    api_client: Any, namespace: str, operator: Any, model_store: Path
+) -> None:
+    """Nobody sends requests: each step waits insufficientTrafficTimeoutSeconds
+    for minRequests, then onInsufficientTraffic Promote passes it."""
+    base = make_model_dir(model_store, "quiet-canary", good=(1, 2))
+    quiet = canary_spec(
+        steps=[{"replicas": 1}],
+        insufficientTrafficTimeoutSeconds=10,
+        onInsufficientTraffic="Promote",
+    )
+    spec = hpt_spec(base, 1, rollout={"canary": quiet})
+    create_sm(api_client, namespace, servedmodel("quietc", spec))
+    wait_serving(api_client, namespace, "quietc", "1")
+    started = time.monotonic()
+    patch_sm(api_client, namespace, "quietc", {"spec": {"version": 2}})
+    waiting = wait_canary(
+        api_client,
+        namespace,
+        "quietc",
+        "a Waiting analysis",
+        lambda c: (c.get("lastAnalysis") or {}).get("verdict") == "Waiting",
+    )
+    assert "waiting for traffic" in waiting["lastAnalysis"]["message"], waiting
+    body = wait_serving(api_client, namespace, "quietc", "2", timeout=90)
+    took = time.monotonic() - started
+    assert took >= 10, f"promoted after {took:.1f} s, before the traffic timeout"
+    assert not status_of(body).get("refused")
+
+
+def test_operator_killed_mid_analysis_resumes_the_window(
+    api_client: Any, sim: Any, crds: None, model_store: Path
+) -> None:
+    """The step, the window's start and its baseline readings live in the
+    status: an operator SIGKILLed mid-window and started again judges the same
+    window when it ends, not a new one."""
+    core = client.CoreV1Api(api_client)
+    namespace = f"canary-kill-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace, "labels": {"tfso-test": "true"}}})
+    wait_until(
+        lambda: bool(core.list_namespaced_service_account(namespace).items),
+        timeout=30,
+        what="the default ServiceAccount",
+    )
+    log = sim.state_dir / "logs" / f"operator-{namespace}.log"
+    own = OperatorProcess(sim.kubeconfig, namespace, log).start()
+    try:
+        base = make_model_dir(model_store, "kill-canary", good=(1, 2))
+        interval = 15
+        spec = hpt_spec(
+            base,
+            1,
+            replicas=2,
+            rollout={
+                "canary": canary_spec(steps=[{"replicas": 1}], analysisIntervalSeconds=interval)
+            },
+        )
+        create_sm(api_client, namespace, servedmodel("killc", spec))
+        wait_serving(api_client, namespace, "killc", "1")
+        with PodWatcher(api_client, namespace, "killc") as pods:
+            load = PredictLoad(pods, MODEL, workers=2).start()
+            try:
+                patch_sm(api_client, namespace, "killc", {"spec": {"version": 2}})
+                window = wait_canary(
+                    api_client, namespace, "killc", "a window", lambda c: c.get("baseline")
+                )
+                own.kill()
+                own.start()
+                windows: set[str] = set()
+
+                def analysed() -> Body | None:
+                    canary = status_of(get_sm(api_client, namespace, "killc")).get("canary")
+                    if not canary:
+                        return None
+                    if canary.get("windowStartTime"):
+                        windows.add(canary["windowStartTime"])
+                    return canary if canary.get("lastAnalysis") else None
+
+                judged = wait_until(analysed, timeout=90, what="the analysis after the restart")
+                done = wait_serving(api_client, namespace, "killc", "2", timeout=120)
+            finally:
+                report = load.stop()
+        assert report.failures == [], report.summary()
+        assert done["status"]["lastGood"]["versions"] == [2]
+        # The restarted operator kept the window (and baseline) the killed one
+        # started, and judged it when it ended.
+        assert windows == {window["windowStartTime"]}, (window, windows)
+        assert judged["lastAnalysis"]["verdict"] == "Pass", judged
+        start = datetime.fromisoformat(window["windowStartTime"].replace("Z", "+00:00"))
+        at = datetime.fromisoformat(judged["lastAnalysis"]["time"].replace("Z", "+00:00"))
+        assert interval <= (at - start).total_seconds() < interval + 10, (window, judged)
+    finally:
+        own.stop()
+        core.delete_namespace(namespace)
