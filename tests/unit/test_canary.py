@@ -8,7 +8,7 @@ from typing import Any
 
 from localdev.standin.monitoring import ServingMetrics
 from tests.unit.builders import pod
-from tfserving_operator import api, canary, decide, scrape, spec
+from tfserving_operator import api, canary, decide, observe, render, scrape, spec
 from tfserving_operator.spec import VersionSet
 from tfserving_operator.views import ServingCounts
 
@@ -296,3 +296,45 @@ def test_page_parser_reads_the_real_servers_names() -> None:
     counts = scrape.parse_page("p", page, "mnist")
     assert (counts.requests, counts.errors) == (10, 3)
     assert counts.latency_buckets == (("10", 0), ("+Inf", 7))
+
+
+def test_canary_deployment_is_selected_by_the_services_and_keeps_its_own_pods() -> None:
+    model = sm()
+    children = render.render(model, VersionSet.specific([1]))
+    config_map, deployment = render.render_canary(model, model.target, 2)
+    assert deployment["metadata"]["name"] == "m-canary"
+    assert deployment["spec"]["replicas"] == 2
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels[api.LABEL_TRACK] == api.TRACK_CANARY
+    for service in children.services:
+        assert service["spec"]["selector"].items() <= labels.items()
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector[api.LABEL_TRACK] == api.TRACK_CANARY
+    # The stable template never carries the track label: enabling canaries
+    # rolls nothing of the stable Deployment.
+    stable_labels = children.deployment["spec"]["template"]["metadata"]["labels"]
+    assert api.LABEL_TRACK not in stable_labels
+    assert config_map["metadata"]["name"].endswith(render.render(model, model.target).config_hash)
+    assert children.config_hash != render.render(model, model.target).config_hash
+
+
+def test_cache_keeps_the_stable_deployment_view_apart_from_the_canary() -> None:
+    model = sm()
+    cache = observe.Cache()
+    stable = render.render(model, VersionSet.specific([1])).deployment
+    _, canary_deployment = render.render_canary(model, model.target, 1)
+    cache.observe("Deployment", stable, deleted=False)
+    cache.observe("Deployment", canary_deployment, deleted=False)
+    view = cache.deployments[("ml", "m")]
+    assert view.replicas == 3
+    cache.observe("Deployment", canary_deployment, deleted=True)
+    assert ("ml", "m") in cache.deployments
+    assert ("Deployment", "m-canary") not in cache.children[("ml", "m")]
+
+
+def test_canary_turns_monitoring_on() -> None:
+    model = sm()
+    assert model.monitoring_path == "/monitoring/prometheus/metrics"
+    assert "--monitoring_config_file=/etc/tfserving/monitoring.config" in render.server_args(
+        model, model.target
+    )
