@@ -338,3 +338,21 @@ def test_canary_turns_monitoring_on() -> None:
     assert "--monitoring_config_file=/etc/tfserving/monitoring.config" in render.server_args(
         model, model.target
     )
+
+
+def test_events_for_a_canary_start_and_a_passed_step() -> None:
+    first = {"canary": {"versions": [2], "steps": 2, "step": 1}}
+    events = decide.events_for({}, first)
+    assert [e.reason for e in events] == [api.Reason.CANARY_STARTED]
+    passed = {
+        "canary": {
+            "versions": [2],
+            "steps": 2,
+            "step": 2,
+            "lastAnalysis": {"step": 1, "verdict": "Pass", "message": "canary 0/40 failed"},
+        }
+    }
+    events = decide.events_for(first, passed)
+    assert [e.reason for e in events] == [api.Reason.CANARY_ANALYSED]
+    assert "passed step 1/2: canary 0/40 failed" in events[0].message
+    assert decide.events_for(passed, passed) == []

@@ -106,6 +106,8 @@ class Reason:
     ROLLOUT_STARTED: Final = "RolloutStarted"
     ROLLING_BACK: Final = "RollingBack"
     SERVING_VERSIONS: Final = "ServingVersions"
+    CANARY_STARTED: Final = "CanaryStarted"
+    CANARY_ANALYSED: Final = "CanaryAnalysed"
     READY: Final = "Ready"
 
 

@@ -1038,6 +1038,7 @@ def events_for(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[EventSpec
                 f"now serving {new['servingVersions']} (was {was})",
             )
         )
+    events += _canary_events(old.get("canary") or {}, new.get("canary") or {})
     old_refused, new_refused = old.get("refused"), new.get("refused")
     if new_refused and new_refused != old_refused:
         events.append(EventSpec("Warning", new_refused["reason"], _degraded_message(new)))
@@ -1052,6 +1053,25 @@ def events_for(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[EventSpec
     old_ready, new_ready = _cond(old, Condition.READY), _cond(new, Condition.READY)
     if new_ready.get("status") == "True" and old_ready.get("status") != "True":
         events.append(EventSpec("Normal", Reason.READY, new_ready.get("message", "")))
+    return events
+
+
+def _canary_events(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[EventSpec]:
+    """A canary started; an analysis passed (a failed one is the refusal's Warning)."""
+    if not new:
+        return []
+    versions = ",".join(str(v) for v in new.get("versions") or [])
+    events = []
+    if old.get("versions") != new.get("versions"):
+        message = f"canary {versions} started beside the last good versions"
+        events.append(EventSpec("Normal", Reason.CANARY_STARTED, message))
+    analysis = new.get("lastAnalysis") or {}
+    if analysis.get("verdict") == "Pass" and analysis != (old.get("lastAnalysis") or {}):
+        message = (
+            f"canary {versions} passed step {analysis.get('step')}/{new.get('steps')}: "
+            f"{analysis.get('message')}"
+        )
+        events.append(EventSpec("Normal", Reason.CANARY_ANALYSED, message))
     return events
 
 
