@@ -212,12 +212,10 @@ class Worker:
             memory = decide.memory_from_status(old_status)
             renders = Renders(sm, settings.operator_peer())
             started_canary = canary.current(sm, memory, old_status, datetime.now(UTC))
-            children = renders.with_canary(
-                decide.choose_serving_set(canary.stable_view(sm, memory, started_canary), memory)[
-                    0
-                ],
-                started_canary,
-            )
+            # While a canary runs, the stable Deployment keeps the last good set.
+            stable = canary.stable_view(sm, memory, started_canary)
+            serve = decide.choose_serving_set(stable, memory)[0]
+            children = renders.with_canary(serve, started_canary)
             if not await self._accepted(sm, body, old_status, children):
                 return MAX_IDLE_SECONDS
             await self.children.hand_over_replicas(sm)  # before the apply that drops it
@@ -256,7 +254,7 @@ class Worker:
         """The pass after the probes: gates, canary, rollout, status."""
         pods = await self._apply_gates(pods, probes)
         now = datetime.now(UTC)
-        canary_hash = renders(sm.target).config_hash
+        canary_hash = renders(sm.target).config_hash if started_canary is not None else ""
         step = None
         state = started_canary
         if started_canary is not None:
