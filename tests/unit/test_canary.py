@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from localdev.standin.monitoring import ServingMetrics
-from tests.unit.builders import pod
+from tests.unit.builders import LOAD_ERROR, answer, pod
 from tfserving_operator import api, canary, decide, observe, render, scrape, spec
 from tfserving_operator.spec import VersionSet
-from tfserving_operator.views import ServingCounts
+from tfserving_operator.views import ModelState, ServingCounts
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 HASH = "hash-v2"
@@ -356,3 +356,18 @@ def test_events_for_a_canary_start_and_a_passed_step() -> None:
     assert [e.reason for e in events] == [api.Reason.CANARY_ANALYSED]
     assert "passed step 1/2: canary 0/40 failed" in events[0].message
     assert decide.events_for(passed, passed) == []
+
+
+def test_gate_first_a_canary_that_fails_to_load_is_refused_without_analysis() -> None:
+    """The canary pod's server reports version 2 END with an error: refused like
+    any failed load, before any metrics are read."""
+    model = sm()
+    state = canary.current(model, memory(), {}, T0)
+    assert state is not None
+    pods = stable_pods() + canary_pods(serving=False)
+    probes = {"c0": answer("c0", 2, ModelState.END, LOAD_ERROR)}
+    assert canary.scrape_targets(model, state, pods, HASH, T0) == []
+    result = canary.advance(model, state, HASH, pods, probes, None, T0)
+    assert result.refusal is not None
+    assert result.refusal.reason == api.Reason.VERSION_LOAD_FAILED
+    assert result.refusal.message.startswith("canary: model server on pod c0")
