@@ -362,3 +362,33 @@ def test_operator_killed_mid_analysis_resumes_the_window(
     finally:
         own.stop()
         core.delete_namespace(namespace)
+
+
+def test_manual_abort_and_promote_annotations(
+    api_client: Any, namespace: str, operator: Any, model_store: Path
+) -> None:
+    """A long analysis window, ended by hand: canary-promote rolls the stable
+    Deployment to the target at once; canary-abort refuses the next canary."""
+    base = make_model_dir(model_store, "manual-canary", good=(1, 2, 3))
+    slow_windows = canary_spec(steps=[{"replicas": 1}], analysisIntervalSeconds=3600)
+    spec = hpt_spec(base, 1, rollout={"canary": slow_windows})
+    create_sm(api_client, namespace, servedmodel("manualc", spec))
+    wait_serving(api_client, namespace, "manualc", "1")
+
+    patch_sm(api_client, namespace, "manualc", {"spec": {"version": 2}})
+    wait_canary(api_client, namespace, "manualc", "a window", lambda c: c.get("baseline"))
+    promote = {"metadata": {"annotations": {"serving.tfoperator.dev/canary-promote": "now"}}}
+    patch_sm(api_client, namespace, "manualc", promote)
+    wait_serving(api_client, namespace, "manualc", "2", timeout=90)
+
+    patch_sm(api_client, namespace, "manualc", {"spec": {"version": 3}})
+    wait_canary(api_client, namespace, "manualc", "a window", lambda c: c.get("baseline"))
+    abort = {"metadata": {"annotations": {"serving.tfoperator.dev/canary-abort": "stop"}}}
+    patch_sm(api_client, namespace, "manualc", abort)
+    body = wait_refused(api_client, namespace, "manualc", "CanaryAborted", 60)
+    assert "canary-abort" in status_of(body)["refused"]["message"]
+    assert wait_until(
+        lambda: canary_deployment(api_client, namespace, "manualc") is None,
+        timeout=30,
+        what="the canary Deployment to be deleted",
+    )
