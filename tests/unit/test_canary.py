@@ -371,3 +371,26 @@ def test_gate_first_a_canary_that_fails_to_load_is_refused_without_analysis() ->
     assert result.refusal is not None
     assert result.refusal.reason == api.Reason.VERSION_LOAD_FAILED
     assert result.refusal.message.startswith("canary: model server on pod c0")
+
+
+def test_network_policy_lets_the_operator_read_a_canarys_metrics() -> None:
+    body: dict[str, Any] = {
+        "metadata": {"name": "m", "namespace": "ml"},
+        "spec": {
+            "storage": {"hostPath": {"path": "/x"}},
+            "version": 2,
+            "networkPolicy": {"clientSelector": {"matchLabels": {"app": "c"}}},
+        },
+    }
+    plain = spec.parse(body, "img", "gpu")
+    with_canary = spec.parse(
+        {**body, "spec": {**body["spec"], "rollout": {"canary": {}}}}, "img", "gpu"
+    )
+
+    def operator_ports(model: spec.ServedModel) -> list[int]:
+        policy = render.render_network_policy(model, render.OperatorPeer())
+        assert policy is not None
+        return [p["port"] for p in policy["spec"]["ingress"][1]["ports"]]
+
+    assert operator_ports(plain) == [8500]
+    assert operator_ports(with_canary) == [8500, 8501]

@@ -687,7 +687,8 @@ class OperatorPeer:
 
 
 def render_network_policy(sm: ServedModel, operator: OperatorPeer) -> Manifest | None:
-    """Only selected clients, and the operator (for its probes), reach the model servers."""
+    """Only selected clients, and the operator (for its probes, and a canary's
+    metrics), reach the model servers."""
     if sm.network_policy is None:
         return None
     client_peer: dict[str, Any] = {
@@ -698,6 +699,10 @@ def render_network_policy(sm: ServedModel, operator: OperatorPeer) -> Manifest |
     ports = [{"protocol": "TCP", "port": sm.grpc_port}]
     if sm.rest_port:
         ports.append({"protocol": "TCP", "port": sm.rest_port})
+    operator_ports = [{"protocol": "TCP", "port": sm.grpc_port}]
+    if sm.canary is not None and sm.rest_port:
+        # A canary's analysis reads the servers' Prometheus pages on the REST port.
+        operator_ports.append({"protocol": "TCP", "port": sm.rest_port})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -707,10 +712,7 @@ def render_network_policy(sm: ServedModel, operator: OperatorPeer) -> Manifest |
             "policyTypes": ["Ingress"],
             "ingress": [
                 {"from": [client_peer], "ports": ports},
-                {
-                    "from": [operator.peer()],
-                    "ports": [{"protocol": "TCP", "port": sm.grpc_port}],
-                },
+                {"from": [operator.peer()], "ports": operator_ports},
             ],
         },
     }
