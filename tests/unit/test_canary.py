@@ -394,3 +394,17 @@ def test_network_policy_lets_the_operator_read_a_canarys_metrics() -> None:
 
     assert operator_ports(plain) == [8500]
     assert operator_ports(with_canary) == [8500, 8501]
+
+
+def test_a_window_longer_than_the_availability_timeout_is_no_load_timeout() -> None:
+    model = sm(analysisIntervalSeconds=3600)
+    pods = stable_pods() + canary_pods()
+    state = _window(model, pods, {p.name: reading(p.name, 0) for p in pods})
+    later = T0 + timedelta(seconds=model.availability_timeout_seconds + 60)
+    result = canary.advance(model, state, HASH, pods, {}, None, later)
+    assert result.refusal is None and result.state == state
+    # While the step's pods are still loading, the timeout applies.
+    loading = stable_pods() + canary_pods(serving=False)
+    result = canary.advance(model, state, HASH, loading, {}, None, later)
+    assert result.refusal is not None
+    assert result.refusal.reason == api.Reason.VERSION_LOAD_TIMEOUT

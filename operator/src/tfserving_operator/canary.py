@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -381,7 +381,6 @@ class Advance:
     # The canary's replica count or the stable's target changed: render again.
     rerender: bool = False
     due_in: float | None = None  # seconds until the machine wants another pass
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 def _refuse(sm: ServedModel, reason: str, message: str, now: datetime) -> Advance:
@@ -418,13 +417,15 @@ def advance(
             replace(state, phase=PROMOTED, promote_token=spec.promote_token), rerender=True
         )
     canaries, _ = split(pods)
-    failure = decide.detect_failure(
-        sm, config_hash, canaries, probes, decide.parse_time(state.step_start), now
-    )
+    ready = ready_canaries(pods, config_hash)
+    loading = len(ready) < canary_replicas(sm, state)
+    # The availability timeout counts while the step's pods load, not while
+    # their analysis runs (a window may well be longer).
+    clock = decide.parse_time(state.step_start) if loading else None
+    failure = decide.detect_failure(sm, config_hash, canaries, probes, clock, now)
     if failure is not None:
         return _refuse(sm, failure.reason, f"canary: {failure.message}", now)
-    ready = ready_canaries(pods, config_hash)
-    if len(ready) < canary_replicas(sm, state):
+    if loading:
         return Advance(replace(state, phase=STARTING), due_in=None)
     if readings is None:
         return Advance(state, due_in=max(_seconds_left(sm, state, now), RECHECK_SECONDS))
