@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from localdev.sim.cluster import SimCluster, wait_for
 from localdev.support.k8s import create_sm, get_sm, patch_sm, servedmodel
@@ -113,9 +114,14 @@ def nudge_stuck_pods(api: Any, namespace: str, older_than: float = 3.0) -> list[
         age = (now - pod.metadata.creation_timestamp).total_seconds()
         if stuck and age > older_than:
             stamp = {"reliability.tests.tfoperator.dev/nudged": now.isoformat()}
-            core.patch_namespaced_pod(
-                pod.metadata.name, namespace, {"metadata": {"annotations": stamp}}
-            )
+            try:
+                core.patch_namespaced_pod(
+                    pod.metadata.name, namespace, {"metadata": {"annotations": stamp}}
+                )
+            except ApiException as err:
+                if err.status != 404:  # deleted since the list: nothing to nudge
+                    raise
+                continue
             touched.append(pod.metadata.name)
     return touched
 
