@@ -227,6 +227,10 @@ def canonical_quantity(value: Any) -> str:
             return text
         if amount == 0:
             return "0"
+        if fmt == "binary":
+            # The parser caps an amount with a binary suffix at the largest
+            # int64 (ParseQuantity's maxAllowed): "8Ei" is stored as that number.
+            amount = min(amount, Decimal(2**63 - 1))
         minus = "-" if sign == "-" else ""
         integral = amount == amount.to_integral_value()
         if fmt == "binary" and integral and amount >= 1024:
