@@ -470,6 +470,43 @@ INVALID: list[tuple[str, str, dict[str, Any], str]] = [
         ),
         "spec.autoscaling.metrics",
     ),
+    # canary rollouts
+    (
+        "canary-with-autoscaling",
+        "m",
+        changed(BASE, rollout={"canary": {}}, autoscaling={"maxReplicas": 3}),
+        "spec.rollout.canary",
+    ),
+    (
+        "canary-monitoring-off",
+        "m",
+        changed(BASE, rollout={"canary": {}}, monitoring={"enabled": False}),
+        "spec.rollout.canary",
+    ),
+    (
+        "canary-rest-off",
+        "m",
+        changed(BASE, rollout={"canary": {}}, ports={"rest": 0}),
+        "spec.rollout.canary",
+    ),
+    (
+        "canary-step-both",
+        "m",
+        changed(BASE, rollout={"canary": {"steps": [{"replicas": 1, "percent": 10}]}}),
+        "spec.rollout.canary.steps[0]",
+    ),
+    (
+        "canary-percent-over-half",
+        "m",
+        changed(BASE, rollout={"canary": {"steps": [{"percent": 60}]}}),
+        "spec.rollout.canary.steps[0].percent",
+    ),
+    (
+        "canary-unknown-policy",
+        "m",
+        changed(BASE, rollout={"canary": {"onInsufficientTraffic": "Wait"}}),
+        "spec.rollout.canary.onInsufficientTraffic",
+    ),
 ]
 
 
