@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -1737,3 +1737,76 @@ class TestEventWords:
             decide.EventSpec("Warning", Reason.UNSCHEDULABLE, ""),
             decide.EventSpec("Normal", Reason.READY, ""),
         ]
+
+
+class TestCanaryWords:
+    """decide's part of a canary: the Progressing/Ready verdict, status.canary, the Events."""
+
+    STATUS: ClassVar[dict[str, Any]] = {
+        "versions": [3, 4],
+        "step": 1,
+        "steps": 2,
+        "phase": "Analysing",
+        "share": "1 of 4 endpoints",
+        "lastAnalysis": {"step": 1, "verdict": "Pass", "message": "canary 0/40 failed"},
+    }
+    LINE = (
+        "canary 3,4: step 1/2 Analysing, 1 of 4 endpoints; "
+        "last analysis (step 1): Pass: canary 0/40 failed"
+    )
+
+    def observed(self, status: dict[str, Any] | None, **fields: Any) -> decide.Observed:
+        return decide.observed_for(
+            served(replicas=2), outcome(canary=status, **fields), [serving_pod("a")], {}
+        )
+
+    def test_a_running_canary_is_progressing_and_not_yet_ready(self) -> None:
+        assert decide.canary_running(self.observed(self.STATUS)) == decide.Rollout(
+            progressing=decide.Check(True, Reason.CANARY_ANALYSIS, self.LINE),
+            ready=decide.Check(
+                False, Reason.CANARY_ANALYSIS, f"1/2 stable replicas ready; {self.LINE}"
+            ),
+        )
+
+    def test_a_promoted_canary_and_one_without_an_analysis_yet(self) -> None:
+        promoted = {**self.STATUS, "phase": "Promoted"}
+        del promoted["lastAnalysis"]
+        verdict = decide.canary_running(self.observed(promoted))
+        assert verdict is not None
+        assert verdict.progressing == decide.Check(
+            True, Reason.CANARY_PROMOTED, "canary 3,4: step 1/2 Promoted, 1 of 4 endpoints"
+        )
+
+    def test_no_canary_or_a_refused_one_is_another_checks_business(self) -> None:
+        assert decide.canary_running(self.observed(None)) is None
+        assert decide.canary_running(self.observed({})) is None
+        assert decide.canary_running(self.observed(self.STATUS, refused=refusal())) is None
+
+    def test_status_carries_a_copy_of_the_canary(self) -> None:
+        result = outcome(canary=self.STATUS)
+        st = decide.compute_status(served(), result, deployment(), [], {}, [], NOW)
+        assert st["canary"] == self.STATUS and st["canary"] is not self.STATUS
+        quiet = decide.compute_status(served(), outcome(), deployment(), [], {}, [], NOW)
+        assert quiet["canary"] is None
+
+    def test_events_in_full(self) -> None:
+        first = {"canary": {"versions": [3, 4], "steps": 2, "step": 1}}
+        assert decide.events_for({}, first) == [
+            decide.EventSpec(
+                "Normal", Reason.CANARY_STARTED, "canary 3,4 started beside the last good versions"
+            )
+        ]
+        passed = {"canary": self.STATUS}
+        assert decide.events_for(first, passed) == [
+            decide.EventSpec(
+                "Normal", Reason.CANARY_ANALYSED, "canary 3,4 passed step 1/2: canary 0/40 failed"
+            )
+        ]
+        failed = {
+            "canary": {
+                **self.STATUS,
+                "lastAnalysis": {**self.STATUS["lastAnalysis"], "verdict": "Fail"},
+            }
+        }
+        assert decide.events_for(first, failed) == []
+        assert decide.events_for(passed, {}) == []
