@@ -316,6 +316,11 @@ def test_canary_deployment_is_selected_by_the_services_and_keeps_its_own_pods() 
     assert api.LABEL_TRACK not in stable_labels
     assert config_map["metadata"]["name"].endswith(render.render(model, model.target).config_hash)
     assert children.config_hash != render.render(model, model.target).config_hash
+    # The canary's pods mount the canary's ConfigMap, which holds the target's config.
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    (config_volume,) = [v for v in volumes if v["name"] == "config"]
+    assert config_volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert config_map["data"] == render.render(model, model.target).config_map["data"]
 
 
 def test_cache_keeps_the_stable_deployment_view_apart_from_the_canary() -> None:
