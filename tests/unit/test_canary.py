@@ -392,13 +392,15 @@ def test_network_policy_lets_the_operator_read_a_canarys_metrics() -> None:
         {**body, "spec": {**body["spec"], "rollout": {"canary": {}}}}, "img", "gpu"
     )
 
-    def operator_ports(model: spec.ServedModel) -> list[int]:
+    def operator_ports(model: spec.ServedModel) -> list[dict[str, Any]]:
         policy = render.render_network_policy(model, render.OperatorPeer())
         assert policy is not None
-        return [p["port"] for p in policy["spec"]["ingress"][1]["ports"]]
+        ports: list[dict[str, Any]] = policy["spec"]["ingress"][1]["ports"]
+        return ports
 
-    assert operator_ports(plain) == [8500]
-    assert operator_ports(with_canary) == [8500, 8501]
+    grpc = {"protocol": "TCP", "port": 8500}
+    assert operator_ports(plain) == [grpc]
+    assert operator_ports(with_canary) == [grpc, {"protocol": "TCP", "port": 8501}]
 
 
 def test_a_window_longer_than_the_availability_timeout_is_no_load_timeout() -> None:
