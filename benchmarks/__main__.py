@@ -3,8 +3,9 @@
 Starts local cluster instance 1 (other ports, pod range and state folder
 than the developers' instance 0, ten roomy kwok nodes), runs the benchmarks
 in order, prints each figure as it comes, writes
-benchmarks/results/latest.{md,json} and stops the instance (if it started
-it). `--quick` runs every benchmark small and short (a test runs it) and
+benchmarks/results/latest.{md,json} and stops the instance. It refuses an
+instance that is already up or that another process points at (guard.py),
+and stops everything it started when interrupted (SIGINT, SIGTERM). `--quick` runs every benchmark small and short (a test runs it) and
 writes results/quick.{md,json} instead. No figure is a pass/fail verdict:
 the exit status is 0 whatever the figures say.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 from benchmarks import (
     gate_under_load,
+    guard,
     idle,
     machine,
     probe_load,
@@ -110,6 +112,17 @@ def gate_latency(bench: Bench, samples: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Everything the run starts (the cluster instance, operators) is stopped on the
+    # way out, on Ctrl-C and SIGTERM too.
+    with guard.interruptible():
+        try:
+            return _run(args)
+        except guard.Refused as err:
+            say(f"refusing to run: {err}")
+            return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -184,7 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         results["duration_seconds"] = round(time.monotonic() - t_start, 1)
         stem = "quick" if args.quick else "latest"
         json_path, md_path = report.write(results, args.out, stem)
-        bench.down()
     print(md_path.read_text())
     say(f"results: {md_path} and {json_path.name}")
     return 0
