@@ -5,9 +5,10 @@ than the developers' instance 0, ten roomy kwok nodes), runs the benchmarks
 in order, prints each figure as it comes, writes
 benchmarks/results/latest.{md,json} and stops the instance. It refuses an
 instance that is already up or that another process points at (guard.py),
-and stops everything it started when interrupted (SIGINT, SIGTERM). `--quick` runs every benchmark small and short (a test runs it) and
-writes results/quick.{md,json} instead. No figure is a pass/fail verdict:
-the exit status is 0 whatever the figures say.
+and stops everything it started when interrupted (SIGINT, SIGTERM).
+`--quick` runs every benchmark small and short (a test runs it) and writes
+results/quick.{md,json} instead. No figure is a pass/fail verdict: the exit
+status is 0 whatever the figures say.
 """
 
 from __future__ import annotations

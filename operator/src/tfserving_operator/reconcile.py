@@ -212,10 +212,25 @@ class Worker:
             memory = decide.memory_from_status(old_status)
             renders = Renders(sm, settings.operator_peer())
             children = renders(decide.choose_serving_set(sm, memory)[0])
-            if not await self._accepted(sm, body, old_status, children):
-                return MAX_IDLE_SECONDS
+            validated = sm.generation == self._validated_generation or decide.already_validated(
+                old_status, sm.generation
+            )
+            # A ServedModel never reconciled has no children to keep serving: its
+            # children are applied without a dry run first, and undone if one is
+            # refused (ChildSync.ensure). Otherwise a new generation is dry-run
+            # first, but only the children about to change.
+            first = not validated and "observedGeneration" not in old_status
+            if not validated and not first:
+                problem = await self.children.dry_run(self.children.pending(children))
+                if problem:
+                    await self.status.invalid(body, problem, old_status)
+                    return MAX_IDLE_SECONDS
             await self.children.hand_over_replicas(sm)  # before the apply that drops it
-            await self.children.ensure(children, sm.uid)
+            problem = await self.children.ensure(children, sm.uid, undo_on_refusal=first)
+            if problem:
+                await self.status.invalid(body, problem, old_status)
+                return MAX_IDLE_SECONDS
+            self._validated_generation = sm.generation
             await self.children.hand_over_replicas(sm)  # a Deployment created without it
             pods = list(self.ctx.cache.pods.get(self.key, {}).values())
             self._observe_ready(pods)
@@ -269,26 +284,6 @@ class Worker:
         if outcome.complete:
             await self.children.collect_config_maps(outcome.config_hash, pods)
         return self._next_delay(sm, outcome)
-
-    async def _accepted(
-        self,
-        sm: spec.ServedModel,
-        body: Mapping[str, Any],
-        old_status: dict[str, Any],
-        children: render.Children,
-    ) -> bool:
-        """The API server accepts the rendered children (dry run once per generation);
-        if not, the status says why and nothing is applied."""
-        if sm.generation == self._validated_generation or decide.already_validated(
-            old_status, sm.generation
-        ):
-            return True
-        problem = await self.children.dry_run(children)
-        if problem:
-            await self.status.invalid(body, problem, old_status)
-            return False
-        self._validated_generation = sm.generation
-        return True
 
     async def _apply_gates(
         self, pods: list[PodView], probes: dict[str, ProbeResult]
