@@ -54,12 +54,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gate-samples", type=int, help="pods measured for gate latency")
     parser.add_argument("--load-window", type=float, help="seconds of Predict load per scenario")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the floor client's runs (floor.py)"
+    )
+    parser.add_argument(
+        "--with-5000", action="store_true", help="add N=5000 to the sizes (slow: ~15 min more)"
+    )
+    parser.add_argument("--changed", type=int, help="ServedModels whose version is changed")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
     quick = args.quick
     args.sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
-        [20] if quick else [100, 500, 1000]
+        [20] if quick else [100, 1000]
     )  # fmt: skip
+    if args.with_5000 and 5000 not in args.sizes:
+        args.sizes.append(5000)
+    args.changed = args.changed or (2 if quick else 20)
     args.repeats = args.repeats or (1 if quick else 3)
     args.idle_seconds = args.idle_seconds if args.idle_seconds is not None else (
         10.0 if quick else 300.0
@@ -149,7 +159,11 @@ def _run(args: argparse.Namespace) -> int:
             sizes = args.sizes if "throughput" in args.only else args.sizes[-1:]
             repeats = args.repeats if "throughput" in args.only else 1
             out = _section(
-                results, "throughput", lambda: throughput.run(bench, sizes, repeats, replicas=0)
+                results,
+                "throughput",
+                lambda: throughput.run(
+                    bench, sizes, repeats, replicas=0, with_floor=not args.no_floor
+                ),
             )
             if out is not None:
                 results["throughput"], live = out
@@ -161,6 +175,13 @@ def _run(args: argparse.Namespace) -> int:
                 lambda: idle.measure(
                     bench, run.namespace, run.operator, args.idle_seconds, len(run.names)
                 ),
+            )
+        if live is not None and "throughput" in args.only:
+            run_ = live
+            results["changed_version"] = _section(
+                results,
+                "changed_version",
+                lambda: throughput.changed_version(bench, run_, min(args.changed, len(run_.names))),
             )
         if live is not None and "startup" in args.only:
             results["startup"] = _section(results, "startup", lambda: _startup(bench, live, args))

@@ -61,6 +61,9 @@ def markdown(results: dict[str, Any]) -> str:
                     "N",
                     "runs",
                     "all applied (s)",
+                    "floor (s)",
+                    "operator / floor",
+                    "requests per ServedModel",
                     "per s",
                     "p50 / p90 per object (s)",
                     "operator CPU (s)",
@@ -72,6 +75,9 @@ def markdown(results: dict[str, Any]) -> str:
                         s["n"],
                         s["runs"] - s["timed_out"],
                         s["applied_seconds_median"],
+                        s.get("floor_applied_seconds_median"),
+                        s.get("floor_ratio_median"),
+                        s.get("requests_per_servedmodel_median"),
                         s["applied_per_second"],
                         f"{s['latency_p50_median']} / {s['latency_p90_median']}",
                         s["operator_cpu_seconds_median"],
@@ -81,6 +87,11 @@ def markdown(results: dict[str, Any]) -> str:
                     for s in tp["summary"]
                 ],
             ),
+            "",
+            "The floor (benchmarks/floor.py): a bare client with the operator's request "
+            "concurrency (16) writing only what the operator must (the rendered children by "
+            "server-side apply, one status patch each) for the same N, created and timed the "
+            "same way, just before the operator's run on the same instance.",
             "",
             "Each run (CPU seconds of every process over the run, requests the operator made):",
             "",
@@ -97,6 +108,17 @@ def markdown(results: dict[str, Any]) -> str:
                     for r in tp["runs"]
                 ],
             ),
+            "",
+        ]
+    changed = results.get("changed_version")
+    if changed and "per_change" in changed:
+        lines += [
+            "## 1b. Requests per changed version",
+            "",
+            f"{changed['changed']} converged ServedModels (replicas 0) moved to another "
+            f"version: **{changed['per_change']} requests each** "
+            f"({', '.join(f'{k} {v}' for k, v in changed['requests'].items())}); all settled "
+            f"after {changed['settled_seconds']} s.",
             "",
         ]
     for key, title in (("idle", "2. Idle cost"), ("probe_load_idle", "2b. Idle cost with pods")):
