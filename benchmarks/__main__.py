@@ -29,6 +29,7 @@ from benchmarks import (
     guard,
     idle,
     machine,
+    peer,
     probe_load,
     report,
     startup,
@@ -39,7 +40,15 @@ from benchmarks.harness import DEFAULT_INSTANCE, Bench, median, say
 from benchmarks.runner import start_operator
 
 RESULTS_DIR = Path(__file__).with_name("results")
-SECTIONS = ("throughput", "idle", "startup", "probe_load", "gate_latency", "gate_under_load")
+SECTIONS = (
+    "throughput",
+    "idle",
+    "startup",
+    "probe_load",
+    "gate_latency",
+    "gate_under_load",
+    "peer",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,6 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--with-5000", action="store_true", help="add N=5000 to the sizes (slow: ~15 min more)"
     )
     parser.add_argument("--changed", type=int, help="ServedModels whose version is changed")
+    parser.add_argument("--peer-sizes", help="N for the KServe comparison (default 300,1000)")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -70,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.with_5000 and 5000 not in args.sizes:
         args.sizes.append(5000)
     args.changed = args.changed or (2 if quick else 20)
+    args.peer_sizes = [int(x) for x in args.peer_sizes.split(",")] if args.peer_sizes else (
+        [20] if quick else [300, 1000]
+    )  # fmt: skip
     args.repeats = args.repeats or (1 if quick else 3)
     args.idle_seconds = args.idle_seconds if args.idle_seconds is not None else (
         10.0 if quick else 300.0
@@ -214,6 +227,8 @@ def _run(args: argparse.Namespace) -> int:
                 "gate_under_load",
                 lambda: gate_under_load.run(bench, args.load_window, args.quick),
             )
+        if "peer" in args.only:
+            results["peer"] = _section(results, "peer", lambda: peer.run(bench, args.peer_sizes, 1))
     finally:
         results["loadavg_at_end"] = list(os.getloadavg())
         results["duration_seconds"] = round(time.monotonic() - t_start, 1)

@@ -25,7 +25,7 @@ from typing import Any
 from benchmarks import apimetrics, workload
 from benchmarks.convergence import Tracker
 from benchmarks.harness import Bench, say
-from benchmarks.kubeapi import Api
+from benchmarks.kubeapi import Api, ApiError
 from tfserving_operator import api as names
 from tfserving_operator import decide, kinds, render, spec
 from tfserving_operator.apply import APPLY_CONTENT_TYPE, MERGE_CONTENT_TYPE, now_iso
@@ -67,15 +67,18 @@ class FloorClient:
         self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(THREADS)]
         self._watcher = threading.Thread(target=self._watch, daemon=True)
         self._listening = threading.Event()
+        self._stopped = False
 
     def start(self) -> FloorClient:
         for thread in self._threads:
             thread.start()
         self._watcher.start()
-        self._listening.wait(timeout=60)
+        if not self._listening.wait(timeout=120):
+            raise TimeoutError("the floor client's ServedModel watch did not start in 120 s")
         return self
 
     def stop(self) -> None:
+        self._stopped = True
         if self._stream is not None:
             self._stream.close()
         for _ in self._threads:
@@ -85,12 +88,28 @@ class FloorClient:
 
     def _watch(self) -> None:
         path = f"{workload.SM_PATH}/namespaces/{self.namespace}/{names.PLURAL}"
-        _, rv = self.api.list_rv(path)
-        self._stream = self.api.watch(path, rv)
-        self._listening.set()
-        for event in self._stream:
-            if event.get("type") == "ADDED":
-                self.jobs.put(event["object"])
+        rv = ""
+        while not self._stopped:
+            try:
+                if not rv:
+                    _, rv = self.api.list_rv(path)
+                self._stream = self.api.watch(path, rv)
+            except ApiError as err:
+                # A CRD installed a moment ago answers 429 ("storage is
+                # (re)initializing") for a while; an expired version is relisted.
+                if err.status == 410:
+                    rv = ""
+                time.sleep(0.5)
+                continue
+            self._listening.set()
+            for event in self._stream:
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    rv = ""
+                    break
+                rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                if event.get("type") == "ADDED":
+                    self.jobs.put(obj)
 
     def _work(self) -> None:
         while True:

@@ -47,11 +47,17 @@ class Bench:
         """
         cluster = SimCluster(instance=instance, nodes=BENCH_NODES, with_standin=standin)
         check_free(cluster)
-        bench = cls(cluster, Api(cluster), model_base, quick, started_cluster=True)
-        CLEANUP.add(f"cluster instance {instance}", bench.down)
+        holder: list[Bench] = []
+        # Registered before the start: an interrupted start is stopped too. Through
+        # the Bench once it exists (with_standin replaces its cluster object).
+        CLEANUP.add(
+            f"cluster instance {instance}",
+            lambda: holder[0].down() if holder else cluster.down(),
+        )
         cluster.up()
         cluster.install_crds()
-        return bench
+        holder.append(cls(cluster, Api(cluster), model_base, quick, started_cluster=True))
+        return holder[0]
 
     def with_standin(self) -> None:
         """Start the stand-in model server too (probe load, gate latency)."""

@@ -281,4 +281,39 @@ def markdown(results: dict[str, Any]) -> str:
                 ),
                 "",
             ]
+    peer = results.get("peer")
+    if peer and "summary" in peer:
+        lines += [
+            f"## 9. Side by side with KServe {peer['kserve_version']} (benchmarks/peer.py)",
+            "",
+            "Same instance, same N, zero replicas, created by 8 threads, alternating runs. "
+            "Ready: KServe's InferenceService Ready condition (Deployment and Service "
+            "exist, the Deployment is Available; nothing asks a model server); ours: the "
+            "ServedModel's Ready for its generation (five children applied). Requests: each "
+            "client's own count (KServe: every request of its client, reads included; ours: "
+            "every request of its transport, kopf's lists and watches not included).",
+            "",
+            *_table(
+                [
+                    "N",
+                    "ours ready (s)",
+                    "KServe ready (s)",
+                    "ours / KServe",
+                    "RSS ours / KServe (MiB)",
+                    "requests per model ours / KServe",
+                ],
+                [
+                    [
+                        r["n"],
+                        r["ours_ready_seconds"],
+                        r["kserve_ready_seconds"],
+                        r.get("time_ratio"),
+                        f"{r['ours_rss_mib']} / {r['kserve_rss_mib']}",
+                        f"{r['ours_requests_per_model']} / {r['kserve_requests_per_model']}",
+                    ]
+                    for r in peer["summary"]
+                ],
+            ),
+            "",
+        ]
     return "\n".join(lines) + "\n"

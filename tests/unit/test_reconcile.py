@@ -1182,3 +1182,37 @@ def test_requests_for_a_new_servedmodel_and_for_a_changed_version() -> None:
         assert made == {"apply": 2, "dry run": 2, "status": 1, "event": 0, "delete": 1}, made
 
     run(scenario())
+
+
+def test_after_a_start_an_accepted_servedmodel_waits_for_its_children_instead_of_applying() -> None:
+    """The child watches' first lists arrive after the ServedModels': re-applying
+    what only the cache has not seen yet would be a write for nothing."""
+
+    async def scenario() -> None:
+        h = Harness()
+        worker = await reconciled_at_generation_2(h)
+        children = dict(h.ctx.cache.children[KEY])
+        writes = h.applier.writes
+        # A restarted operator: a fresh worker, nothing cached yet, warming up.
+        h.ctx.cache.children.clear()
+        h.ctx.cache.deployments.clear()
+        h.ctx.warm_until = time.monotonic() + 30
+        fresh = await h.start(worker.body or {})
+        delay = await h.next_pass()
+        assert 25 < delay <= 30 and h.applier.writes == writes
+        # Its children arrive (each event wakes the worker): still nothing to write.
+        for (kind, _), obj in children.items():
+            h.ctx.cache.observe(kind, obj, deleted=False)
+        await h.next_pass()
+        assert h.applier.writes == writes
+        # A child really gone is applied once the warm-up is over.
+        name = next(n for k, n in children if k == "Service")
+        h.ctx.cache.drop("Service", KEY, name)
+        await h.next_pass()
+        assert h.applier.writes == writes
+        h.ctx.warm_until = 0.0
+        await h.next_pass()
+        assert [m["metadata"]["name"] for m in h.applier.applied] == [name]
+        assert fresh is h.worker
+
+    run(scenario())

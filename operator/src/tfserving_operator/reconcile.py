@@ -46,6 +46,10 @@ MAX_IDLE_SECONDS = 60.0
 # and a cold start over 1000 ServedModels queues passes for about a minute for
 # a pass slot): only a pass that hangs reaches it.
 PASS_TIMEOUT_SECONDS = 300.0
+# After a start, the child watches' first lists take seconds to arrive (about
+# 5000 objects at 1000 ServedModels): until then a child missing from the
+# cache most likely exists, and applying it would be a write for nothing.
+WARM_UP_SECONDS = 30.0
 
 
 @dataclass
@@ -67,6 +71,10 @@ class Context:
     # attached (read live: kopf's re-list may come before our resume()).
     pause_source: Callable[[], bool] | None = None
     _paused: bool = False
+    # Until then (time.monotonic()), a ServedModel whose status records its
+    # generation as accepted waits for children missing from the cache
+    # instead of applying them (WARM_UP_SECONDS).
+    warm_until: float = 0.0
 
     @property
     def servedmodel_keys(self) -> set[Key]:
@@ -220,6 +228,11 @@ class Worker:
             # refused (ChildSync.ensure). Otherwise a new generation is dry-run
             # first, but only the children about to change.
             first = not validated and "observedGeneration" not in old_status
+            warm_up_left = self.ctx.warm_until - time.monotonic()
+            if validated and warm_up_left > 0 and self.children.missing(children):
+                # Just started: the children's watch events wake this worker
+                # as they arrive; what is still missing then gets applied.
+                return warm_up_left
             if not validated and not first:
                 problem = await self.children.dry_run(self.children.pending(children))
                 if problem:
