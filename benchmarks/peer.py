@@ -61,7 +61,7 @@ CRDS = (
     "serving.kserve.io_clusterservingruntimes.yaml",
     "serving.kserve.io_trainedmodels.yaml",
     "serving.kserve.io_inferencegraphs.yaml",
-    "clusterstoragecontainer",
+    "clusterstoragecontainer/serving.kserve.io_clusterstoragecontainers.yaml",
 )
 TIMEOUT_SECONDS = 900
 _REQUESTS = re.compile(r"^rest_client_requests_total\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)", re.M)
@@ -106,13 +106,14 @@ def source_dir() -> Path:
 
 def _kubectl(bench: Bench, *args: str, stdin: str | None = None) -> None:
     cluster = bench.cluster
-    subprocess.run(
+    done = subprocess.run(
         [str(cluster.kubectl_path()), f"--kubeconfig={cluster.kubeconfig}", *args],
         input=stdin,
-        check=True,
         capture_output=True,
         text=True,
     )
+    if done.returncode:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr.strip()[-800:]}")
 
 
 def install(bench: Bench) -> None:
