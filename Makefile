@@ -93,6 +93,10 @@ demo: setup sim-build ## The whole mission on the local cluster: train, serve, r
 demo-s3: setup sim-build ## MNIST served from the local S3 bucket through the model puller; a missing v3 refused
 	$(PY) -m localdev.demo_s3
 
+.PHONY: demo-canary
+demo-canary: setup sim-build ## Canary rollouts judged by TF Serving's own metrics: a v2 that rejects clients' inputs refused, a good v3 promoted step by step
+	$(PY) -m localdev.demo_canary
+
 .PHONY: bench
 bench: setup sim-build ## Benchmarks: print figures (reconcile throughput, idle writes, memory, gate latency)
 	$(PY) -m benchmarks

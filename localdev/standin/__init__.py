@@ -56,7 +56,10 @@ Known differences from the real server:
   always the real file:line.
 * Warm-up records of MultiInference are accepted without running;
   ``num_model_warmup_threads`` is not emulated (one thread).
-* Batching, monitoring (Prometheus), SSL, the gRPC socket path, the gRPC
+* Monitoring exports only the serving request count and latency metrics
+  (monitoring.py), not TensorFlow's own; a monitoring config file that
+  cannot be parsed costs the page instead of stopping the server.
+* Batching, SSL, the gRPC socket path, the gRPC
   health service and ``MultiInference`` are not emulated; those flags are
   parsed and ignored.
 """

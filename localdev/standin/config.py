@@ -51,6 +51,7 @@ class ServerFlags:
     allow_version_labels_for_unavailable_models: bool = False
     use_alts_credentials: bool = False
     ssl_config_file: str = ""
+    monitoring_config_file: str = ""
     grpc_max_threads: int | None = None
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0

@@ -15,6 +15,10 @@ stand-in misbehave the way broken model servers do in the wild:
   one: readiness probes fail, and failed liveness probes kill and restart
   the container (the restarted server keeps the fault while the annotation
   stays);
+* ``slow-version=<version>:<seconds>``: requests that version answers
+  (gRPC or REST) take that much longer, inside the handler, so the server's
+  own request latency metric shows it (a version whose graph is slower, the
+  regression a latency canary must catch; monitoring.py);
 * ``slow-predict=<seconds>``: ``PredictionService`` calls take that much
   longer (a slow graph). They hold their thread of the server's one gRPC pool
   meanwhile (the fault runs inside ``grpc_service.RpcPool``), so under load
@@ -51,6 +55,11 @@ class Fault:
 
     kind: str = ""
     seconds: float = 0.0
+    version: int = 0  # slow-version only
+
+    def delay_for(self, version: int) -> float:
+        """Extra seconds a request served by `version` takes (slow-version)."""
+        return self.seconds if self.kind == "slow-version" and version == self.version else 0.0
 
     @property
     def vanish(self) -> bool:
@@ -59,6 +68,8 @@ class Fault:
 
     def describe(self) -> str:
         """The annotation's spelling of this fault."""
+        if self.kind == "slow-version":
+            return f"{self.kind}={self.version}:{self.seconds:g}"
         if self.kind in ("slow", "slow-predict"):
             return f"{self.kind}={self.seconds:g}"
         return self.kind or "none"
@@ -75,13 +86,20 @@ def parse_fault(value: str | None) -> Fault:
     if text in ("hang", "garbage", "vanish"):
         return Fault(text)
     name, eq, seconds_text = text.partition("=")
+    if name == "slow-version" and eq:
+        version_text, colon, delay_text = seconds_text.partition(":")
+        seconds = float(delay_text) if colon else -1.0
+        if not version_text.strip().isdigit() or seconds < 0:
+            raise ValueError(f"expected slow-version=<version>:<seconds>, got {value!r}")
+        return Fault(name, seconds, int(version_text))
     if name in ("slow", "slow-predict") and eq:
         seconds = float(seconds_text)
         if seconds < 0:
             raise ValueError(f"negative delay: {value!r}")
         return Fault(name, seconds)
     raise ValueError(
-        f"expected hang, garbage, slow=<seconds>, slow-predict=<seconds> or vanish, got {value!r}"
+        "expected hang, garbage, slow=<seconds>, slow-predict=<seconds>, "
+        f"slow-version=<version>:<seconds> or vanish, got {value!r}"
     )
 
 

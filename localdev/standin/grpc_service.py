@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -28,7 +29,9 @@ from tensorflow_serving.apis import (
 )
 
 from .errors import ServingError, invalid_argument
+from .faults import NO_FAULT, Fault
 from .models import DEFAULT_SIGNATURE, LoadedModel
+from .monitoring import ServingMetrics
 from .tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
 from .versions import VersionManager
 
@@ -86,22 +89,55 @@ def serialized_examples(request_input: input_pb2.Input) -> list[bytes]:
 
 
 class _Base:
-    def __init__(self, manager: VersionManager, executor: Executor) -> None:
+    def __init__(
+        self,
+        manager: VersionManager,
+        executor: Executor,
+        metrics: ServingMetrics | None = None,
+        fault: Callable[[], Fault] = lambda: NO_FAULT,
+    ) -> None:
         self.manager = manager
         self.executor = executor
+        self.metrics = metrics
+        self.fault = fault
+
+    async def _slow_graph(self, version: int) -> None:
+        """A ``slow-version`` fault: this version's graph takes longer (inside
+        the handler, so the request latency metric sees it, as it would a slow
+        ``Session::Run``)."""
+        delay = self.fault().delay_for(version)
+        if delay:
+            await asyncio.sleep(delay)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def _answer(
-        self, context: grpc.aio.ServicerContext, method: str, work: Awaitable[T]
+        self,
+        context: grpc.aio.ServicerContext,
+        method: str,
+        work: Awaitable[T],
+        model_name: str | None = None,
     ) -> T:
+        """Run `work`; a prediction call (`model_name` given) is counted in the
+        metrics like prediction_service_impl.cc does: every call by status,
+        the latency of successful ones."""
+        started = time.monotonic()
+        status = "OK"
         try:
             return await work
         except ServingError as e:
+            status = e.code.name
             log.debug("%s: %s failed: %s", self.manager.name, method, e.message)
             await context.abort(e.code, e.message)
             raise  # abort raises; this keeps type checkers content
+        except Exception:
+            status = "UNKNOWN"
+            raise
+        finally:
+            if model_name is not None and self.metrics is not None:
+                micros = (time.monotonic() - started) * 1e6
+                self.metrics.record(model_name, status, method, "GRPC", micros)
 
 
 class ModelService(_Base, model_service_pb2_grpc.ModelServiceServicer):
@@ -154,6 +190,7 @@ class PredictionService(_Base, prediction_service_pb2_grpc.PredictionServiceServ
 
         async def work() -> predict_pb2.PredictResponse:
             version, model = resolve_spec(self.manager, request.model_spec)
+            await self._slow_graph(version)
             signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
             if signature not in model.signature_defs:
                 raise ServingError(
@@ -172,7 +209,7 @@ class PredictionService(_Base, prediction_service_pb2_grpc.PredictionServiceServ
                 response.outputs[name].CopyFrom(ndarray_to_tensor_proto(array))
             return response
 
-        return await self._answer(context, "Predict", work())
+        return await self._answer(context, "Predict", work(), request.model_spec.name)
 
     async def Classify(
         self,
@@ -183,6 +220,7 @@ class PredictionService(_Base, prediction_service_pb2_grpc.PredictionServiceServ
 
         async def work() -> classification_pb2.ClassificationResponse:
             version, model = resolve_spec(self.manager, request.model_spec)
+            await self._slow_graph(version)
             signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
             examples = serialized_examples(request.input)
             rows = await self._in_thread(model.classify, signature, examples)
@@ -199,7 +237,7 @@ class PredictionService(_Base, prediction_service_pb2_grpc.PredictionServiceServ
                         entry.score = score
             return response
 
-        return await self._answer(context, "Classify", work())
+        return await self._answer(context, "Classify", work(), request.model_spec.name)
 
     async def Regress(
         self,
@@ -210,6 +248,7 @@ class PredictionService(_Base, prediction_service_pb2_grpc.PredictionServiceServ
 
         async def work() -> regression_pb2.RegressionResponse:
             version, model = resolve_spec(self.manager, request.model_spec)
+            await self._slow_graph(version)
             signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
             examples = serialized_examples(request.input)
             values = await self._in_thread(model.regress, signature, examples)
@@ -221,7 +260,7 @@ class PredictionService(_Base, prediction_service_pb2_grpc.PredictionServiceServ
                 response.result.regressions.add().value = value
             return response
 
-        return await self._answer(context, "Regress", work())
+        return await self._answer(context, "Regress", work(), request.model_spec.name)
 
     async def GetModelMetadata(
         self,
@@ -258,13 +297,19 @@ def model_metadata(
     return response
 
 
-def add_services(server: grpc.aio.Server, manager: VersionManager, executor: Executor) -> None:
+def add_services(
+    server: grpc.aio.Server,
+    manager: VersionManager,
+    executor: Executor,
+    metrics: ServingMetrics | None = None,
+    fault: Callable[[], Fault] = lambda: NO_FAULT,
+) -> None:
     """Register both services of one pod on its gRPC server."""
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelService(manager, executor), server
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(manager, executor), server
+        PredictionService(manager, executor, metrics, fault), server
     )
 
 

@@ -311,6 +311,7 @@ class PodKubelet:
         self._deleting = asyncio.Event()
         self._dirty = asyncio.Event()
         self._start_time = ""
+        self._sandbox_ip = ""
         self._background: set[asyncio.Task[None]] = set()
 
     # -- observe
@@ -333,6 +334,13 @@ class PodKubelet:
         # A gate condition may have changed: Ready is recomputed against it.
         self._dirty.set()
 
+    def _on_sandbox(self, pod: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The pod as its containers see it: on the sandbox's IP, whatever podIP says now."""
+        status = pod.get("status") or {}
+        if not self._sandbox_ip or status.get("podIP") == self._sandbox_ip:
+            return pod
+        return {**pod, "status": {**status, "podIP": self._sandbox_ip}}
+
     @property
     def _ip(self) -> str:
         return str((self.pod.get("status") or {}).get("podIP") or "")
@@ -346,6 +354,8 @@ class PodKubelet:
             while not (self._ip or self._deleting.is_set()):
                 self._changed.clear()
                 await self._changed.wait()
+            # The sandbox's IP: the containers run on it for the pod's life.
+            self._sandbox_ip = self._ip
             if not self._deleting.is_set() and await self._initialize():
                 await self._supervise()
             await self._api.delete_now(self.pod)
@@ -494,7 +504,7 @@ class PodKubelet:
         started_at = now_iso()
         started_mono = time.monotonic()
         try:
-            process = self._factory(self.pod)
+            process = self._factory(self._on_sandbox(self.pod))
         except Exception as e:
             log.warning("pod %s: container cannot start: %s", self.key, e)
             self._finished(
@@ -631,7 +641,7 @@ class PodKubelet:
         first = decide.first_probe_at(started_mono, time.monotonic(), spec)
         await asyncio.sleep(max(0.0, first - time.monotonic()))
         while True:
-            ok, detail = await self._probe(self._ip, spec.port, spec.timeout)
+            ok, detail = await self._probe(self._sandbox_ip or self._ip, spec.port, spec.timeout)
             if not ok:
                 self._emit(
                     "Warning", "Unhealthy", f"{spec.kind.capitalize()} probe failed: {detail}"
@@ -671,6 +681,7 @@ class PodKubelet:
                 self._start_time,
                 now_iso(),
                 self.init_records,
+                self._sandbox_ip,
             )
             if patch is None:
                 continue

@@ -396,12 +396,21 @@ def status_patch(
     start_time: str,
     now: str,
     init_records: Sequence[ContainerRecord] = (),
+    sandbox_ip: str = "",
 ) -> Body | None:
     """The strategic-merge status patch that makes the pod show ``records``
     (and its init containers' ``init_records``), or None when it shows them already.
 
     Conditions merge by type, so the patch never touches a readiness-gate
     condition someone else (the operator) owns; it only reads them.
+
+    ``sandbox_ip``: the IP the pod's containers run on. A pod keeps its IP for
+    its whole life (Kubernetes docs, "Pod networking": the containers of a
+    pod share one network namespace, which the kubelet creates once with the
+    pod sandbox), and the kubelet's status sync reports the sandbox's IP, so
+    a podIP written by anyone else is put back at the next sync. kwok's
+    pod-create stage can run twice for one pod (a failed patch retried while
+    a fresh event queues it again) and allocates a new IP each time.
     """
     status = pod.get("status") or {}
     observed_conditions = status.get("conditions") or []
@@ -417,8 +426,13 @@ def status_patch(
     if init_records:
         groups["initContainerStatuses"] = [container_status(r) for r in init_records]
     phase = "Running" if any(r.ever_started for r in records) else "Pending"
+    ip_fields: Body = {}
+    if sandbox_ip and status.get("podIP") != sandbox_ip:
+        # {"$patch": "replace"}: podIPs merges by ip otherwise, keeping the wrong one.
+        ip_fields = {"podIP": sandbox_ip, "podIPs": [{"ip": sandbox_ip}, {"$patch": "replace"}]}
     unchanged = (
-        status.get("phase") == phase
+        not ip_fields
+        and status.get("phase") == phase
         and bool(status.get("startTime"))
         and not conditions_differ(conditions, observed_conditions)
         and all(_shows(status, key, wanted) for key, wanted in groups.items())
@@ -431,5 +445,6 @@ def status_patch(
             "startTime": status.get("startTime") or start_time,
             "conditions": conditions,
             **groups,
+            **ip_fields,
         }
     }

@@ -19,7 +19,9 @@ import asyncio
 import json
 import logging
 import re
+import time
 import urllib.parse
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -31,8 +33,10 @@ from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
 from .errors import ServingError, invalid_argument
+from .faults import NO_FAULT, Fault
 from .grpc_service import SIGNATURE_DEF_FIELD, fill_model_status, model_metadata
 from .models import DEFAULT_SIGNATURE, LoadedModel
+from .monitoring import ServingMetrics
 from .tensors import (
     decode_b64_object,
     dumps,
@@ -322,9 +326,22 @@ def _serialized_examples(doc: dict[str, Any]) -> list[bytes]:
 class RestApi:
     """Request handling of one pod's REST port."""
 
-    def __init__(self, manager: VersionManager, executor: Executor, num_threads: int = 4) -> None:
+    def __init__(
+        self,
+        manager: VersionManager,
+        executor: Executor,
+        num_threads: int = 4,
+        metrics: ServingMetrics | None = None,
+        metrics_path: str | None = None,
+        fault: Callable[[], Fault] = lambda: NO_FAULT,
+    ) -> None:
         self.manager = manager
         self.executor = executor
+        # The Prometheus page (monitoring.py): only with a MonitoringConfig
+        # that enables it, at exactly its path.
+        self.metrics = metrics
+        self.metrics_path = metrics_path
+        self.fault = fault
         # The real HTTP server (net_http, model_servers/http_server.cc) runs its
         # handlers on --rest_api_num_threads threads: requests beyond that wait.
         self._threads = asyncio.Semaphore(max(num_threads, 1))
@@ -339,9 +356,19 @@ class RestApi:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Dispatch one HTTP request like the real server's REST handler."""
         path = request.raw_path.split("?", 1)[0]
+        if self.metrics is not None and path == self.metrics_path:
+            # ProcessPrometheusRequest (http_server.cc): text/plain.
+            return web.Response(text=self.metrics.page(), content_type="text/plain")
         if not _V1.fullmatch(path):
             return web.Response(status=404)
         body = await request.read()
+        started = time.monotonic()
+        # What http_server.cc records: the model name and method the handler
+        # parsed from the path, every request by status, latency when OK.
+        match = _PREDICT.fullmatch(path) if request.method == "POST" else _STATUS.fullmatch(path)
+        model_name = urllib.parse.unquote(match.group(1) or "") if match else ""
+        verb = match.group(4).lower() if match and request.method == "POST" else ""
+        status = "OK"
         try:
             async with self._threads:
                 self.busy += 1
@@ -350,7 +377,12 @@ class RestApi:
                 finally:
                     self.busy -= 1
         except ServingError as e:
+            status = e.code.name
             return _json_response({"error": e.message}, e.http_status)
+        finally:
+            if self.metrics is not None:
+                micros = (time.monotonic() - started) * 1e6
+                self.metrics.record(model_name, status, verb, "REST", micros)
         return _json_response(result)
 
     async def _dispatch(self, method: str, path: str, body: bytes) -> Any:
@@ -391,7 +423,10 @@ class RestApi:
         doc: dict[str, Any],
         signature_name: str,
     ) -> Any:
-        _, model = self.manager.resolve(name, version, label)
+        served, model = self.manager.resolve(name, version, label)
+        delay = self.fault().delay_for(served)
+        if delay:
+            await asyncio.sleep(delay)  # a slow-version fault (faults.py)
         inputs, row_format = _predict_inputs(doc, model, signature_name)
         loop = asyncio.get_running_loop()
         outputs = await loop.run_in_executor(
@@ -409,7 +444,10 @@ class RestApi:
         signature_name: str,
     ) -> Any:
         examples = _serialized_examples(doc)
-        _, model = self.manager.resolve(name, version, label)
+        served, model = self.manager.resolve(name, version, label)
+        delay = self.fault().delay_for(served)
+        if delay:
+            await asyncio.sleep(delay)  # a slow-version fault (faults.py)
         signature = signature_name or DEFAULT_SIGNATURE
         loop = asyncio.get_running_loop()
         if verb == "regress":

@@ -46,6 +46,7 @@ from .faults import FAULT_ANNOTATION, NO_FAULT, FaultInterceptor, parse_fault
 from .flags import PROGRAM, usage_lines
 from .grpc_service import RpcPool, add_services
 from .models import LoadedModel, ModelCache
+from .monitoring import ServingMetrics, prometheus_path
 from .output import ProcessOutput, kubelet_tail
 from .paths import ClusterLookup, PathError, PathResolver
 from .rest import RestApi
@@ -222,6 +223,8 @@ class PodServer:
         )
         self.rpc_pool: RpcPool | None = None
         self.rest_api: RestApi | None = None
+        # This run's serving metrics: a restarted server starts from zero.
+        self.metrics = ServingMetrics()
         self._grpc: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
 
@@ -450,7 +453,9 @@ class PodServer:
                 FaultInterceptor(lambda: self.fault, self.spec.key),
             ],
         )
-        add_services(server, self.manager, self.runtime.infer_executor)
+        add_services(
+            server, self.manager, self.runtime.infer_executor, self.metrics, lambda: self.fault
+        )
         # Reopened after a vanish fault: the same port as before, not a new ephemeral one.
         address = f"{self.host}:{self.grpc_port or self._grpc_port_wanted}"
         try:
@@ -473,7 +478,14 @@ class PodServer:
 
     async def _open_rest(self) -> None:
         """The REST listener; like the real server, failing to open it is logged, not fatal."""
-        self.rest_api = RestApi(self.manager, self.runtime.infer_executor, self.rest_threads)
+        self.rest_api = RestApi(
+            self.manager,
+            self.runtime.infer_executor,
+            self.rest_threads,
+            self.metrics,
+            await self._metrics_path(),
+            lambda: self.fault,
+        )
         runner = web.AppRunner(
             self.rest_api.app(),
             access_log=None,
@@ -492,6 +504,22 @@ class PodServer:
         self._runner = runner
         self.rest_port = int(runner.addresses[0][1])
         self.output.info("server.cc:451", f"Exporting HTTP/REST API at:{shown} ...")
+
+    async def _metrics_path(self) -> str | None:
+        """The Prometheus page's path from --monitoring_config_file (None: no page).
+
+        The real server parses the file in Server::BuildAndStart and fails to
+        start on a bad one; here a bad file only costs the page (logged).
+        """
+        path = self.spec.flags.monitoring_config_file
+        if not path:
+            return None
+        try:
+            text = await asyncio.to_thread(self.spec.resolver.read_text, path)
+            return prometheus_path(text)
+        except (PathError, text_format.ParseError) as e:
+            self.output.error("server.cc", f"{path}: {e}")
+            return None
 
     async def _close_listeners(self) -> None:
         if self._grpc is not None:

@@ -470,6 +470,43 @@ INVALID: list[tuple[str, str, dict[str, Any], str]] = [
         ),
         "spec.autoscaling.metrics",
     ),
+    # canary rollouts
+    (
+        "canary-with-autoscaling",
+        "m",
+        changed(BASE, rollout={"canary": {}}, autoscaling={"maxReplicas": 3}),
+        "spec.rollout.canary",
+    ),
+    (
+        "canary-monitoring-off",
+        "m",
+        changed(BASE, rollout={"canary": {}}, monitoring={"enabled": False}),
+        "spec.rollout.canary",
+    ),
+    (
+        "canary-rest-off",
+        "m",
+        changed(BASE, rollout={"canary": {}}, ports={"rest": 0}),
+        "spec.rollout.canary",
+    ),
+    (
+        "canary-step-both",
+        "m",
+        changed(BASE, rollout={"canary": {"steps": [{"replicas": 1, "percent": 10}]}}),
+        "spec.rollout.canary.steps[0]",
+    ),
+    (
+        "canary-percent-over-half",
+        "m",
+        changed(BASE, rollout={"canary": {"steps": [{"percent": 60}]}}),
+        "spec.rollout.canary.steps[0].percent",
+    ),
+    (
+        "canary-unknown-policy",
+        "m",
+        changed(BASE, rollout={"canary": {"onInsufficientTraffic": "Wait"}}),
+        "spec.rollout.canary.onInsufficientTraffic",
+    ),
 ]
 
 
@@ -755,6 +792,8 @@ QUANTITIES_TEXT = """
     1k 01k 1.5k 1.500k 1000k 1M 1G 1E 1e0 1e3 1e9 12e1 0.1e1 1.5e3 1.2345e2 129e6
     1Ki 2Ki 8Ki 01Ki +2Ki 0.5Ki 1.5Ki 100Ki 1023Ki 64Mi 16Mi 512Mi 1000Mi 1024Mi
     1536Mi 0.25Mi 1.5Gi 2.5Gi +1.5Gi 4Gi 7Ti 128974848
+    123456789012345.678 1234567890123456.789 +11111111111Ki +111111111111Ki +11111111Mi
+    +111111111Mi +11111Gi +111111Gi +11Ti +111Ti +1Pi +1Ki +8Ki 1.0Ki +1.5Ki 1024Pi 7Ei 8Ei
 """
 
 

@@ -126,7 +126,8 @@ APPLICATION_GRANTS = {
     ("serving.tfoperator.dev", "servedmodels/finalizers"): {"update"},
     ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
     ("", "services"): {"list", "watch", "create", "patch", "delete"},
-    ("apps", "deployments"): {"list", "watch", "create", "patch"},
+    # delete: a canary's Deployment (<name>-canary) goes once the canary is over.
+    ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
     ("apps", "replicasets"): {"list", "watch"},
     ("policy", "poddisruptionbudgets"): {"list", "watch", "create", "patch", "delete"},
     ("networking.k8s.io", "networkpolicies"): {"list", "watch", "create", "patch", "delete"},

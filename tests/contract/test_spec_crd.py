@@ -93,6 +93,7 @@ def test_there_are_rules_for_the_cross_field_constraints() -> None:
         ".spec",
         ".spec.autoscaling",
         ".spec.batching",
+        ".spec.rollout.canary.steps[]",
         ".spec.serverArgs[]",
         ".spec.storage",
         ".spec.storage.persistentVolumeClaim.subPath",
@@ -102,7 +103,14 @@ def test_there_are_rules_for_the_cross_field_constraints() -> None:
 
 
 def test_defaults_sit_on_described_fields_and_match_their_types() -> None:
-    types = {"integer": int, "boolean": bool, "string": str, "object": dict, "number": float}
+    types = {
+        "integer": int,
+        "boolean": bool,
+        "string": str,
+        "object": dict,
+        "number": float,
+        "array": list,
+    }
     for path, node in named_properties():
         if "default" in node:
             assert isinstance(node["default"], types[node["type"]]), path

@@ -284,3 +284,36 @@ def test_pod_deleted_before_its_container_started_goes_at_once(
         return False
 
     wait_until(gone, timeout=10, what="the unstarted pod deleted at once")
+
+
+def test_a_pod_keeps_its_ip_when_another_writer_changes_it(
+    api_client: Any, namespace: str, model_store: Path
+) -> None:
+    """Cluster Networking / Pods ("Resource sharing and communication"): the
+    containers of a pod share the network namespace the kubelet created with
+    its sandbox, so the pod's IP is the same for its whole life. kwok's
+    create stage, played twice after an API server outage, wrote a second
+    IP; the server kept listening on the first, so clients and the operator
+    dialled an address nobody served. The kubelet reports the sandbox's IP
+    at its next status sync, putting the first one back."""
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(namespace, model_pod("stable-ip", model_store, QUICK_PROBES))
+    wait = waiter(core, namespace, "stable-ip")
+    pod = wait(lambda p: bool(server_status(p).get("ready")), "its server ready", 60)
+    first = pod["status"]["podIP"]
+    assert answers(first)
+    other = "127.3.255.254"
+    # What kwok sends: a merge patch of the status with a new IP.
+    core.patch_namespaced_pod_status(
+        "stable-ip",
+        namespace,
+        {"status": {"podIP": other, "podIPs": [{"ip": other}]}},
+        _content_type="application/merge-patch+json",
+    )
+    pod = wait(
+        lambda p: p["status"].get("podIP") == first,
+        f"its first IP {first} back in place of {other}",
+        30,
+    )
+    assert pod["status"]["podIPs"] == [{"ip": first}]
+    assert answers(first)

@@ -187,6 +187,28 @@ def test_status_patch_never_writes_the_gate_condition_and_converges() -> None:
     assert ready["ContainersReady"]["lastTransitionTime"] == NOW
 
 
+def test_status_patch_puts_the_sandbox_ip_back_when_someone_changed_it() -> None:
+    """Pod networking: a pod's containers share the network namespace the
+    kubelet created with the sandbox, so its IP never changes; the kubelet's
+    status sync reports that IP (kwok's pod-create stage, played twice, wrote
+    a second one in the API server restart test, and the server answered on
+    the first)."""
+    record = ContainerRecord("tensorflow-serving", "img", "standin://1", 0, NOW, True, True, "")
+    pod = _pod([])
+    pod["status"]["podIP"] = "127.3.0.11"
+    patch = decide.status_patch(pod, [record], NOW, NOW, sandbox_ip="127.3.0.6")
+    assert patch is not None
+    assert patch["status"]["podIP"] == "127.3.0.6"
+    # A strategic merge of podIPs by ip would keep the wrong one beside it.
+    assert patch["status"]["podIPs"] == [{"ip": "127.3.0.6"}, {"$patch": "replace"}]
+    # Written back: nothing more to write, and no IP field in later patches.
+    written = _pod(patch["status"]["conditions"], patch["status"]["containerStatuses"])
+    written["status"]["podIP"] = "127.3.0.6"
+    assert decide.status_patch(written, [record], NOW, NOW, sandbox_ip="127.3.0.6") is None
+    # Before the sandbox exists (no IP yet) the kubelet reports none.
+    assert "podIP" not in (decide.status_patch(pod, [record], NOW, NOW) or {"status": {}})["status"]
+
+
 def test_container_status_after_an_exit() -> None:
     """Pod Lifecycle, "Container states": a restarted container shows its
     last run in lastState.terminated and waits in CrashLoopBackOff."""

@@ -80,6 +80,68 @@ def test_keda_renders_a_scaled_object_and_no_hpa() -> None:
     assert children.autoscaler["spec"]["minReplicaCount"] == 0
 
 
+def test_keda_cpu_trigger_and_behavior() -> None:
+    """A CPU target is a KEDA cpu trigger; behavior goes to the HPA KEDA makes, as a copy."""
+    behavior = {"scaleDown": {"stabilizationWindowSeconds": 60, "policies": [{"type": "Pods"}]}}
+    sm = parse(
+        autoscaled(
+            provider="keda",
+            minReplicas=1,
+            requestsPerSecond="5",
+            targetCPUUtilization=70,
+            behavior=behavior,
+        )
+    )
+    scaled = render.render_scaled_object(sm)
+    assert scaled is not None
+    assert [t["type"] for t in scaled["spec"]["triggers"]] == ["prometheus", "cpu"]
+    assert scaled["spec"]["triggers"][1] == {
+        "type": "cpu",
+        "metricType": "Utilization",
+        "metadata": {"value": "70"},
+    }
+    assert scaled["spec"]["advanced"] == {"horizontalPodAutoscalerConfig": {"behavior": behavior}}
+    # The rendered object shares nothing with the parsed spec: changing one
+    # (a later normalisation, a test) must not change the other.
+    scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"][
+        "policies"
+    ].append({"type": "Percent"})
+    assert sm.autoscaling is not None
+    assert sm.autoscaling.behavior == {
+        "scaleDown": {"stabilizationWindowSeconds": 60, "policies": [{"type": "Pods"}]}
+    }
+
+
+def test_hpa_metrics_and_behavior_as_written_and_copied() -> None:
+    """spec.autoscaling.metrics follow the operator's own; nothing is shared with the spec."""
+
+    def external() -> dict[str, Any]:
+        return {
+            "type": "External",
+            "external": {
+                "metric": {"name": "queue_depth", "selector": {"matchLabels": {"q": "a"}}},
+                "target": {"type": "AverageValue", "averageValue": "30"},
+            },
+        }
+
+    def behavior() -> dict[str, Any]:
+        return {"scaleUp": {"policies": [{"type": "Pods", "value": 2, "periodSeconds": 30}]}}
+
+    sm = parse(autoscaled(targetCPUUtilization=60, metrics=[external()], behavior=behavior()))
+    hpa = render.render_hpa(sm)
+    assert hpa is not None
+    cpu = {"type": "Utilization", "averageUtilization": 60}
+    assert hpa["spec"]["metrics"] == [
+        {"type": "Resource", "resource": {"name": "cpu", "target": cpu}},
+        external(),
+    ]
+    assert hpa["spec"]["behavior"] == behavior()
+    hpa["spec"]["metrics"][1]["external"]["metric"]["selector"]["matchLabels"]["q"] = "b"
+    hpa["spec"]["behavior"]["scaleUp"]["policies"].clear()
+    assert sm.autoscaling is not None
+    assert (list(sm.autoscaling.metrics), sm.autoscaling.behavior) == ([external()], behavior())
+
+
 # ----- who owns the count -----------------------------------------------------
 
 

@@ -6,6 +6,8 @@ what can happen to it: v3 loads, fails, crashes the server, or is too slow.
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -1243,3 +1245,512 @@ class TestAlreadyValidated:
         assert not decide.already_validated({"observedGeneration": 3, "conditions": ok}, 4)
         assert not decide.already_validated({"observedGeneration": 4, "conditions": bad}, 4)
         assert not decide.already_validated({}, 4)
+
+
+# ----- the exact words and limits (each test kills a planted change mutmut made) --------------
+
+
+class TestLastLines:
+    """last_lines keeps whole lines while they fit, counting one newline per line."""
+
+    LOG = "aaaa\nbbbb\ncccc"
+
+    @pytest.mark.parametrize(
+        ("limit", "kept"),
+        [(9, "cccc"), (10, "bbbb\ncccc"), (14, "bbbb\ncccc"), (15, "aaaa\nbbbb\ncccc")],
+    )
+    def test_whole_lines_that_fit(self, limit: int, kept: str) -> None:
+        assert decide.last_lines(self.LOG, limit) == kept
+
+    def test_blank_lines_and_outer_space_are_dropped(self) -> None:
+        assert decide.last_lines("\n  \naaaa\n\nbbbb\n\n", 100) == "aaaa\nbbbb"
+
+    def test_a_last_line_of_exactly_the_limit_is_kept_whole(self) -> None:
+        assert decide.last_lines("0123456789", 10) == "0123456789"
+
+    def test_a_longer_last_line_keeps_its_end(self) -> None:
+        assert decide.last_lines("0123456789abc", 10) == "...6789abc"
+        assert len(decide.last_lines("x" * 50, 10)) == 10
+
+
+def crashed_pod(message: str, **fields: Any) -> PodView:
+    return pod("b", restart_count=1, termination_message=message, **fields)
+
+
+class TestFailureMessages:
+    """The messages a refusal quotes: whose words, and how much of them."""
+
+    def detect(self, pods: list[PodView], seconds: float = 5) -> decide.Failure:
+        failure = decide.detect_failure(
+            served(), NEW_HASH, pods, {}, START, START + timedelta(seconds=seconds)
+        )
+        assert failure is not None
+        return failure
+
+    def test_a_crash_quotes_600_characters_of_the_log(self) -> None:
+        failure = self.detect([crashed_pod("x" * 1000)])
+        prefix = "model server on pod b exited while loading: "
+        assert failure.message == prefix + "..." + "x" * 597
+
+    def test_out_of_memory_quotes_500_characters(self) -> None:
+        failure = self.detect([crashed_pod("x" * 1000, exit_code=137, exit_reason="OOMKilled")])
+        prefix = "model server on pod b ran out of memory while loading (OOMKilled): "
+        assert failure.message == prefix + "..." + "x" * 497
+
+    def test_a_pull_failure_quotes_600_characters(self) -> None:
+        failure = self.detect([failed_pull("y" * 1000, 1)])
+        assert failure.message == "model puller model-pull-3 on pod b failed: ..." + "y" * 597
+
+    def test_nothing_to_copy_in_full(self) -> None:
+        failure = self.detect([failed_pull("INFO  : There was nothing to transfer", 9)])
+        assert failure.message == (
+            "model puller model-pull-3 on pod b failed (nothing to copy: the version folder "
+            "is missing or empty in the store): INFO  : There was nothing to transfer"
+        )
+
+    def test_a_timeout_quotes_300_characters_of_a_restarted_servers_log(self) -> None:
+        killed = crashed_pod("z" * 1000, exit_code=137, gate=False, gate_reason="VersionLoading")
+        failure = self.detect([killed], seconds=601)
+        assert failure.message == (
+            "versions 3 not AVAILABLE on every new replica within 600 s "
+            f"(b: VersionLoading, restarted 1x, last log: ...{'z' * 297})"
+        )
+
+    def test_a_timeout_names_pods_never_probed(self) -> None:
+        quiet = pod("b", termination_message="left over from an earlier run")
+        failure = self.detect([quiet], seconds=601)
+        assert failure.message == (
+            "versions 3 not AVAILABLE on every new replica within 600 s (b: not probed)"
+        )
+
+    def test_a_timeout_with_no_new_pod_names_no_versions(self) -> None:
+        failure = self.detect([serving_pod("a")], seconds=601)
+        assert failure.message == (
+            "versions ? not AVAILABLE on every new replica within 600 s (no new pod running)"
+        )
+
+
+class TestGateWords:
+    def test_policy_lists_every_available_version(self) -> None:
+        probe = answered(
+            "a", version_status(5, ModelState.AVAILABLE), version_status(4, ModelState.AVAILABLE)
+        )
+        decision = decide.gate_for(pod("a", versions="latest:2"), probe)
+        assert decision == decide.GateDecision("a", True, GateReason.AVAILABLE, "AVAILABLE: 4,5")
+
+    def test_required_versions_are_listed(self) -> None:
+        probe = answered(
+            "a", version_status(2, ModelState.AVAILABLE), version_status(3, ModelState.AVAILABLE)
+        )
+        decision = decide.gate_for(pod("a", versions="2,3"), probe)
+        assert decision == decide.GateDecision("a", True, GateReason.AVAILABLE, "AVAILABLE: 2,3")
+
+    def test_policy_decisions_name_the_pod(self) -> None:
+        failed = answered("a", version_status(5, ModelState.END, code=3, message=LOAD_ERROR))
+        loading = answered("a", version_status(5, ModelState.LOADING))
+        policy_pod = pod("a", versions="latest")
+        assert decide.gate_for(policy_pod, failed) == decide.GateDecision(
+            "a", False, GateReason.FAILED, f"version 5: {LOAD_ERROR}"
+        )
+        assert decide.gate_for(policy_pod, loading) == decide.GateDecision(
+            "a", False, GateReason.LOADING, "no version AVAILABLE yet"
+        )
+
+    def test_unknown_version_decision_names_the_pod(self) -> None:
+        decision = decide.gate_for(pod("a"), answered("a"))
+        assert decision == decide.GateDecision(
+            "a", False, GateReason.LOADING, "version 3 not yet known to the server"
+        )
+
+    def test_by_default_one_uncertain_answer_closes_an_open_gate(self) -> None:
+        open_pod = serving_pod("a", NEW_HASH, "3")
+        timeout = {"a": probe_error("a", "ProbeTimeout", "slow")}
+        closed = decide.GateDecision("a", False, GateReason.TIMEOUT, "slow")
+        assert decide.gate_for(open_pod, timeout["a"]) == closed
+        assert decide.gate_decisions([open_pod], timeout) == [closed]
+        assert decide.gate_changes([open_pod], timeout) == [closed]
+
+    def test_the_failure_count_defaults_to_none_so_far(self) -> None:
+        open_pod = serving_pod("a", NEW_HASH, "3")
+        timeout = probe_error("a", "ProbeTimeout", "slow")
+        held = decide.GateDecision(
+            "a", True, GateReason.TIMEOUT, "slow (0 of 3 failures in a row: gate kept open)", True
+        )
+        assert decide.gate_for(open_pod, timeout, failure_threshold=3) == held
+        assert decide.gate_decisions([open_pod], {"a": timeout}, {}, 3) == [held]
+
+    def test_threshold_two_rides_out_one_timeout(self) -> None:
+        open_pod = serving_pod("a", NEW_HASH, "3")
+        decision = decide.gate_for(open_pod, probe_error("a", "ProbeTimeout"), 1, 2)
+        assert (decision.open, decision.held) == (True, True)
+
+    def test_with_gates_follows_the_written_gate(self) -> None:
+        """Ready needs both the kubelet's word and the open gate."""
+        not_yet_ready = pod("b", gate=False, gate_reason=GateReason.LOADING)
+        opening = decide.GateDecision("b", True, GateReason.AVAILABLE, "AVAILABLE: 3")
+        (opened,) = decide.with_gates([not_yet_ready], [opening])
+        assert (opened.gate, opened.gate_reason, opened.ready) == (
+            True,
+            GateReason.AVAILABLE,
+            False,
+        )
+        closing = decide.GateDecision("a", False, GateReason.FAILED, "version 3: broken")
+        (closed,) = decide.with_gates([serving_pod("a")], [closing])
+        assert (closed.gate, closed.gate_reason, closed.ready) == (False, GateReason.FAILED, False)
+
+
+class TestStatusFields:
+    def status(self, sm: spec.ServedModel | None = None, **fields: Any) -> dict[str, Any]:
+        return decide.compute_status(
+            sm or served(), outcome(**fields), deployment(), [serving_pod("a")], {}, [], NOW
+        )
+
+    def test_names_and_endpoints(self) -> None:
+        st = self.status(served(modelName="digits"))
+        assert st["modelName"] == "digits"
+        assert st["selector"] == f"{api.LABEL_SERVEDMODEL}=mnist"
+        assert st["endpoints"] == {
+            "grpc": "mnist-grpc.ml.svc:8500",
+            "headless": "mnist-headless.ml.svc",
+            "rest": "http://mnist-rest.ml.svc:8501/v1/models/digits",
+        }
+        no_rest = self.status(served(ports={"grpc": 9000, "rest": 0}))
+        assert no_rest["endpoints"] == {
+            "grpc": "mnist-grpc.ml.svc:9000",
+            "headless": "mnist-headless.ml.svc",
+        }
+
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            {"failure": decide.Failure(Reason.VERSION_LOAD_TIMEOUT, "too slow"), "last_good": None},
+            {"refused": refusal()},
+        ],
+        ids=["failure", "refused"],
+    )
+    def test_a_failure_or_a_refusal_is_stalled(self, fields: dict[str, Any]) -> None:
+        conds = conditions_of(self.status(**fields))
+        assert (conds["Stalled"]["status"], conds["Reconciling"]["status"]) == ("True", "False")
+        assert conds["Reconciling"]["message"] == "waiting for a spec change"
+
+    def test_status_pods_list_twenty_sorted_by_name(self) -> None:
+        pods = [serving_pod(f"p{n:02d}") for n in range(25)]
+        st = decide.compute_status(served(), outcome(), deployment(), pods, {}, [], NOW)
+        assert [p["name"] for p in st["pods"]] == [f"p{n:02d}" for n in range(20)]
+
+    def test_a_ready_pod_with_a_closed_gate_is_not_ready(self) -> None:
+        racing = pod("b", ready=True, gate=False, gate_reason=GateReason.LOADING)
+        st = decide.compute_status(served(), outcome(), deployment(), [racing], {}, [], NOW)
+        assert st["pods"] == [{"name": "b", "ready": False, "gate": "VersionLoading"}]
+
+    def test_a_version_error_is_cut_at_512_characters(self) -> None:
+        long = "e" * 600
+        probes = {"b": answered("b", version_status(3, ModelState.END, code=3, message=long))}
+        st = decide.compute_status(served(), outcome(), deployment(), [pod("b")], probes, [], NOW)
+        assert st["pods"][0]["versions"] == [
+            {"version": 3, "state": "END", "errorMessage": "e" * 512}
+        ]
+
+    def test_refusal_to_status(self) -> None:
+        refused = decide.Refusal((3, 4), (("canary", 4),), "VersionLoadFailed", "m", NOW, "7")
+        assert refused.to_status() == {
+            "versions": [3, 4],
+            "labels": {"canary": 4},
+            "reason": "VersionLoadFailed",
+            "message": "m",
+            "time": NOW,
+            "retryToken": "7",
+        }
+
+
+class TestInvalidStatus:
+    def test_conditions_in_full_keep_unchanged_transition_times(self) -> None:
+        earlier = [
+            cond(Condition.READY, "False", Reason.ROLLING_OUT) | {"lastTransitionTime": NOW},
+            cond(Condition.PROGRESSING, "False", "X") | {"lastTransitionTime": NOW},
+            cond(Condition.DEGRADED, "False", Reason.AS_EXPECTED) | {"lastTransitionTime": NOW},
+            cond(Condition.RECONCILING, "False", "X") | {"lastTransitionTime": NOW},
+            cond(Condition.STALLED, "False", "X") | {"lastTransitionTime": NOW},
+        ]
+        st = decide.invalid_status({"conditions": earlier}, 7, "bad env", LATER)
+
+        def made(ctype: str, status: str, message: str, since: str) -> dict[str, Any]:
+            return {
+                "type": ctype,
+                "status": status,
+                "reason": "InvalidSpec",
+                "message": message,
+                "lastTransitionTime": since,
+                "observedGeneration": 7,
+            }
+
+        assert st["conditions"] == [
+            made(Condition.READY, "False", "bad env", NOW),
+            made(Condition.PROGRESSING, "False", "bad env", NOW),
+            made(Condition.DEGRADED, "True", "bad env", LATER),
+            made(Condition.RECONCILING, "False", "waiting for a spec change", NOW),
+            made(Condition.STALLED, "True", "bad env", LATER),
+        ]
+
+    def test_conditions_that_flip_move_to_now(self) -> None:
+        earlier = [
+            cond(Condition.READY, "True", Reason.AVAILABLE) | {"lastTransitionTime": NOW},
+            cond(Condition.PROGRESSING, "True", Reason.ROLLING_OUT) | {"lastTransitionTime": NOW},
+        ]
+        st = decide.invalid_status({"conditions": earlier}, 7, "bad env", LATER)
+        times = {c["type"]: c["lastTransitionTime"] for c in st["conditions"]}
+        assert (times[Condition.READY], times[Condition.PROGRESSING]) == (LATER, LATER)
+
+
+class TestRolloutClockAndFallback:
+    def plan(self, memory: decide.Memory, pods: list[PodView], view: Any) -> decide.Outcome:
+        return decide.plan_rollout(
+            served(), memory, hash_of, view, pods, {}, START + timedelta(seconds=601)
+        )
+
+    def test_the_clock_restarts_for_another_config(self) -> None:
+        memory = decide.Memory(last_good=V2, rollout_hash=OLD_HASH, rollout_start=NOW)
+        result = self.plan(memory, [pod("b")], deployment(NEW_HASH, updated_replicas=0))
+        assert result.rollout_start == decide.format_time(START + timedelta(seconds=601))
+
+    def test_the_clock_restarts_when_no_start_was_recorded(self) -> None:
+        memory = decide.Memory(last_good=V2, rollout_hash=NEW_HASH, rollout_start="")
+        result = self.plan(memory, [pod("b")], deployment(NEW_HASH, updated_replicas=0))
+        assert result.rollout_start == decide.format_time(START + timedelta(seconds=601))
+
+    def test_a_fallback_that_still_serves_is_complete_at_once(self) -> None:
+        """No new pod ever came up; the last good set never stopped serving."""
+        memory = decide.Memory(last_good=V2, rollout_hash=NEW_HASH, rollout_start=NOW)
+        result = self.plan(memory, [serving_pod("a")], deployment(OLD_HASH))
+        assert result.refused is not None
+        assert result.refused.reason == Reason.VERSION_LOAD_TIMEOUT
+        assert (result.serve, result.config_hash, result.complete) == (V2, OLD_HASH, True)
+        assert result.rollout_start == decide.format_time(START + timedelta(seconds=601))
+
+
+class TestChecksInFull:
+    """Each condition check's verdict, compared whole."""
+
+    def observed(self, pods: list[PodView] | None = None, **fields: Any) -> decide.Observed:
+        return decide.observed_for(served(), outcome(**fields), pods or [], {})
+
+    def test_rolled_back_with_nothing_serving(self) -> None:
+        back = decide.rolled_back(self.observed(complete=True, refused=refusal(), serve=V2))
+        assert back == decide.Rollout(
+            progressing=decide.Check(False, Reason.ROLLED_BACK, "back on 2 after refusing 3"),
+            ready=decide.Check(
+                False, Reason.VERSION_LOAD_FAILED, "target 3 refused, serving nothing"
+            ),
+        )
+
+    def test_rolling_out_and_done(self) -> None:
+        assert decide.rolling_out(self.observed()).ready == decide.Check(
+            False, Reason.ROLLING_OUT, "0/1 replicas serve 3"
+        )
+        done = decide.rollout_done(self.observed([serving_pod("a", NEW_HASH, "3")], complete=True))
+        assert done == decide.Rollout(
+            progressing=decide.Check(False, Reason.ROLLOUT_COMPLETE, "serving 3"),
+            ready=decide.Check(True, Reason.AVAILABLE, "1/1 replicas serve 3"),
+        )
+
+    def test_a_failed_newer_version_under_a_policy_on_any_pod(self) -> None:
+        """Pods with explicit versions or no answer are skipped, not the end of the search;
+        the newest failed version is named."""
+        failing = answered(
+            "c",
+            version_status(4, ModelState.END, code=3, message="four"),
+            version_status(6, ModelState.END, code=3, message="six"),
+            version_status(5, ModelState.END, code=3, message="five"),
+        )
+        pods = [pod("a"), pod("b", versions="latest"), pod("c", versions="latest")]
+        o = decide.observed_for(served(), outcome(), pods, {"a": failing, "c": failing})
+        assert decide.version_load_failed(o) == decide.Check(
+            True,
+            Reason.VERSION_LOAD_FAILED,
+            "model server on pod c: version 6: six (serving nothing)",
+        )
+
+
+class TestTimesAreUtc:
+    """Times written to the status are UTC whatever the operator pod's TZ."""
+
+    @pytest.fixture(autouse=True)
+    def local_time_is_not_utc(self, monkeypatch: pytest.MonkeyPatch) -> Any:
+        monkeypatch.setenv("TZ", "IST-5:30")  # POSIX form: UTC+5:30, no tz database needed
+        time.tzset()
+        yield
+        monkeypatch.undo()
+        time.tzset()
+
+    def test_format_time(self) -> None:
+        assert decide.format_time(START) == "2026-03-04T05:06:07.000Z"
+
+    def test_refusal_time(self) -> None:
+        memory = decide.Memory(last_good=V2)
+        probes = {"b": answered("b", version_status(3, ModelState.END, code=3, message="x"))}
+        result = decide.plan_rollout(served(), memory, hash_of, None, [pod("b")], probes, START)
+        assert result.refused is not None
+        assert result.refused.time == "2026-03-04T05:06:07Z"
+
+
+def test_refusal_event_without_a_degraded_condition_has_no_message() -> None:
+    """A status written by hand (or an older operator) may lack Degraded: no made-up words."""
+    new = {"refused": refusal().to_status()}
+    assert decide.events_for({}, new) == [decide.EventSpec("Warning", "VersionLoadFailed", "")]
+
+
+class TestMemoryInFull:
+    def test_refused_labels_and_conditions_come_back(self) -> None:
+        conditions = [cond(Condition.READY, "False", Reason.VERSION_LOAD_FAILED)]
+        refused = decide.Refusal(
+            (3,), (("canary", 3), ("stable", 2)), "VersionLoadFailed", "m", NOW
+        )
+        memory = decide.memory_from_status(
+            {
+                "refused": refused.to_status() | {"labels": {"stable": "2", "canary": 3}},
+                "conditions": conditions,
+            }
+        )
+        assert memory.refused == refused
+        assert memory.conditions == tuple(conditions)
+
+    def test_a_refusal_recorded_with_versions_only(self) -> None:
+        memory = decide.memory_from_status({"refused": {"versions": [3]}})
+        assert memory.refused == decide.Refusal((3,), (), "", "", "", "")
+
+
+class TestConditionWords:
+    def observed(self, pods: list[PodView] | None = None, **fields: Any) -> decide.Observed:
+        return decide.observed_for(served(), outcome(**fields), pods or [], {})
+
+    def test_scaled_to_zero_in_full(self) -> None:
+        o = decide.observed_for(served(replicas=0), outcome(complete=True), [], {})
+        assert decide.scaled_to_zero(o) == decide.Rollout(
+            progressing=decide.Check(False, Reason.SCALED_TO_ZERO, "replicas is 0"),
+            ready=decide.Check(True, Reason.SCALED_TO_ZERO, "replicas is 0: nothing to serve"),
+        )
+
+    def test_done_with_nothing_serving(self) -> None:
+        done = decide.rollout_done(self.observed(complete=True))
+        assert done is not None
+        assert done.ready == decide.Check(
+            False, Reason.WAITING_FOR_REPLICAS, "0/1 replicas serve nothing"
+        )
+
+    def test_a_chain_without_a_catch_all_is_a_programming_error(self) -> None:
+        with pytest.raises(ValueError) as caught:
+            decide.first_verdict([decide.target_refused], self.observed())
+        assert str(caught.value) == "no check applied: the chain must end with a catch-all"
+
+    def test_explicit_versions_are_what_the_pod_was_started_for(self) -> None:
+        """Not what else its server happens to have AVAILABLE."""
+        probes = {
+            "a": answered(
+                "a",
+                version_status(2, ModelState.AVAILABLE),
+                version_status(3, ModelState.AVAILABLE),
+            )
+        }
+        assert decide.serving_versions([serving_pod("a", NEW_HASH, "3")], probes) == "3"
+
+
+class TestKstatusInFull:
+    def conds(self, **fields: Any) -> dict[str, dict[str, Any]]:
+        pods = [serving_pod("b", NEW_HASH, "3")]
+        return conditions_of(
+            decide.compute_status(served(), outcome(**fields), deployment(), pods, {}, [], NOW)
+        )
+
+    def test_stalled_names_the_degradation(self) -> None:
+        failure = decide.Failure(Reason.VERSION_LOAD_TIMEOUT, "too slow")
+        conds = self.conds(failure=failure, last_good=None)
+        assert {k: conds[k] for k in ("Reconciling", "Stalled")} == {
+            "Reconciling": {
+                "type": "Reconciling",
+                "status": "False",
+                "reason": Reason.VERSION_LOAD_TIMEOUT,
+                "message": "waiting for a spec change",
+                "lastTransitionTime": NOW,
+                "observedGeneration": 4,
+            },
+            "Stalled": {
+                "type": "Stalled",
+                "status": "True",
+                "reason": Reason.VERSION_LOAD_TIMEOUT,
+                "message": "too slow",
+                "lastTransitionTime": NOW,
+                "observedGeneration": 4,
+            },
+        }
+
+    def test_reconciling_follows_ready(self) -> None:
+        done = self.conds(complete=True, last_good=V3)["Reconciling"]
+        assert (done["status"], done["reason"], done["message"]) == (
+            "False",
+            Reason.AVAILABLE,
+            "",
+        )
+        going = self.conds()["Reconciling"]
+        assert (going["status"], going["reason"], going["message"]) == (
+            "True",
+            Reason.ROLLING_OUT,
+            "1/1 replicas serve 3",
+        )
+
+
+class TestMoreFailureEdges:
+    def test_the_deadline_itself_is_not_yet_late(self) -> None:
+        at = decide.detect_failure(
+            served(), NEW_HASH, [pod("b")], {}, START, START + timedelta(seconds=600)
+        )
+        assert at is None
+
+    def test_every_new_pod_is_described(self) -> None:
+        failure = decide.detect_failure(
+            served(replicas=2),
+            NEW_HASH,
+            [pod("b", gate=False, gate_reason=GateReason.LOADING), pod("c")],
+            {},
+            START,
+            START + timedelta(seconds=601),
+        )
+        assert failure is not None
+        assert failure.message.endswith("(b: VersionLoading; c: not probed)")
+
+    def test_a_pull_failure_behind_a_closed_gate_counts(self) -> None:
+        closed = replace(failed_pull("denied", 1), gate=False, gate_reason=GateReason.LOADING)
+        failure = decide.detect_failure(served(), NEW_HASH, [closed], {}, START, START)
+        assert failure is not None
+        assert failure.reason == Reason.MODEL_PULL_FAILED
+
+    def test_already_validated_without_a_degraded_condition(self) -> None:
+        conds = [{"type": "Ready", "status": "True", "reason": "VersionsAvailable"}]
+        assert decide.already_validated({"observedGeneration": 4, "conditions": conds}, 4)
+
+
+class TestEventWords:
+    def test_rollout_of_several_versions(self) -> None:
+        new = {**ROLLING_3, "rollout": {"versions": [2, 3], "configHash": "h", "startTime": NOW}}
+        (event,) = decide.events_for(SERVING_2, new)
+        assert event.message == "rolling out versions 2,3"
+
+    def test_rollout_of_a_policy_names_the_target(self) -> None:
+        new = {
+            **ROLLING_3,
+            "rollout": {"versions": [], "configHash": "h"},
+            "targetVersions": "latest:2",
+        }
+        (event,) = decide.events_for(SERVING_2, new)
+        assert event.message == "rolling out versions latest:2"
+
+    def test_conditions_without_messages_make_events_without_words(self) -> None:
+        new = {
+            "conditions": [
+                {"type": Condition.READY, "status": "True", "reason": Reason.AVAILABLE},
+                {"type": Condition.DEGRADED, "status": "True", "reason": Reason.UNSCHEDULABLE},
+            ]
+        }
+        assert decide.events_for({}, new) == [
+            decide.EventSpec("Warning", Reason.UNSCHEDULABLE, ""),
+            decide.EventSpec("Normal", Reason.READY, ""),
+        ]

@@ -719,6 +719,25 @@ def test_a_steady_pass_waits_at_most_the_idle_maximum() -> None:
     run(scenario())
 
 
+def test_a_terminating_pod_whose_probe_is_overdue_does_not_spin_the_worker() -> None:
+    """A terminating pod is never probed again, so its overdue schedule must
+    not set the next pass: it made passes run every 50 ms through an old
+    pod's whole grace period (40 s of preStop) in every rollout."""
+
+    async def scenario() -> None:
+        h = Harness(Settings(probe_interval_seconds=30.0))
+        await serving_steadily(h)
+        worker = h.worker
+        assert worker is not None
+        worker.probes.states["a"].next_at = 1.0  # overdue long ago
+        h.pods(pod("a", 2, serving=True, terminating=True))
+        delay = await worker.reconcile()
+        assert delay == MAX_IDLE_SECONDS
+        assert h.prober.calls["a"] == 2  # the two passes before it turned terminating
+
+    run(scenario())
+
+
 def test_a_loading_pod_brings_the_next_pass_to_its_probe_backoff() -> None:
     async def scenario() -> None:
         h = Harness(Settings(probe_backoff_initial_seconds=0.25))

@@ -1081,6 +1081,47 @@ def test_quantities_render_as_the_api_server_stores_them(written: str, stored: s
     assert render.canonical_quantity(written) == stored
 
 
+# Where "kept as written" ends, read off ParseQuantity's fast path
+# (k8s.io/apimachinery pkg/api/resource/quantity.go): text is stored verbatim
+# when its digits fit that path (at most 18 of them; with a binary suffix,
+# 15 - digits - exponent*3/10 - 1 must not go below 0) and look canonical.
+# A leading "+" makes the kept text differ from the canonical one. The
+# non-negative ones are in tests/cluster/test_admission.py's list too.
+KEPT_OR_CANONICAL = {
+    "123456789012345.678": "123456789012345.678",  # 18 digits: kept
+    "1234567890123456.789": "1234567890123456789m",  # 19: canonical
+    "+11111111111Ki": "+11111111111Ki",
+    "+111111111111Ki": "111111111111Ki",
+    "+11111111Mi": "+11111111Mi",
+    "+111111111Mi": "111111111Mi",
+    "+11111Gi": "+11111Gi",
+    "+111111Gi": "111111Gi",
+    "+11Ti": "+11Ti",
+    "+111Ti": "111Ti",
+    "+1Pi": "1Pi",
+    "+1Ki": "+1Ki",
+    "+8Ki": "8Ki",  # a multiple of 8 is not kept
+    "12e1": "120",  # an exponent that is not a multiple of 3
+    "0.500": "500m",  # a leading zero digit
+    "0.0": "0",
+    "1.0": "1",
+    "1.0Ki": "1Ki",  # exactly 1024: still a binary suffix
+    "+1.5Ki": "1536",
+    "-1.5": "-1500m",
+    "-2Ki": "-2Ki",
+    "1024Pi": "1Ei",
+    "7Ei": "7Ei",
+    "8Ei": "9223372036854775807",  # capped at the largest int64
+    "1024Ei": "9223372036854775807",
+    "-8Ei": "-9223372036854775807",
+}
+
+
+@pytest.mark.parametrize(("written", "stored"), sorted(KEPT_OR_CANONICAL.items()))
+def test_quantities_at_the_edges_of_kept_as_written(written: str, stored: str) -> None:
+    assert render.canonical_quantity(written) == stored
+
+
 def test_quantities_in_the_rendered_container() -> None:
     resources = container(render_case("pod-options"))["resources"]
     assert resources == {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from google.protobuf.message import DecodeError
 
 from tfserving_operator.views import CODE_NAMES
 from tfserving_operator.wire import client
@@ -311,14 +313,23 @@ def test_unparseable_response_is_probe_failed(garbage: bytes) -> None:
     async def answer(request: bytes, context: Any) -> bytes:
         return garbage
 
+    targets: list[str] = []
+
     async def main() -> None:
         async with serve(raw_handlers(GetModelStatus=answer)) as target:
+            targets.append(target)
             await get_model_status(target, "mnist")
 
     with pytest.raises(ProbeFailed) as caught:
         run(main())
     assert caught.value.reason == "ProbeFailed"
-    assert "does not parse" in caught.value.message
+    assert caught.value.message == (
+        f"model server {targets[0]} sent a GetModelStatus response that does not parse"
+    )
+    assert caught.value.target == targets[0]
+    # protobuf's own words on what is wrong stay in details.
+    assert isinstance(caught.value.__cause__, DecodeError)
+    assert caught.value.details == str(caught.value.__cause__) != ""
 
 
 def test_server_without_model_service_is_probe_failed() -> None:
@@ -353,18 +364,28 @@ def test_request_bytes_are_ours() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"model_name": "m", "version": 1, "label": "stable"},
-        {"model_name": ""},
-        {"model_name": "m", "timeout": 0},
-        {"model_name": "m", "timeout": -1.0},
-        {"model_name": "m", "timeout": float("nan")},
+        (
+            {"model_name": "m", "version": 1, "label": "stable"},
+            "pass a version or a label, not both",
+        ),
+        ({"model_name": ""}, "model_name must not be empty"),
+        ({"model_name": "m", "timeout": 0}, "timeout must be a positive number of seconds, got 0"),
+        (
+            {"model_name": "m", "timeout": -1.0},
+            "timeout must be a positive number of seconds, got -1.0",
+        ),
+        (
+            {"model_name": "m", "timeout": float("nan")},
+            "timeout must be a positive number of seconds, got nan",
+        ),
     ],
 )
-def test_invalid_arguments(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+def test_invalid_arguments(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as caught:
         run(get_model_status("127.0.0.1:1", **kwargs))
+    assert str(caught.value) == message
 
 
 def test_reasons_are_kubernetes_condition_reasons() -> None:
@@ -373,6 +394,18 @@ def test_reasons_are_kubernetes_condition_reasons() -> None:
         assert K8S_REASON.match(cls.reason), cls
         assert issubclass(cls, ProbeError)
     assert len({cls.reason for cls in classes[1:]}) == len(classes) - 1
+
+
+def test_probe_error_fields_default_to_empty() -> None:
+    """Raise sites without a server text or status code leave them empty, not made up."""
+    err = ProbeFailed("it failed")
+    assert (str(err), err.message, err.target, err.details, err.code) == (
+        "it failed",
+        "it failed",
+        "",
+        "",
+        None,
+    )
 
 
 def test_unknown_state_number_reads_unknown() -> None:
@@ -404,6 +437,7 @@ def test_import_does_not_load_tensorflow() -> None:
 def test_pool_reuses_and_closes_channels() -> None:
     async def main() -> None:
         pool = ChannelPool()
+        assert pool.closed is False
         a = pool.channel("127.0.0.1:1")
         assert pool.channel("127.0.0.1:1") is a
         b = pool.channel("127.0.0.1:2")
@@ -419,8 +453,8 @@ def test_pool_reuses_and_closes_channels() -> None:
         assert pool.targets == {"127.0.0.1:2"}
 
         await pool.close()
-        assert pool.closed and not pool.targets
-        with pytest.raises(RuntimeError):
+        assert pool.closed is True and not pool.targets
+        with pytest.raises(RuntimeError, match=r"^ChannelPool is closed$"):
             pool.channel("127.0.0.1:2")
 
     run(main())
@@ -443,46 +477,62 @@ def test_pool_probes_share_one_channel(tfs: SimpleNamespace) -> None:
         assert pool.closed
 
     run(main())
-    assert len(service.requests) == 3
+    # Each probe asked for what it was given (the two gathered ones in either order).
+    asked = [
+        (s.name, s.WhichOneof("version_choice"), s.version.value, s.version_label)
+        for s in (request.model_spec for request in service.requests)
+    ]
+    assert asked[0] == ("mnist", None, 0, "")
+    assert sorted(asked[1:]) == [
+        ("mnist", "version", 1, ""),
+        ("mnist", "version_label", 0, "stable"),
+    ]
 
 
-@pytest.mark.tensorflow
-def test_discard_cancels_a_probe_in_flight(tfs: SimpleNamespace) -> None:
+def hanging_server(reached: asyncio.Event) -> Callable[[grpc.aio.Server], None]:
+    """A ModelService whose GetModelStatus sets ``reached``, then never answers."""
+
+    async def hang_after_signal(request: bytes, context: Any) -> bytes:
+        reached.set()
+        await hang(request, context)
+        raise AssertionError("unreachable: hang() returns only by cancellation")
+
+    return raw_handlers(GetModelStatus=hang_after_signal)
+
+
+def test_discard_cancels_a_probe_in_flight() -> None:
     async def main() -> None:
         reached = asyncio.Event()
-
-        async def hang_after_signal(request: Any, context: Any) -> Any:
-            reached.set()
-            await hang(request, context)
-
-        service = tfs.Service(on_status=hang_after_signal)
-        async with serve(tfs.register(service)) as target:
+        async with serve(hanging_server(reached)) as target:
             pool = ChannelPool()
             probe = asyncio.create_task(pool.get_model_status(target, "mnist", timeout=30))
             await asyncio.wait_for(reached.wait(), timeout=5)
             # The target disappears while the call is in flight: it must end
-            # now, as a ProbeError, not after its 30 s deadline.
+            # now, as a failed probe of that target, not after its 30 s
+            # deadline, and not as a cancellation of the probing task.
             await pool.discard(target)
-            with pytest.raises(ProbeError):
+            with pytest.raises(ProbeFailed) as caught:
                 await asyncio.wait_for(probe, timeout=5)
+            assert caught.value.message == (
+                f"GetModelStatus on model server {target} was cancelled: its channel closed"
+            )
+            assert (caught.value.target, caught.value.details, caught.value.code) == (
+                target,
+                "",
+                None,
+            )
+            assert isinstance(caught.value.__cause__, asyncio.CancelledError)
             await pool.close()
 
     run(main())
 
 
-@pytest.mark.tensorflow
-def test_caller_cancellation_propagates(tfs: SimpleNamespace) -> None:
+def test_caller_cancellation_propagates() -> None:
     """Cancelling the probing task is a cancellation, not a failed probe."""
 
     async def main() -> None:
         reached = asyncio.Event()
-
-        async def hang_after_signal(request: Any, context: Any) -> Any:
-            reached.set()
-            await hang(request, context)
-
-        service = tfs.Service(on_status=hang_after_signal)
-        async with serve(tfs.register(service)) as target, ChannelPool() as pool:
+        async with serve(hanging_server(reached)) as target, ChannelPool() as pool:
             probe = asyncio.create_task(pool.get_model_status(target, "mnist", timeout=30))
             await asyncio.wait_for(reached.wait(), timeout=5)
             probe.cancel()
@@ -529,3 +579,207 @@ def test_module_constants() -> None:
 def test_code_names_are_grpc_canonical_codes() -> None:
     """views.CODE_NAMES spells the table without importing grpc; it must match grpc's."""
     assert {code.value[0]: code.name for code in grpc.StatusCode} == CODE_NAMES
+
+
+# --- failures no TF Serving build produces, and the pool's edges --------------------------------
+
+
+class MisbehavingChannel:
+    """Stands in for a grpc.aio channel where no real server can reach: a call
+    that ignores its deadline, or a call that returns something other than
+    bytes. Records (method, request, timeout) of each call."""
+
+    def __init__(self, answer: Callable[[], Awaitable[object]]) -> None:
+        self.answer = answer
+        self.calls: list[tuple[str, bytes, float]] = []
+
+    def unary_unary(self, method: str) -> Callable[..., Awaitable[object]]:
+        async def call(request: bytes, *, timeout: float) -> object:
+            self.calls.append((method, request, timeout))
+            return await self.answer()
+
+        return call
+
+
+def test_guard_ends_a_call_whose_deadline_is_not_enforced() -> None:
+    """If gRPC's deadline never fires, the asyncio guard ends the probe as a timeout."""
+
+    async def forever() -> object:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    channel = MisbehavingChannel(forever)
+
+    async def main() -> None:
+        # The outer bound only keeps a broken guard from hanging the test.
+        await asyncio.wait_for(
+            get_model_status("model-server:8500", "mnist", timeout=0.05, channel=channel),
+            timeout=30,
+        )
+
+    with pytest.raises(ProbeTimeout) as caught:
+        run(main())
+    message = "model server model-server:8500 did not answer GetModelStatus in time"
+    assert caught.value.message == str(caught.value) == message
+    assert (caught.value.target, caught.value.details, caught.value.code) == (
+        "model-server:8500",
+        "",
+        None,
+    )
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    ((method, request, timeout),) = channel.calls
+    assert (method, timeout) == (client.GET_MODEL_STATUS_METHOD, 0.05)
+    assert pb.GetModelStatusRequest.FromString(request).model_spec.name == "mnist"
+
+
+def test_answer_that_is_not_bytes_is_probe_failed() -> None:
+    async def text() -> object:
+        return "not bytes"
+
+    with pytest.raises(ProbeFailed) as caught:
+        run(get_model_status("model-server:8500", "mnist", channel=MisbehavingChannel(text)))
+    assert caught.value.message == (
+        "GetModelStatus on model server model-server:8500 returned str, not bytes"
+    )
+    assert caught.value.target == "model-server:8500"
+
+
+def test_closed_channel_is_probe_failed() -> None:
+    """A call on a channel closed under it (its target dropped from a pool)."""
+
+    async def main() -> None:
+        async with ChannelPool() as pool:
+            channel = pool.channel("127.0.0.1:1")
+        assert pool.closed
+        await get_model_status("127.0.0.1:1", "mnist", channel=channel)
+
+    with pytest.raises(ProbeFailed) as caught:
+        run(main())
+    assert isinstance(caught.value.__cause__, grpc.aio.UsageError)
+    gone = str(caught.value.__cause__)
+    assert gone  # grpc's words, e.g. "Channel is closed."
+    assert caught.value.message == f"GetModelStatus on model server 127.0.0.1:1 failed: {gone}"
+    assert (caught.value.target, caught.value.details) == ("127.0.0.1:1", gone)
+
+
+@pytest.mark.parametrize(
+    ("length", "shown"),
+    [(1024, "x" * 1024), (1025, "x" * 1024 + "...")],
+    ids=["at-the-limit", "one-over"],
+)
+def test_long_server_text_is_clipped_in_the_message(length: int, shown: str) -> None:
+    """Condition messages carry at most 1024 characters of the server's text; details all."""
+    text = "x" * length
+
+    async def not_found(request: bytes, context: Any) -> bytes:
+        await context.abort(grpc.StatusCode.NOT_FOUND, text)
+        raise AssertionError("unreachable: abort raises")
+
+    targets: list[str] = []
+
+    async def main() -> None:
+        async with serve(raw_handlers(GetModelStatus=not_found)) as target:
+            targets.append(target)
+            await get_model_status(target, "mnist")
+
+    with pytest.raises(ModelNotFound) as caught:
+        run(main())
+    assert caught.value.message == f"model server {targets[0]}: {shown}"
+    assert caught.value.details == text
+
+
+async def empty_status(request: bytes, context: Any) -> bytes:
+    return bytes(pb.GetModelStatusResponse().SerializeToString())
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["one-off-channel", "pool"])
+def test_probes_do_not_go_through_an_http_proxy(
+    pooled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator pod given a proxy for outside access still probes model
+    servers directly (CHANNEL_OPTIONS reach every channel): here the proxy
+    is a closed port, so a probe sent through it would fail."""
+    for name in ("no_grpc_proxy", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("grpc_proxy", f"http://127.0.0.1:{free_port()}")
+
+    async def main() -> list[VersionStatus]:
+        async with serve(raw_handlers(GetModelStatus=empty_status)) as target:
+            if not pooled:
+                return await get_model_status(target, "mnist")
+            async with ChannelPool() as pool:
+                return await pool.get_model_status(target, "mnist")
+
+    assert run(main()) == []
+
+
+def test_pool_probe_passes_its_arguments() -> None:
+    """What the pool's probe sends: the model, version or label, and its deadline;
+    and a failure names the target and the call."""
+    seen: list[tuple[bytes, float]] = []
+
+    async def answer(request: bytes, context: Any) -> bytes:
+        seen.append((request, context.time_remaining()))
+        if len(seen) == 3:
+            await context.abort(grpc.StatusCode.INTERNAL, "boom")
+        return bytes(pb.GetModelStatusResponse().SerializeToString())
+
+    async def main() -> str:
+        async with serve(raw_handlers(GetModelStatus=answer)) as target, ChannelPool() as pool:
+            await pool.get_model_status(target, "mnist", version=3, timeout=20)
+            await pool.get_model_status(target, "mnist", label="canary", timeout=20)
+            with pytest.raises(ProbeFailed) as caught:
+                await pool.get_model_status(target, "mnist", timeout=20)
+            assert caught.value.message == (
+                f"GetModelStatus on model server {target} failed: INTERNAL: boom"
+            )
+            assert caught.value.target == target
+            return target
+
+    run(main())
+    specs = [pb.GetModelStatusRequest.FromString(request).model_spec for request, _ in seen]
+    assert [(s.name, s.WhichOneof("version_choice")) for s in specs] == [
+        ("mnist", "version"),
+        ("mnist", "version_label"),
+        ("mnist", None),
+    ]
+    assert (specs[0].version.value, specs[1].version_label) == (3, "canary")
+    # The deadline the server sees is the pool caller's 20 s, not the 2 s default
+    # (gRPC rounds the grpc-timeout header up, so it can read a little over 20).
+    assert all(10 < remaining < 21 for _, remaining in seen), seen
+
+
+def test_pool_close_survives_a_channel_that_fails_to_close(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing one channel failing must not stop the others closing, nor raise."""
+    real_new_channel = client._new_channel
+    closed: list[str] = []
+
+    class FailsToClose:
+        def __init__(self, target: str, options: Any) -> None:
+            self.target = target
+            self.real = real_new_channel(target, options)
+
+        async def close(self, grace: float | None = None) -> None:
+            await self.real.close(grace)
+            closed.append(self.target)
+            if self.target.startswith("bad"):
+                raise RuntimeError(f"cannot close {self.target}")
+
+    monkeypatch.setattr(client, "_new_channel", FailsToClose)
+
+    async def main() -> None:
+        pool = ChannelPool()
+        for target in ("bad-1:8500", "good:8500", "bad-2:8500", "bad-3:8500"):
+            pool.channel(target)
+        await pool.discard("bad-3:8500")
+        await pool.close()
+
+    with caplog.at_level(logging.WARNING, logger="tfserving_operator.wire.client"):
+        run(main())
+    assert sorted(closed) == ["bad-1:8500", "bad-2:8500", "bad-3:8500", "good:8500"]
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        f"closing a model server channel failed: RuntimeError('cannot close bad-{n}:8500')"
+        for n in (1, 2, 3)
+    ]

@@ -87,10 +87,11 @@ by a ClusterRole, or per watched namespace by a Role.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# Application: the model server Deployment; same pattern as the Service.
+# Application: the model server Deployments; same pattern as the Service
+# (delete: a canary's Deployment goes once its canary is over).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Application: ReplicaSets are only read, to know which config generation each
 # pod template revision still mounts.
 - apiGroups: ["apps"]

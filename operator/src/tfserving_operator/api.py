@@ -36,6 +36,15 @@ ANNOTATION_MODEL_NAME: Final = f"{GROUP}/model-name"
 ANNOTATION_GRPC_PORT: Final = f"{GROUP}/grpc-port"
 # On the ServedModel: change its value to retry a refused version set.
 ANNOTATION_RETRY: Final = f"{GROUP}/retry"
+# On the ServedModel: change its value to end a running canary at once, by
+# promoting it (skipping the analysis left) or aborting it (a refusal).
+ANNOTATION_CANARY_PROMOTE: Final = f"{GROUP}/canary-promote"
+ANNOTATION_CANARY_ABORT: Final = f"{GROUP}/canary-abort"
+# On the canary Deployment's pods (and in its selector): which track a pod is
+# on. Stable pods carry no such label, so enabling canaries changes nothing
+# in the stable Deployment's template.
+LABEL_TRACK: Final = f"{GROUP}/track"
+TRACK_CANARY: Final = "canary"
 
 # The readiness gate: a pod takes traffic only once the operator has asked
 # its model server and every version it must serve is AVAILABLE.
@@ -88,10 +97,17 @@ class Reason:
     UNSCHEDULABLE: Final = "Unschedulable"
     PODS_NOT_CREATED: Final = "PodsNotCreated"
     INVALID_SPEC: Final = "InvalidSpec"
+    CANARY_ANALYSIS_FAILED: Final = "CanaryAnalysisFailed"
+    CANARY_ABORTED: Final = "CanaryAborted"
+    # Progressing / Ready while a canary runs beside the stable version
+    CANARY_ANALYSIS: Final = "CanaryAnalysis"
+    CANARY_PROMOTED: Final = "CanaryPromoted"
     # Events only (Warning Events reuse the Degraded reasons above)
     ROLLOUT_STARTED: Final = "RolloutStarted"
     ROLLING_BACK: Final = "RollingBack"
     SERVING_VERSIONS: Final = "ServingVersions"
+    CANARY_STARTED: Final = "CanaryStarted"
+    CANARY_ANALYSED: Final = "CanaryAnalysed"
     READY: Final = "Ready"
 
 

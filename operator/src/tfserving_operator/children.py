@@ -128,9 +128,12 @@ class ChildSync:
             await self.applier.delete(kind, self.key[0], name)
             observed.pop(ident, None)
 
-    async def collect_config_maps(self, current_hash: str, pods: Sequence[PodView]) -> None:
-        """Delete config generations no pod or ReplicaSet uses any more."""
-        in_use = {current_hash, *(p.config_hash for p in pods)}
+    async def collect_config_maps(
+        self, current_hash: str, pods: Sequence[PodView], keep: Sequence[str] = ()
+    ) -> None:
+        """Delete config generations no pod or ReplicaSet uses any more (nor `keep`:
+        a canary's, applied before its ReplicaSet shows up)."""
+        in_use = {current_hash, *keep, *(p.config_hash for p in pods)}
         in_use |= set(self.cache.replicaset_hashes.get(self.key, {}).values())
         observed = self.cache.children.get(self.key, {})
         for kind, name in list(observed):

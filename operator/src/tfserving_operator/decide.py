@@ -461,6 +461,8 @@ class Outcome:
     # The target was refused in this pass: `serve` (the last good set) must be
     # rendered and applied in place of the target applied before the probes.
     rerender: bool = False
+    # status.canary while a canary runs (canary.to_status), else None.
+    canary: Mapping[str, Any] | None = None
 
 
 def plan_rollout(
@@ -805,6 +807,35 @@ def scaled_to_zero(o: Observed) -> Rollout | None:
     )
 
 
+def canary_running(o: Observed) -> Rollout | None:
+    """A canary runs beside the stable version: in progress, not yet the target."""
+    status = o.outcome.canary
+    if not status or o.outcome.refused is not None:
+        return None
+    promoted = status.get("phase") == "Promoted"
+    reason = Reason.CANARY_PROMOTED if promoted else Reason.CANARY_ANALYSIS
+    from_canary = _canary_line(status)
+    return Rollout(
+        progressing=Check(True, reason, from_canary),
+        ready=Check(
+            False, reason, f"{o.ready}/{o.sm.replicas} stable replicas ready; {from_canary}"
+        ),
+    )
+
+
+def _canary_line(status: Mapping[str, Any]) -> str:
+    versions = ",".join(str(v) for v in status.get("versions") or [])
+    text = (
+        f"canary {versions}: step {status.get('step')}/{status.get('steps')} "
+        f"{status.get('phase')}, {status.get('share')}"
+    )
+    last = status.get("lastAnalysis") or {}
+    if last:
+        verdict = f"{last.get('verdict')}: {last.get('message')}"
+        text += f"; last analysis (step {last.get('step')}): {verdict}"
+    return text
+
+
 def rollout_done(o: Observed) -> Rollout | None:
     """The target rolled out; Ready while every replica still serves."""
     if not o.outcome.complete or o.outcome.refused is not None:
@@ -856,6 +887,7 @@ def rolling_out(o: Observed) -> Rollout:
 
 ROLLOUT_CHECKS: tuple[Callable[[Observed], Rollout | None], ...] = (
     scaled_to_zero,
+    canary_running,
     rollout_done,
     rolled_back,
     rolling_out,
@@ -924,6 +956,7 @@ def compute_status(
         "pods": _pods_status(o.live, probes),
         "conditions": conditions,
         "autoscaling": autoscaling.status_of(sm),
+        "canary": dict(outcome.canary) if outcome.canary else None,
     }
 
 
@@ -1012,6 +1045,7 @@ def events_for(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[EventSpec
                 f"now serving {new['servingVersions']} (was {was})",
             )
         )
+    events += _canary_events(old.get("canary") or {}, new.get("canary") or {})
     old_refused, new_refused = old.get("refused"), new.get("refused")
     if new_refused and new_refused != old_refused:
         events.append(EventSpec("Warning", new_refused["reason"], _degraded_message(new)))
@@ -1026,6 +1060,25 @@ def events_for(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[EventSpec
     old_ready, new_ready = _cond(old, Condition.READY), _cond(new, Condition.READY)
     if new_ready.get("status") == "True" and old_ready.get("status") != "True":
         events.append(EventSpec("Normal", Reason.READY, new_ready.get("message", "")))
+    return events
+
+
+def _canary_events(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[EventSpec]:
+    """A canary started; an analysis passed (a failed one is the refusal's Warning)."""
+    if not new:
+        return []
+    versions = ",".join(str(v) for v in new.get("versions") or [])
+    events = []
+    if old.get("versions") != new.get("versions"):
+        message = f"canary {versions} started beside the last good versions"
+        events.append(EventSpec("Normal", Reason.CANARY_STARTED, message))
+    analysis = new.get("lastAnalysis") or {}
+    if analysis.get("verdict") == "Pass" and analysis != (old.get("lastAnalysis") or {}):
+        message = (
+            f"canary {versions} passed step {analysis.get('step')}/{new.get('steps')}: "
+            f"{analysis.get('message')}"
+        )
+        events.append(EventSpec("Normal", Reason.CANARY_ANALYSED, message))
     return events
 
 

@@ -35,7 +35,9 @@ class KindInfo:
 
 KINDS: tuple[KindInfo, ...] = (
     KindInfo("Pod", "", "v1", "pods", watched=True),
-    KindInfo("Deployment", "apps", "v1", "deployments", watched=True),
+    # Pruned: the canary Deployment (<name>-canary) goes once no canary runs;
+    # the stable one is always rendered.
+    KindInfo("Deployment", "apps", "v1", "deployments", watched=True, pruned=True),
     KindInfo("ReplicaSet", "apps", "v1", "replicasets", watched=True),
     KindInfo("Service", "", "v1", "services", watched=True, pruned=True),
     KindInfo("ConfigMap", "", "v1", "configmaps", watched=True),

@@ -91,7 +91,17 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         pull_container=puller_container,
         pull_failure=puller_message,
         pull_exit_code=puller_code,
+        canary=(meta.get("labels") or {}).get(api.LABEL_TRACK) == api.TRACK_CANARY,
+        metrics_port=_int(annotations.get("prometheus.io/port")),
+        metrics_path=str(annotations.get("prometheus.io/path") or ""),
     )
+
+
+def _int(text: Any) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return 0
 
 
 def pull_failure(status: Mapping[str, Any]) -> tuple[str, str, int]:
@@ -194,7 +204,8 @@ class Cache:
             self.replicaset_hashes.setdefault(key, {})[name] = deployment_view(body).config_hash
         else:
             self.children.setdefault(key, {})[(kind, name)] = strip_object(body)
-            if kind == "Deployment":
+            if kind == "Deployment" and name == key[1]:
+                # The stable Deployment; a canary's (<name>-canary) is only a child.
                 self.deployments[key] = deployment_view(body)
         return key
 
@@ -206,7 +217,7 @@ class Cache:
             self.replicaset_hashes.get(key, {}).pop(name, None)
         else:
             self.children.get(key, {}).pop((kind, name), None)
-            if kind == "Deployment":
+            if kind == "Deployment" and name == key[1]:
                 self.deployments.pop(key, None)
 
     def entries(self) -> set[tuple[str, Key, str]]:

@@ -62,6 +62,9 @@ class ProbeSchedule:
         self.states: dict[str, ProbeState] = {}
         # This ServedModel's own probe slots: its hung servers queue only its probes.
         self.slots = asyncio.Semaphore(settings.max_concurrent_probes)
+        # Pods the last probe() could ask: only their schedules set the next
+        # pass (a terminating pod's overdue probe would make it a hot loop).
+        self._askable: set[str] = set()
 
     async def probe(self, pods: Sequence[PodView]) -> dict[str, ProbeResult]:
         """Ask the servers that are due; return the latest answer of every pod."""
@@ -79,6 +82,7 @@ class ProbeSchedule:
                 state.failures = 0
             if pod.probeable and not pod.terminating and state.next_at <= now:
                 due.append(pod)
+        self._askable = {p.name for p in pods if p.probeable and not p.terminating}
         if due:
             results = await self.prober.probe_all(due, self.slots)
             for pod in due:
@@ -111,9 +115,13 @@ class ProbeSchedule:
         return {name: s.failures for name, s in self.states.items()}
 
     def seconds_until_due(self) -> list[float]:
-        """Seconds until each scheduled probe is due (negative: overdue)."""
+        """Seconds until each scheduled probe of an askable pod is due (negative: overdue)."""
         now = time.monotonic()
-        return [s.next_at - now for s in self.states.values() if s.next_at]
+        return [
+            s.next_at - now
+            for name, s in self.states.items()
+            if s.next_at and name in self._askable
+        ]
 
     def targets(self) -> list[str]:
         """Every server address probed (to close their channels)."""

@@ -17,11 +17,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from tfserving_operator import autoscaling, decide, render, spec
+from tfserving_operator import autoscaling, canary, decide, render, scrape, spec
 from tfserving_operator.apply import ApiWriter, now_iso
 from tfserving_operator.children import ChildSync
 from tfserving_operator.kube import ApiError
@@ -37,7 +37,7 @@ from tfserving_operator.probing import ProbeClient, ProbeSchedule
 from tfserving_operator.settings import Settings
 from tfserving_operator.spec import VersionSet
 from tfserving_operator.status_writer import StatusWriter
-from tfserving_operator.views import PodView, ProbeResult
+from tfserving_operator.views import PodView, ProbeResult, ServingCounts
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             self._wake.clear()
             if self.body is None or self.ctx.paused:
+                log.debug("%s/%s: no pass (%s)", *self.key, "paused" if self.body else "no body")
                 delay = MAX_IDLE_SECONDS
                 continue
             started = time.monotonic()
@@ -219,7 +220,11 @@ class Worker:
             old_status = self.status.current(body)
             memory = decide.memory_from_status(old_status)
             renders = Renders(sm, settings.operator_peer())
-            children = renders(decide.choose_serving_set(sm, memory)[0])
+            started_canary = canary.current(sm, memory, old_status, datetime.now(UTC))
+            # While a canary runs, the stable Deployment keeps the last good set.
+            stable = canary.stable_view(sm, memory, started_canary)
+            serve = decide.choose_serving_set(stable, memory)[0]
+            children = renders.with_canary(serve, started_canary)
             validated = sm.generation == self._validated_generation or decide.already_validated(
                 old_status, sm.generation
             )
@@ -249,8 +254,19 @@ class Worker:
             self._observe_ready(pods)
 
         probes = await self.probes.probe(pods)
+        # The canary's servers' own metrics, when an analysis reading is due:
+        # read like the probes, outside the pass slot.
+        readings = None
+        if started_canary is not None:
+            targets = canary.scrape_targets(
+                sm, started_canary, pods, renders(sm.target).config_hash, datetime.now(UTC)
+            )
+            if targets:
+                readings = await scrape.read_all(targets, sm.model_name)
         async with self.ctx.passes:
-            return await self._conclude(body, sm, old_status, memory, renders, pods, probes)
+            return await self._conclude(
+                body, sm, old_status, memory, renders, pods, probes, started_canary, readings
+            )
 
     async def _conclude(
         self,
@@ -261,20 +277,45 @@ class Worker:
         renders: Renders,
         pods: list[PodView],
         probes: dict[str, ProbeResult],
+        started_canary: canary.State | None = None,
+        readings: dict[str, ServingCounts] | None = None,
     ) -> float:
-        """The pass after the probes: gates, rollout, status."""
+        """The pass after the probes: gates, canary, rollout, status."""
         pods = await self._apply_gates(pods, probes)
+        now = datetime.now(UTC)
+        canary_hash = renders(sm.target).config_hash if started_canary is not None else ""
+        step = None
+        state = started_canary
+        if started_canary is not None:
+            step = canary.advance(sm, started_canary, canary_hash, pods, probes, readings, now)
+            state = step.state
+            if step.refusal is not None:
+                # Refused like a failed load: the refusal is the memory the
+                # rollout plan reads, so the last good set keeps serving.
+                memory = replace(memory, refused=step.refusal)
+                log.warning(
+                    "%s/%s: canary %s refused: %s",
+                    *self.key,
+                    sm.target.describe(),
+                    step.refusal.message,
+                )
+                self.ctx.metrics.refusals.labels(step.refusal.reason).inc()
 
         deployment = self.ctx.cache.deployments.get(self.key)
         outcome = decide.plan_rollout(
-            sm,
+            canary.stable_view(sm, memory, state),
             memory,
             lambda versions: renders(versions).config_hash,
             deployment,
-            pods,
+            # Canary pods are judged by canary.advance, never as the rollout's.
+            [p for p in pods if not p.canary],
             probes,
-            datetime.now(UTC),
+            now,
         )
+        canary_status = canary.to_status(sm, state, pods, canary_hash)
+        outcome = replace(outcome, canary=canary_status)
+        if step is not None and step.rerender and not outcome.rerender:
+            await self.children.ensure(renders.with_canary(outcome.serve, state), sm.uid)
         if outcome.rerender:
             assert outcome.refused is not None
             log.warning(
@@ -284,7 +325,7 @@ class Worker:
                 outcome.refused.message,
             )
             self.ctx.metrics.refusals.labels(outcome.refused.reason).inc()
-            await self.children.ensure(renders(outcome.serve), sm.uid)
+            await self.children.ensure(renders.with_canary(outcome.serve, state), sm.uid)
         new_status = decide.compute_status(
             sm, outcome, deployment, pods, probes, memory.conditions, now_iso()
         )
@@ -295,8 +336,22 @@ class Worker:
         )
         await self.status.write(body, old_status, new_status)
         if outcome.complete:
-            await self.children.collect_config_maps(outcome.config_hash, pods)
-        return self._next_delay(sm, outcome)
+            keep = [canary_hash] if state is not None else []
+            await self.children.collect_config_maps(outcome.config_hash, pods, keep)
+        delay = self._next_delay(sm, outcome)
+        if step is not None and step.due_in is not None:
+            delay = min(delay, max(0.05, step.due_in))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s/%s: pass %d: serve %s, complete %s, pods %s; next pass in %.1f s",
+                *self.key,
+                self.passes,
+                outcome.serve,
+                outcome.complete,
+                _pods_summary(pods, probes),
+                delay,
+            )
+        return delay
 
     async def _apply_gates(
         self, pods: list[PodView], probes: dict[str, ProbeResult]
@@ -314,6 +369,7 @@ class Worker:
                 ):
                     # Deleted while a watch was down (no DELETED event will
                     # come): drop it here, or it stays in the status forever.
+                    log.info("%s/%s: pod %s is gone (404 on its gate)", *self.key, decision.pod)
                     self.ctx.cache.drop("Pod", self.key, decision.pod)
                     gone.add(decision.pod)
                     continue
@@ -362,6 +418,25 @@ class Renders:
         if versions not in self._done:
             self._done[versions] = render.render(self.sm, versions, self.operator)
         return self._done[versions]
+
+    def with_canary(self, versions: VersionSet, state: canary.State | None) -> render.Children:
+        """The children serving `versions`, plus the canary's while one runs."""
+        children = self(versions)
+        if state is None:
+            return children
+        manifests = render.render_canary(
+            self.sm, self.sm.target, canary.canary_replicas(self.sm, state)
+        )
+        return replace(children, canary=manifests)
+
+
+def _pods_summary(pods: list[PodView], probes: dict[str, ProbeResult]) -> str:
+    """One pass's view of its pods, for the DEBUG line (TFSO_LOG_LEVEL=DEBUG)."""
+    return "; ".join(
+        f"{p.name} {p.phase} ready={p.ready} gate={p.gate} term={p.terminating} "
+        f"probe={probes.get(p.name, '-')}"
+        for p in pods
+    )
 
 
 def _short(err: BaseException) -> str:

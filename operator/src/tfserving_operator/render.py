@@ -50,6 +50,8 @@ class Children:
     config_hash: str
     # The HorizontalPodAutoscaler or KEDA ScaledObject of spec.autoscaling.
     autoscaler: Manifest | None = None
+    # A running canary's ConfigMap and Deployment (render_canary).
+    canary: tuple[Manifest, ...] = ()
 
     def all(self) -> list[Manifest]:
         """Objects to apply, config first so the pods never miss their files."""
@@ -63,7 +65,7 @@ class Children:
             # Deployment stays last, so its pods never start without config.
             objs.append(self.autoscaler)
         objs.append(self.deployment)
-        return objs
+        return objs + list(self.canary)
 
 
 def selector_labels(sm: ServedModel) -> dict[str, str]:
@@ -225,6 +227,10 @@ def canonical_quantity(value: Any) -> str:
             return text
         if amount == 0:
             return "0"
+        if fmt == "binary":
+            # The parser caps an amount with a binary suffix at the largest
+            # int64 (ParseQuantity's maxAllowed): "8Ei" is stored as that number.
+            amount = min(amount, Decimal(2**63 - 1))
         minus = "-" if sign == "-" else ""
         integral = amount == amount.to_integral_value()
         if fmt == "binary" and integral and amount >= 1024:
@@ -555,6 +561,31 @@ def render_deployment(sm: ServedModel, serve: VersionSet, config_hash: str) -> M
     }
 
 
+def canary_name(sm: ServedModel) -> str:
+    """The canary Deployment's name."""
+    return f"{sm.name}-canary"
+
+
+def render_canary(sm: ServedModel, serve: VersionSet, replicas: int) -> tuple[Manifest, ...]:
+    """The canary's ConfigMap and Deployment: the stable Deployment's template
+    for `serve`, `replicas` pods, and the track label in its selector and pods.
+
+    Its pods keep every stable selector label, so the Services (and the PDB)
+    select them too: traffic reaches the canary in proportion to its ready
+    endpoints. The stable Deployment's selector matches them as well, but a
+    Deployment only adopts ReplicaSets without a controller, and the canary's
+    ReplicaSet has its own, so neither Deployment counts the other's pods.
+    """
+    data = config_data(sm, serve)
+    config_hash = short_hash(data)
+    deployment = render_deployment(sm, serve, config_hash)
+    deployment["metadata"]["name"] = canary_name(sm)
+    deployment["spec"]["replicas"] = replicas
+    deployment["spec"]["selector"]["matchLabels"][api.LABEL_TRACK] = api.TRACK_CANARY
+    deployment["spec"]["template"]["metadata"]["labels"][api.LABEL_TRACK] = api.TRACK_CANARY
+    return render_config_map(sm, data, config_hash), deployment
+
+
 def service_names(sm: ServedModel) -> dict[str, str]:
     """Names of the Services, by role."""
     return {
@@ -660,7 +691,8 @@ class OperatorPeer:
 
 
 def render_network_policy(sm: ServedModel, operator: OperatorPeer) -> Manifest | None:
-    """Only selected clients, and the operator (for its probes), reach the model servers."""
+    """Only selected clients, and the operator (for its probes, and a canary's
+    metrics), reach the model servers."""
     if sm.network_policy is None:
         return None
     client_peer: dict[str, Any] = {
@@ -671,6 +703,10 @@ def render_network_policy(sm: ServedModel, operator: OperatorPeer) -> Manifest |
     ports = [{"protocol": "TCP", "port": sm.grpc_port}]
     if sm.rest_port:
         ports.append({"protocol": "TCP", "port": sm.rest_port})
+    operator_ports = [{"protocol": "TCP", "port": sm.grpc_port}]
+    if sm.canary is not None and sm.rest_port:
+        # A canary's analysis reads the servers' Prometheus pages on the REST port.
+        operator_ports.append({"protocol": "TCP", "port": sm.rest_port})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -680,10 +716,7 @@ def render_network_policy(sm: ServedModel, operator: OperatorPeer) -> Manifest |
             "policyTypes": ["Ingress"],
             "ingress": [
                 {"from": [client_peer], "ports": ports},
-                {
-                    "from": [operator.peer()],
-                    "ports": [{"protocol": "TCP", "port": sm.grpc_port}],
-                },
+                {"from": [operator.peer()], "ports": operator_ports},
             ],
         },
     }

@@ -111,6 +111,60 @@ def parse_autoscaling(spec: Mapping[str, Any]) -> Autoscaling | None:
     )
 
 
+@dataclass(frozen=True)
+class CanaryStep:
+    """One canary step: a replica count, or a share of traffic (percent)."""
+
+    replicas: int = 0
+    percent: int = 0
+
+    def canary_replicas(self, stable: int) -> int:
+        """Canary pods beside `stable` stable ones: traffic follows ready
+        endpoints, so `percent` means canary / (canary + stable)."""
+        if self.replicas:
+            return self.replicas
+        return max(1, -(-self.percent * stable // (100 - self.percent)))
+
+
+@dataclass(frozen=True)
+class Canary:
+    """spec.rollout.canary: a new target runs beside the stable version first."""
+
+    steps: tuple[CanaryStep, ...]
+    analysis_interval_seconds: int
+    min_requests: int
+    max_error_rate: float  # canary's error rate minus the stable's
+    max_latency_ratio: float  # canary p99 / stable p99
+    insufficient_traffic_timeout_seconds: int
+    on_insufficient_traffic: str  # "Promote" or "Refuse"
+    promote_token: str = ""  # annotation values (api.ANNOTATION_CANARY_*)
+    abort_token: str = ""
+
+
+def parse_canary(rollout: Mapping[str, Any], annotations: Mapping[str, str]) -> Canary | None:
+    """spec.rollout.canary with the CRD's defaults, or None when off."""
+    canary = rollout.get("canary")
+    if canary is None:
+        return None
+    steps = tuple(
+        CanaryStep(replicas=int(s.get("replicas") or 0), percent=int(s.get("percent") or 0))
+        for s in canary.get("steps") or ({"replicas": 1}, {"percent": 50})
+    )
+    return Canary(
+        steps=steps,
+        analysis_interval_seconds=int(canary.get("analysisIntervalSeconds", 60)),
+        min_requests=int(canary.get("minRequests", 50)),
+        max_error_rate=float(canary.get("maxErrorRate", 0.01)),
+        max_latency_ratio=float(canary.get("maxLatencyRatio", 2.0)),
+        insufficient_traffic_timeout_seconds=int(
+            canary.get("insufficientTrafficTimeoutSeconds", 600)
+        ),
+        on_insufficient_traffic=str(canary.get("onInsufficientTraffic", "Refuse")),
+        promote_token=annotations.get(api.ANNOTATION_CANARY_PROMOTE, ""),
+        abort_token=annotations.get(api.ANNOTATION_CANARY_ABORT, ""),
+    )
+
+
 # No metric named at all: CPU, at the utilisation most HPA guides start from.
 DEFAULT_TARGET_CPU_UTILIZATION = 80
 DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring.svc:9090"
@@ -170,6 +224,7 @@ class ServedModel:
     # (TFSO_LABEL_SELECTOR): copied onto every child and pod, so a label
     # shard can watch only its own children, filtered by the API server.
     carried_labels: Mapping[str, str] = field(default_factory=dict)
+    canary: Canary | None = None
 
 
 def target_versions(spec: Mapping[str, Any]) -> VersionSet:
@@ -250,10 +305,14 @@ def parse(
     cuda = gpus > 0 and gpu_resource.startswith(api.NVIDIA_RESOURCE_PREFIX)
     ports = spec.get("ports") or {}
     monitoring = spec.get("monitoring")
-    monitoring_path = None
-    if monitoring is not None and monitoring.get("enabled", True):
-        monitoring_path = monitoring.get("path") or "/monitoring/prometheus/metrics"
     rollout = spec.get("rollout") or {}
+    monitoring_path = None
+    # A canary is judged by the server's own metrics: it turns them on (the
+    # CRD refuses a canary with monitoring.enabled false).
+    if (monitoring is not None and monitoring.get("enabled", True)) or (
+        monitoring is None and rollout.get("canary") is not None
+    ):
+        monitoring_path = (monitoring or {}).get("path") or "/monitoring/prometheus/metrics"
     service = spec.get("service") or {}
     fraction = spec.get("gpuMemoryFraction")
     return ServedModel(
@@ -299,4 +358,5 @@ def parse(
         carried_labels={k: str(own_labels[k]) for k in carried_label_keys if k in own_labels},
         puller_image=puller_image,
         autoscaling=parse_autoscaling(spec),
+        canary=parse_canary(rollout, meta.get("annotations") or {}),
     )

@@ -112,6 +112,18 @@ class PodView:
     pull_container: str = ""
     pull_failure: str = ""
     pull_exit_code: int = 0
+    # A pod of the canary Deployment (api.LABEL_TRACK), and where its server
+    # exports Prometheus metrics (the pod's prometheus.io annotations; 0/"" off).
+    canary: bool = False
+    metrics_port: int = 0
+    metrics_path: str = ""
+
+    @property
+    def metrics_url(self) -> str:
+        """The server's Prometheus page ("" when monitoring is off)."""
+        if not (self.ip and self.metrics_port and self.metrics_path):
+            return ""
+        return f"http://{self.ip}:{self.metrics_port}{self.metrics_path}"
 
     @property
     def target(self) -> str:
@@ -166,3 +178,26 @@ class ProbeResult:
     @property
     def available_versions(self) -> tuple[int, ...]:
         return tuple(sorted(s.version for s in self.statuses if s.state == ModelState.AVAILABLE))
+
+
+@dataclass(frozen=True)
+class ServingCounts:
+    """One model server's serving metrics for one model, read from its Prometheus page.
+
+    The real server's counters (tensorflow_serving/servables/tensorflow/util.cc):
+    ``:tensorflow:serving:request_count`` by status, and the
+    ``:tensorflow:serving:request_latency`` histogram (microseconds, successful
+    requests only), summed over its API and entrypoint labels. Counters grow
+    from the server's start: the analysis subtracts two readings.
+    """
+
+    pod: str
+    requests: int = 0  # every status
+    errors: int = 0  # status other than OK
+    # Cumulative histogram buckets: (upper bound as the page writes it, count).
+    latency_buckets: tuple[tuple[str, int], ...] = ()
+    error: str = ""  # why the page could not be read ("" when it was)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
