@@ -3,10 +3,12 @@
 Starts local cluster instance 1 (other ports, pod range and state folder
 than the developers' instance 0, ten roomy kwok nodes), runs the benchmarks
 in order, prints each figure as it comes, writes
-benchmarks/results/latest.{md,json} and stops the instance (if it started
-it). `--quick` runs every benchmark small and short (a test runs it) and
-writes results/quick.{md,json} instead. No figure is a pass/fail verdict:
-the exit status is 0 whatever the figures say.
+benchmarks/results/latest.{md,json} and stops the instance. It refuses an
+instance that is already up or that another process points at (guard.py),
+and stops everything it started when interrupted (SIGINT, SIGTERM).
+`--quick` runs every benchmark small and short (a test runs it) and writes
+results/quick.{md,json} instead. No figure is a pass/fail verdict: the exit
+status is 0 whatever the figures say.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from typing import Any
 
 from benchmarks import (
     gate_under_load,
+    guard,
     idle,
     machine,
+    peer,
     probe_load,
     report,
     startup,
@@ -36,7 +40,15 @@ from benchmarks.harness import DEFAULT_INSTANCE, Bench, median, say
 from benchmarks.runner import start_operator
 
 RESULTS_DIR = Path(__file__).with_name("results")
-SECTIONS = ("throughput", "idle", "startup", "probe_load", "gate_latency", "gate_under_load")
+SECTIONS = (
+    "throughput",
+    "idle",
+    "startup",
+    "probe_load",
+    "gate_latency",
+    "gate_under_load",
+    "peer",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,11 +63,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gate-samples", type=int, help="pods measured for gate latency")
     parser.add_argument("--load-window", type=float, help="seconds of Predict load per scenario")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the floor client's runs (floor.py)"
+    )
+    parser.add_argument(
+        "--with-5000", action="store_true", help="add N=5000 to the sizes (slow: ~15 min more)"
+    )
+    parser.add_argument("--changed", type=int, help="ServedModels whose version is changed")
+    parser.add_argument("--peer-sizes", help="N for the KServe comparison (default 300,1000)")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
     quick = args.quick
     args.sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
-        [20] if quick else [100, 500, 1000]
+        [20] if quick else [100, 1000]
+    )  # fmt: skip
+    if args.with_5000 and 5000 not in args.sizes:
+        args.sizes.append(5000)
+    args.changed = args.changed or (2 if quick else 20)
+    args.peer_sizes = [int(x) for x in args.peer_sizes.split(",")] if args.peer_sizes else (
+        [20] if quick else [300, 1000]
     )  # fmt: skip
     args.repeats = args.repeats or (1 if quick else 3)
     args.idle_seconds = args.idle_seconds if args.idle_seconds is not None else (
@@ -110,6 +136,17 @@ def gate_latency(bench: Bench, samples: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Everything the run starts (the cluster instance, operators) is stopped on the
+    # way out, on Ctrl-C and SIGTERM too.
+    with guard.interruptible():
+        try:
+            return _run(args)
+        except guard.Refused as err:
+            say(f"refusing to run: {err}")
+            return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -135,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             sizes = args.sizes if "throughput" in args.only else args.sizes[-1:]
             repeats = args.repeats if "throughput" in args.only else 1
             out = _section(
-                results, "throughput", lambda: throughput.run(bench, sizes, repeats, replicas=0)
+                results,
+                "throughput",
+                lambda: throughput.run(
+                    bench, sizes, repeats, replicas=0, with_floor=not args.no_floor
+                ),
             )
             if out is not None:
                 results["throughput"], live = out
@@ -147,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: idle.measure(
                     bench, run.namespace, run.operator, args.idle_seconds, len(run.names)
                 ),
+            )
+        if live is not None and "throughput" in args.only:
+            run_ = live
+            results["changed_version"] = _section(
+                results,
+                "changed_version",
+                lambda: throughput.changed_version(bench, run_, min(args.changed, len(run_.names))),
             )
         if live is not None and "startup" in args.only:
             results["startup"] = _section(results, "startup", lambda: _startup(bench, live, args))
@@ -179,12 +227,13 @@ def main(argv: list[str] | None = None) -> int:
                 "gate_under_load",
                 lambda: gate_under_load.run(bench, args.load_window, args.quick),
             )
+        if "peer" in args.only:
+            results["peer"] = _section(results, "peer", lambda: peer.run(bench, args.peer_sizes, 1))
     finally:
         results["loadavg_at_end"] = list(os.getloadavg())
         results["duration_seconds"] = round(time.monotonic() - t_start, 1)
         stem = "quick" if args.quick else "latest"
         json_path, md_path = report.write(results, args.out, stem)
-        bench.down()
     print(md_path.read_text())
     say(f"results: {md_path} and {json_path.name}")
     return 0

@@ -161,7 +161,7 @@ class Tracker:
 
     def _settle(self, name: str, now: float) -> None:
         state = self.states[name]
-        kinds = {}
+        kinds: dict[str, set[str]] = {}
         for kind, child in state.children:
             kinds.setdefault(kind, set()).add(child)
         services = {f"{name}-grpc", f"{name}-rest", f"{name}-headless"}

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.guard import CLEANUP, check_free
 from benchmarks.kubeapi import Api
 from localdev.sim.cluster import SimCluster
 from localdev.sim.nodes import SimNode
@@ -38,12 +39,25 @@ class Bench:
 
     @classmethod
     def up(cls, instance: int, standin: bool, model_base: Path, quick: bool) -> Bench:
-        """Start (or reuse) the instance with the benchmark's nodes; install the CRDs."""
+        """Start the instance with the benchmark's nodes and install the CRDs.
+
+        Refuses (guard.Refused) an instance that is up or that a process still
+        points at; the instance is stopped by guard.CLEANUP on the way out,
+        interrupted or not.
+        """
         cluster = SimCluster(instance=instance, nodes=BENCH_NODES, with_standin=standin)
-        was_running = cluster.healthy()
+        check_free(cluster)
+        holder: list[Bench] = []
+        # Registered before the start: an interrupted start is stopped too. Through
+        # the Bench once it exists (with_standin replaces its cluster object).
+        CLEANUP.add(
+            f"cluster instance {instance}",
+            lambda: holder[0].down() if holder else cluster.down(),
+        )
         cluster.up()
         cluster.install_crds()
-        return cls(cluster, Api(cluster), model_base, quick, started_cluster=not was_running)
+        holder.append(cls(cluster, Api(cluster), model_base, quick, started_cluster=True))
+        return holder[0]
 
     def with_standin(self) -> None:
         """Start the stand-in model server too (probe load, gate latency)."""
@@ -54,7 +68,7 @@ class Bench:
             self.cluster.up()
 
     def down(self) -> None:
-        """Stop the instance if this run started it."""
+        """Stop the instance if this run started it (and the stand-in with it)."""
         if self.started_cluster:
             self.cluster.down()
 

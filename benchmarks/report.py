@@ -61,6 +61,9 @@ def markdown(results: dict[str, Any]) -> str:
                     "N",
                     "runs",
                     "all applied (s)",
+                    "floor (s)",
+                    "operator / floor",
+                    "requests per ServedModel",
                     "per s",
                     "p50 / p90 per object (s)",
                     "operator CPU (s)",
@@ -72,6 +75,9 @@ def markdown(results: dict[str, Any]) -> str:
                         s["n"],
                         s["runs"] - s["timed_out"],
                         s["applied_seconds_median"],
+                        s.get("floor_applied_seconds_median"),
+                        s.get("floor_ratio_median"),
+                        s.get("requests_per_servedmodel_median"),
                         s["applied_per_second"],
                         f"{s['latency_p50_median']} / {s['latency_p90_median']}",
                         s["operator_cpu_seconds_median"],
@@ -81,6 +87,11 @@ def markdown(results: dict[str, Any]) -> str:
                     for s in tp["summary"]
                 ],
             ),
+            "",
+            "The floor (benchmarks/floor.py): a bare client with the operator's request "
+            "concurrency (16) writing only what the operator must (the rendered children by "
+            "server-side apply, one status patch each) for the same N, created and timed the "
+            "same way, just before the operator's run on the same instance.",
             "",
             "Each run (CPU seconds of every process over the run, requests the operator made):",
             "",
@@ -97,6 +108,17 @@ def markdown(results: dict[str, Any]) -> str:
                     for r in tp["runs"]
                 ],
             ),
+            "",
+        ]
+    changed = results.get("changed_version")
+    if changed and "per_change" in changed:
+        lines += [
+            "## 1b. Requests per changed version",
+            "",
+            f"{changed['changed']} converged ServedModels (replicas 0) moved to another "
+            f"version: **{changed['per_change']} requests each** "
+            f"({', '.join(f'{k} {v}' for k, v in changed['requests'].items())}); all settled "
+            f"after {changed['settled_seconds']} s.",
             "",
         ]
     for key, title in (("idle", "2. Idle cost"), ("probe_load_idle", "2b. Idle cost with pods")):
@@ -259,4 +281,39 @@ def markdown(results: dict[str, Any]) -> str:
                 ),
                 "",
             ]
+    peer = results.get("peer")
+    if peer and "summary" in peer:
+        lines += [
+            f"## 9. Side by side with KServe {peer['kserve_version']} (benchmarks/peer.py)",
+            "",
+            "Same instance, same N, zero replicas, created by 8 threads, alternating runs. "
+            "Ready: KServe's InferenceService Ready condition (Deployment and Service "
+            "exist, the Deployment is Available; nothing asks a model server); ours: the "
+            "ServedModel's Ready for its generation (five children applied). Requests: each "
+            "client's own count (KServe: every request of its client, reads included; ours: "
+            "every request of its transport, kopf's lists and watches not included).",
+            "",
+            *_table(
+                [
+                    "N",
+                    "ours ready (s)",
+                    "KServe ready (s)",
+                    "ours / KServe",
+                    "RSS ours / KServe (MiB)",
+                    "requests per model ours / KServe",
+                ],
+                [
+                    [
+                        r["n"],
+                        r["ours_ready_seconds"],
+                        r["kserve_ready_seconds"],
+                        r.get("time_ratio"),
+                        f"{r['ours_rss_mib']} / {r['kserve_rss_mib']}",
+                        f"{r['ours_requests_per_model']} / {r['kserve_requests_per_model']}",
+                    ]
+                    for r in peer["summary"]
+                ],
+            ),
+            "",
+        ]
     return "\n".join(lines) + "\n"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.guard import CLEANUP
 from localdev.sim.cluster import SimCluster
 from localdev.support.operator import OperatorProcess
 
@@ -21,6 +23,7 @@ class RunningOperator:
     process: OperatorProcess
     started_at: float  # time.monotonic() just before the process was spawned
     healthy_after: float
+    unregister: Callable[[], None] = lambda: None  # from guard.CLEANUP
 
     @property
     def pid(self) -> int:
@@ -37,9 +40,11 @@ class RunningOperator:
 
     def stop(self) -> None:
         self.process.stop()
+        self.unregister()
 
     def kill(self) -> None:
         self.process.kill()
+        self.unregister()
 
 
 def start_operator(
@@ -48,6 +53,9 @@ def start_operator(
     """Start the operator (cluster-wide unless `namespaces`) and wait for /healthz."""
     log = Path(cluster.logs) / f"operator-{label}.log"
     process = OperatorProcess(cluster.kubeconfig, namespaces, log, env={**BENCH_ENV, **(env or {})})
+    # Registered before the spawn: an interrupt while it starts must stop it too
+    # (it runs in a process group of its own, out of reach of a terminal's Ctrl-C).
+    unregister = CLEANUP.add(f"operator {label}", process.stop)
     started = time.monotonic()
     process.start()
-    return RunningOperator(process, started, time.monotonic() - started)
+    return RunningOperator(process, started, time.monotonic() - started, unregister)

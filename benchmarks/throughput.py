@@ -15,13 +15,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchmarks import apimetrics, procstat, workload
+from benchmarks import apimetrics, floor, procstat, workload
 from benchmarks.convergence import Tracker
 from benchmarks.cpusplit import CpuSplit
 from benchmarks.harness import Bench, median, percentile, say
+from benchmarks.kubeapi import Api
 from benchmarks.runner import RunningOperator, start_operator
+from tfserving_operator import api as names
 
 TIMEOUT_SECONDS = 900
+QUIET_AFTER_SECONDS = 3.0
 
 
 @dataclass
@@ -43,6 +46,9 @@ class RunFigures:
     operator_peak_rss_mib: float
     requests: dict[str, int] = field(default_factory=dict)
     cpu_split: dict[str, float] = field(default_factory=dict)
+    # The floor client's run of the same N just before (floor.py), and this run over it.
+    floor_applied_seconds: float | None = None
+    floor_ratio: float | None = None
 
 
 @dataclass
@@ -81,6 +87,9 @@ def run_once(
     delta = apimetrics.diff(metrics_before, apimetrics.snapshot(api))
     sampler.stop()
     tracker.stop()
+    requests = _request_summary(delta)
+    requests["events_by_operator"] = operator_events(api, namespace)
+    requests["per_servedmodel"] = per_servedmodel(requests, n)
     latencies = [tracker.applied[n_] - created[n_] for n_ in names if n_ in tracker.applied]
     figures = RunFigures(
         n=n,
@@ -96,7 +105,7 @@ def run_once(
         operator_cpu_seconds_total=round(usage_after.cpu_seconds - usage_before.cpu_seconds, 2),
         operator_rss_mib=round(usage_after.rss_mib, 1),
         operator_peak_rss_mib=round(max(sampler.peak_rss_mib, usage_after.hwm_mib), 1),
-        requests=_request_summary(delta),
+        requests=requests,
         cpu_split=split,
     )
     say(
@@ -111,29 +120,105 @@ def run_once(
     return figures, None
 
 
-def _request_summary(delta: apimetrics.Snapshot) -> dict[str, int]:
+def _request_summary(delta: apimetrics.Snapshot) -> dict[str, Any]:
     """The operator's requests during the run, by kind."""
     return {
         "apply": sum(v for k, v in delta.items() if k.verb == "APPLY" and not k.dry_run),
         "apply_dry_run": sum(v for k, v in delta.items() if k.verb == "APPLY" and k.dry_run),
         "status_patch": apimetrics.count(delta, "servedmodels", "PATCH"),
+        "delete": sum(
+            v for k, v in delta.items() if k.verb == "DELETE" and apimetrics.is_operators(k)
+        ),
         "events_posted_all_clients": apimetrics.count(delta, "events", "POST"),
     }
 
 
+def operator_events(api: Api, namespace: str) -> int:
+    """Events the operator recorded in `namespace` (its reporting controller), with
+    repeats: each repeat is one more request (a PATCH of the series)."""
+    items, _ = api.list_rv(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events")
+    ours = [e for e in items if e.get("reportingController") == names.MANAGED_BY]
+    return sum(max(1, int((e.get("series") or {}).get("count") or 1)) for e in ours)
+
+
+def per_servedmodel(requests: dict[str, Any], n: int) -> float:
+    """API requests the operator sent per ServedModel: applies, dry runs, status
+    patches, its Events and deletes."""
+    total = (
+        requests["apply"]
+        + requests["apply_dry_run"]
+        + requests["status_patch"]
+        + requests["events_by_operator"]
+        + requests.get("delete", 0)
+    )
+    return round(total / n, 2) if n else 0.0
+
+
+def changed_version(bench: Bench, live: LiveRun, count: int, version: int = 2) -> dict[str, Any]:
+    """Requests per changed version: `count` converged ServedModels move to `version`.
+
+    Replicas 0 (no pod loads it): the work measured is the operator's, as in run_once.
+    """
+    api = bench.api
+    changed = live.names[:count]
+    events_before = operator_events(api, live.namespace)
+    before = apimetrics.snapshot(api)
+    tracker = Tracker(api, live.namespace).start()
+    tracker.t0 = time.monotonic()
+    with tracker._lock:  # listed converged: they count again once the new generation is
+        tracker.applied.clear()
+        tracker.ready.clear()
+        tracker.settled.clear()
+    for name in changed:
+        workload.patch_servedmodel(api, live.namespace, name, {"spec": {"version": version}})
+    ok = tracker.wait(tracker.all_settled(changed), TIMEOUT_SECONDS)
+    # A measurement window, not a synchronisation: requests that follow the
+    # status (a ConfigMap no ReplicaSet uses any more) are counted too.
+    time.sleep(QUIET_AFTER_SECONDS)
+    tracker.stop()
+    delta = apimetrics.diff(before, apimetrics.snapshot(api))
+    requests = _request_summary(delta)
+    requests["events_by_operator"] = operator_events(api, live.namespace) - events_before
+    figures = {
+        "changed": count,
+        "settled_seconds": round(max(tracker.settled.values()), 2) if ok else None,
+        "requests": requests,
+        "per_change": per_servedmodel(requests, count),
+    }
+    say(f"changed version on {count}: {figures['per_change']} requests each ({requests})")
+    return figures
+
+
 def run(
-    bench: Bench, sizes: list[int], repeats: int, replicas: int = 0
+    bench: Bench, sizes: list[int], repeats: int, replicas: int = 0, with_floor: bool = True
 ) -> tuple[dict[str, Any], LiveRun | None]:
-    """Every size `repeats` times; the last run of the largest size is kept alive."""
+    """Every size `repeats` times, each operator run just after a floor run of the
+    same N (floor.py); the last run of the largest size is kept alive."""
     runs: list[RunFigures] = []
+    floors: list[floor.FloorFigures] = []
     live = None
     for n in sizes:
         for i in range(repeats):
             last = n == sizes[-1] and i == repeats - 1
+            floor_run = None
+            if with_floor:
+                say(f"floor N={n} run {i + 1}/{repeats}")
+                floor_run = floor.run_once(bench, n, replicas)
+                floors.append(floor_run)
             say(f"throughput N={n} replicas={replicas} run {i + 1}/{repeats}")
             figures, kept = run_once(
                 bench, n, replicas, f"throughput-{n}-{i + 1}", keep=last, settle=last
             )
+            if floor_run is not None and floor_run.applied_seconds:
+                figures.floor_applied_seconds = floor_run.applied_seconds
+                if figures.applied_seconds:
+                    figures.floor_ratio = round(
+                        figures.applied_seconds / floor_run.applied_seconds, 2
+                    )
+                say(
+                    f"N={n}: operator {figures.applied_seconds} s / floor "
+                    f"{floor_run.applied_seconds} s = {figures.floor_ratio}"
+                )
             runs.append(figures)
             live = kept or live
     summary = []
@@ -156,6 +241,17 @@ def run(
                 "operator_rss_mib_median": median(r.operator_rss_mib for r in of_n),
                 "operator_peak_rss_mib_max": max(r.operator_peak_rss_mib for r in of_n),
                 "create_seconds_median": median(r.create_seconds for r in of_n),
+                "floor_applied_seconds_median": median(
+                    r.floor_applied_seconds for r in of_n if r.floor_applied_seconds
+                ),
+                "floor_ratio_median": median(r.floor_ratio for r in of_n if r.floor_ratio),
+                "requests_per_servedmodel_median": median(
+                    r.requests["per_servedmodel"] for r in of_n
+                ),
             }
         )
-    return {"summary": summary, "runs": [asdict(r) for r in runs]}, live
+    return {
+        "summary": summary,
+        "runs": [asdict(r) for r in runs],
+        "floor_runs": [floor.as_dict(f) for f in floors],
+    }, live

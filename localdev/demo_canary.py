@@ -180,8 +180,10 @@ class CanaryDemo(Demo):
                 break
             if time.monotonic() > deadline:
                 raise DemoError(f"version 3 not promoted in time: {status}")
-            if status.get("refused"):
-                raise DemoError(f"version 3 refused: {status['refused']}")
+            # Until the operator takes the new target, status.refused still names version 2.
+            refused = status.get("refused") or {}
+            if 3 in (refused.get("versions") or []):
+                raise DemoError(f"version 3 refused: {refused}")
             time.sleep(0.5)  # narration pace, not synchronisation
         for number, counts in sorted(shares.items()):
             total = sum(counts.values())

@@ -459,6 +459,8 @@ def test_clusterwide_token_is_refused_what_it_must_not_do(
         # What it needs, anywhere (it is cluster-wide).
         assert can(authz, "watch", "servedmodels", group="serving.tfoperator.dev")
         assert can(authz, "patch", "deployments", other_namespace, group="apps")
+        # The canary Deployment goes when its canary is promoted or refused.
+        assert can(authz, "delete", "deployments", other_namespace, group="apps")
         assert can(authz, "patch", "pods", other_namespace, subresource="status")
         assert can(authz, "list", "customresourcedefinitions", group="apiextensions.k8s.io")
         refused = [
@@ -467,7 +469,6 @@ def test_clusterwide_token_is_refused_what_it_must_not_do(
             ("create", "pods", other_namespace, "", ""),
             ("delete", "pods", other_namespace, "", ""),
             ("patch", "pods", other_namespace, "", ""),
-            ("delete", "deployments", other_namespace, "apps", ""),
             ("update", "deployments", other_namespace, "apps", ""),
             ("patch", "servedmodels", other_namespace, "serving.tfoperator.dev", ""),
             ("delete", "servedmodels", other_namespace, "serving.tfoperator.dev", ""),

@@ -271,7 +271,8 @@ def test_turning_autoscaling_on_hands_over_before_the_apply_that_drops_replicas(
 
 
 def test_keda_not_installed_is_an_invalid_spec_not_a_retry_loop() -> None:
-    """The dry run of a ScaledObject on a cluster without KEDA's CRD answers 404."""
+    """A ScaledObject's apply on a cluster without KEDA's CRD answers 404: the
+    children applied before it are deleted again, the Deployment never was."""
 
     async def scenario() -> None:
         h = Harness()
@@ -291,7 +292,8 @@ def test_keda_not_installed_is_an_invalid_spec_not_a_retry_loop() -> None:
 
         h.applier.apply = no_keda  # type: ignore[method-assign]
         await worker.reconcile()
-        assert h.applier.applied == []
+        assert "Deployment" not in [m["kind"] for m in h.applier.applied]
+        assert h.applier.objects == {} and h.applier.deleted
         degraded = {c["type"]: c for c in h.applier.status["conditions"]}["Degraded"]
         assert degraded["reason"] == "InvalidSpec"
         assert degraded["message"].startswith("ScaledObject mnist: the server could not find")

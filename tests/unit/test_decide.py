@@ -702,6 +702,23 @@ class TestRolloutComplete:
         none = deployment(replicas=0, updated_replicas=0, current_replicas=0)
         assert decide.rollout_complete(served(replicas=0), NEW_HASH, none, [])
 
+    def test_at_zero_replicas_with_no_pod_the_controller_is_not_waited_for(self) -> None:
+        """A new Deployment at zero replicas, before the Deployment controller saw it."""
+        new = deployment(replicas=0, updated_replicas=0, current_replicas=0, observed_generation=0)
+        assert decide.rollout_complete(served(replicas=0), NEW_HASH, new, [])
+
+    def test_scaling_down_to_zero_waits_for_the_controller(self) -> None:
+        # Before the controller sees the new spec its status still counts the pods.
+        stale = deployment(
+            replicas=0, updated_replicas=2, current_replicas=2, observed_generation=6
+        )
+        assert not decide.rollout_complete(served(replicas=0), NEW_HASH, stale, [])
+        counted = deployment(
+            replicas=0, updated_replicas=0, current_replicas=0, observed_generation=6
+        )
+        pods = [serving_pod("b", NEW_HASH, "3", terminating=True)]
+        assert not decide.rollout_complete(served(replicas=0), NEW_HASH, counted, pods)
+
 
 # ----- status ---------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ class FakeApplier:
     def __init__(self) -> None:
         self.applied: list[dict[str, Any]] = []
         self.dry_runs = 0
-        self.dry_run_refusals: dict[str, ApiError] = {}  # by kind: the API server refuses
+        self.refusals: dict[str, ApiError] = {}  # by kind: the API server refuses
         self.gates: list[tuple[str, bool, str]] = []
         self.status_patches: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
@@ -48,7 +48,7 @@ class FakeApplier:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # last applied, by kind and name
         self.status: dict[str, Any] = {}
         self.rv = 100
-        self.dry_run_error: ApiError | None = None
+        self.refusal: ApiError | None = None
         self.gone: set[str] = set()  # pods the API server answers 404 for
 
     @property
@@ -66,12 +66,14 @@ class FakeApplier:
         )
 
     async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        # The API server refuses a body alike with or without a dry run.
         if dry_run:
             self.dry_runs += 1
-            if self.dry_run_error is not None:
-                raise self.dry_run_error
-            if manifest["kind"] in self.dry_run_refusals:
-                raise self.dry_run_refusals[manifest["kind"]]
+        if self.refusal is not None:
+            raise self.refusal
+        if manifest["kind"] in self.refusals:
+            raise self.refusals[manifest["kind"]]
+        if dry_run:
             return copy.deepcopy(manifest)
         self.applied.append(manifest)
         result = copy.deepcopy(manifest)
@@ -127,6 +129,7 @@ class FakeApplier:
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         self.deleted.append((kind, name))
+        self.objects.pop((kind, name), None)
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +260,8 @@ def test_first_pass_applies_children_and_reports_rolling_out() -> None:
         await worker.reconcile()
         kinds = [m["kind"] for m in h.applier.applied]
         assert kinds == ["ConfigMap", "Service", "Service", "Service", "Deployment"]
-        assert h.applier.dry_runs == len(kinds)
+        # Never reconciled: nothing of it serves yet, so no dry run (a refusal is undone).
+        assert h.applier.dry_runs == 0
         conditions = {c["type"]: c for c in h.applier.status["conditions"]}
         assert conditions["Progressing"]["reason"] == "RollingOut"
         assert ("Normal", "RolloutStarted") in [(t, r) for t, r, _ in h.applier.events]
@@ -278,7 +282,7 @@ def test_a_body_server_side_apply_cannot_type_check_is_an_invalid_spec() -> None
 
     async def scenario() -> None:
         h = Harness()
-        h.applier.dry_run_error = ApiError(500, TYPED_PATCH_500)
+        h.applier.refusal = ApiError(500, TYPED_PATCH_500)
         worker = await h.start(body(version=3))
         await worker.reconcile()
         assert h.applier.applied == []
@@ -289,14 +293,20 @@ def test_a_body_server_side_apply_cannot_type_check_is_an_invalid_spec() -> None
     run(scenario())
 
 
-def test_any_other_server_error_in_the_dry_run_is_retried() -> None:
+def test_any_other_server_error_fails_the_pass_and_the_retry_completes() -> None:
     async def scenario() -> None:
         h = Harness()
-        h.applier.dry_run_error = ApiError(500, {"message": "etcdserver: request timed out"})
+        h.applier.refusals["Service"] = ApiError(500, {"message": "etcdserver: request timed out"})
         worker = await h.start(body(version=3))
         with pytest.raises(ApiError):
             await worker.reconcile()
-        assert h.applier.status_patches == []
+        assert h.applier.status_patches == [] and h.applier.deleted == []
+        del h.applier.refusals["Service"]
+        await worker.reconcile()
+        kinds = [m["kind"] for m in h.applier.applied]
+        # The ConfigMap the failed pass applied is not applied again.
+        assert kinds == ["ConfigMap", "Service", "Service", "Service", "Deployment"]
+        assert h.applier.status["observedGeneration"] == 2
 
     run(scenario())
 
@@ -832,23 +842,88 @@ def test_a_worker_without_a_body_sleeps_the_idle_maximum(monkeypatch: pytest.Mon
 # ----- a spec the API server refuses rendered --------------------------------------
 
 
+async def reconciled_at_generation_2(h: Harness, version: int = 3) -> Worker:
+    """A worker whose ServedModel was reconciled once: children applied, status written."""
+    worker = await h.start(body(version=version))
+    await worker.reconcile()
+    await h.settle_children()
+    await h.next_pass()
+    return worker
+
+
+def at_generation(worker: Worker, generation: int, version: int) -> None:
+    assert worker.body is not None
+    worker.body = {
+        **worker.body,
+        "metadata": {**worker.body["metadata"], "generation": generation},
+        "spec": {**worker.body["spec"], "version": version},
+    }
+
+
+def assert_invalid_spec(h: Harness, message: str, generation: int) -> None:
+    conditions = {c["type"]: c for c in h.applier.status["conditions"]}
+    ready = conditions["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"] == message
+    assert ready["observedGeneration"] == generation
+    assert h.applier.status["observedGeneration"] == generation
+    assert conditions["Degraded"]["status"] == "True"
+
+
 @pytest.mark.parametrize("code", [400, 403, 422])
-def test_a_refused_dry_run_reports_invalid_spec_and_applies_nothing(code: int) -> None:
+def test_a_refused_first_apply_is_undone_and_reported_as_invalid_spec(code: int) -> None:
+    """A new ServedModel is applied without a dry run: the first refusal deletes
+    what the pass applied, before the Deployment (last) could start a pod."""
+
     async def scenario() -> None:
         h = Harness()
         worker = await h.start(body(version=3))
-        h.applier.dry_run_refusals["Deployment"] = ApiError(
-            code, {"reason": "Invalid", "message": "spec.template: bad value"}
+        h.applier.refusals["Service"] = ApiError(
+            code, {"reason": "Invalid", "message": "spec.ports: bad value"}
         )
         assert await worker.reconcile() == MAX_IDLE_SECONDS
-        assert h.applier.applied == [] and h.applier.gates == []
-        conditions = {c["type"]: c for c in h.applier.status["conditions"]}
-        ready = conditions["Ready"]
-        assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
-        assert ready["message"] == "Deployment mnist: spec.template: bad value"
-        assert ready["observedGeneration"] == 2
-        assert h.applier.status["observedGeneration"] == 2
-        assert conditions["Degraded"]["status"] == "True"
+        assert [m["kind"] for m in h.applier.applied] == ["ConfigMap"]
+        assert h.applier.deleted == [("ConfigMap", h.applier.applied[0]["metadata"]["name"])]
+        assert h.applier.objects == {} and h.applier.gates == [] and h.applier.dry_runs == 0
+        assert_invalid_spec(h, "Service mnist-grpc: spec.ports: bad value", 2)
+        assert h.ctx.cache.children.get(KEY, {}) == {}
+
+    run(scenario())
+
+
+def test_a_refused_first_apply_also_undoes_what_an_earlier_failed_pass_left() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        h.applier.refusals["Service"] = ApiError(503, {"reason": "ServiceUnavailable"})
+        with pytest.raises(ApiError):
+            await worker.reconcile()  # the ConfigMap stays: a retry will go on
+        h.applier.refusals["Service"] = ApiError(422, {"reason": "Invalid", "message": "no"})
+        await worker.reconcile()
+        assert h.applier.objects == {}
+        assert_invalid_spec(h, "Service mnist-grpc: no", 2)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("code", [400, 403, 422])
+def test_a_refused_new_generation_is_dry_run_and_applies_nothing(code: int) -> None:
+    """A ServedModel that serves keeps its children when an edit is refused."""
+
+    async def scenario() -> None:
+        h = Harness()
+        worker = await reconciled_at_generation_2(h)
+        before = copy.deepcopy(h.applier.objects)
+        at_generation(worker, 3, version=4)
+        h.applier.refusals["Deployment"] = ApiError(
+            code, {"reason": "Invalid", "message": "spec.template: bad value"}
+        )
+        assert await h.next_pass() == MAX_IDLE_SECONDS
+        assert h.applier.applied == [] and h.applier.deleted == []
+        assert h.applier.objects == before
+        # Only the children the edit changes are dry-run: the new ConfigMap and the Deployment.
+        assert h.applier.dry_runs == 2
+        assert_invalid_spec(h, "Deployment mnist: spec.template: bad value", 3)
 
     run(scenario())
 
@@ -859,32 +934,37 @@ def test_a_dry_run_the_server_could_not_answer_fails_the_pass() -> None:
 
     async def scenario() -> None:
         h = Harness()
-        worker = await h.start(body(version=3))
-        h.applier.dry_run_refusals["Service"] = ApiError(503, {"reason": "ServiceUnavailable"})
+        worker = await reconciled_at_generation_2(h)
+        status = copy.deepcopy(h.applier.status)
+        at_generation(worker, 3, version=4)
+        h.applier.refusals["ConfigMap"] = ApiError(503, {"reason": "ServiceUnavailable"})
         with pytest.raises(ApiError):
-            await worker.reconcile()
-        assert h.applier.status == {} and h.applier.applied == []
+            await h.next_pass()
+        assert h.applier.status == status and h.applier.applied == []
 
     run(scenario())
 
 
-def test_a_new_generation_is_dry_run_again_and_an_old_one_is_not() -> None:
+def test_a_new_generation_dry_runs_what_changes_once_and_an_old_one_is_not() -> None:
     async def scenario() -> None:
         h = Harness()
-        worker = await h.start(body(version=3))
-        await worker.reconcile()
-        children = h.applier.dry_runs
-        assert children > 0
-        await h.next_pass()
-        assert h.applier.dry_runs == children  # same generation: validated once
+        worker = await reconciled_at_generation_2(h)
+        assert h.applier.dry_runs == 0
         # A restarted operator (a fresh worker) trusts the status it wrote.
         fresh = await h.start(worker.body or {})
         await h.next_pass()
-        assert fresh is h.worker and h.applier.dry_runs == children
-        assert fresh.body is not None
-        fresh.body = {**fresh.body, "metadata": {**fresh.body["metadata"], "generation": 3}}
+        assert fresh is h.worker and h.applier.dry_runs == 0 and h.applier.applied == []
+        at_generation(fresh, 3, version=4)
         await h.next_pass()
-        assert h.applier.dry_runs == 2 * children
+        assert h.applier.dry_runs == 2  # the new ConfigMap and the Deployment
+        assert [m["kind"] for m in h.applier.applied] == ["ConfigMap", "Deployment"]
+        await h.settle_children()
+        await h.next_pass()
+        assert h.applier.dry_runs == 2  # same generation: validated once
+        # A new generation that changes no child is not dry-run at all.
+        at_generation(fresh, 4, version=4)
+        await h.next_pass()
+        assert h.applier.dry_runs == 2 and h.applier.applied == []
 
     run(scenario())
 
@@ -1043,3 +1123,115 @@ def test_a_hung_pass_is_cancelled_and_retried(monkeypatch: pytest.MonkeyPatch) -
 
     run(scenario())
     assert calls == [0, 1]
+
+
+# ----- requests per ServedModel --------------------------------------------------------
+
+
+class ApiServerLikeApplier(FakeApplier):
+    """Answers a Deployment's apply as the API server does: generation 1 when
+    created, one more when the spec changes, and no status until the Deployment
+    controller writes one (`controller_catches_up`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []  # kinds applied (settle_children clears `applied`)
+
+    async def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        old = self.objects.get((manifest["kind"], manifest["metadata"]["name"]))
+        result = await super().apply(manifest, dry_run)
+        if not dry_run:
+            self.sent.append(manifest["kind"])
+        if manifest["kind"] == "Deployment" and not dry_run:
+            generation = int((old or {}).get("metadata", {}).get("generation") or 0)
+            changed = old is None or old["spec"] != result["spec"]
+            result["metadata"]["generation"] = generation + 1 if changed else generation
+            result["status"] = (old or {}).get("status") or {}
+            self.objects[("Deployment", manifest["metadata"]["name"])] = copy.deepcopy(result)
+        return result
+
+    def controller_catches_up(self, cache: Cache) -> None:
+        deployment = self.objects[("Deployment", "mnist")]
+        generation = deployment["metadata"]["generation"]
+        deployment["status"] = {"observedGeneration": generation, "replicas": 0}
+        cache.observe("Deployment", copy.deepcopy(deployment), deleted=False)
+
+
+def requests_made(applier: ApiServerLikeApplier) -> dict[str, int]:
+    return {
+        "apply": len(applier.sent),
+        "dry run": applier.dry_runs,
+        "status": len(applier.status_patches),
+        "event": len(applier.events),
+        "delete": len(applier.deleted),
+    }
+
+
+def test_requests_for_a_new_servedmodel_and_for_a_changed_version() -> None:
+    """Replicas 0, as the benchmark counts them in a cluster: a new ServedModel
+    costs its five applies, one status patch and one Event; a version change
+    dry-runs and applies what changes (config and Deployment), one status patch,
+    and deletes the old config once the rollout is done."""
+
+    async def scenario() -> None:
+        h = Harness()
+        applier = h.applier = ApiServerLikeApplier()
+        h.ctx.applier = applier
+        zero = body(version=3)
+        zero["spec"]["replicas"] = 0
+        worker = await h.start(zero)
+        await worker.reconcile()
+        await h.settle_children()
+        applier.controller_catches_up(h.ctx.cache)
+        await h.next_pass()
+        await h.next_pass()
+        made = requests_made(applier)
+        assert made == {"apply": 5, "dry run": 0, "status": 1, "event": 1, "delete": 0}, made
+        applier.status_patches.clear()
+        applier.events.clear()
+        applier.sent.clear()
+        at_generation(worker, 3, version=4)
+        await h.next_pass()
+        await h.settle_children()
+        applier.controller_catches_up(h.ctx.cache)
+        await h.next_pass()
+        await h.next_pass()
+        assert applier.sent == ["ConfigMap", "Deployment"]
+        made = requests_made(applier)
+        assert made == {"apply": 2, "dry run": 2, "status": 1, "event": 0, "delete": 1}, made
+
+    run(scenario())
+
+
+def test_after_a_start_an_accepted_servedmodel_waits_for_its_children_instead_of_applying() -> None:
+    """The child watches' first lists arrive after the ServedModels': re-applying
+    what only the cache has not seen yet would be a write for nothing."""
+
+    async def scenario() -> None:
+        h = Harness()
+        worker = await reconciled_at_generation_2(h)
+        children = dict(h.ctx.cache.children[KEY])
+        writes = h.applier.writes
+        # A restarted operator: a fresh worker, nothing cached yet, warming up.
+        h.ctx.cache.children.clear()
+        h.ctx.cache.deployments.clear()
+        h.ctx.warm_until = time.monotonic() + 30
+        fresh = await h.start(worker.body or {})
+        delay = await h.next_pass()
+        assert 25 < delay <= 30 and h.applier.writes == writes
+        # Its children arrive (each event wakes the worker): still nothing to write.
+        for (kind, _), obj in children.items():
+            h.ctx.cache.observe(kind, obj, deleted=False)
+        await h.next_pass()
+        assert h.applier.writes == writes
+        # A child really gone is applied once the warm-up is over.
+        name = next(n for k, n in children if k == "Service")
+        h.ctx.cache.drop("Service", KEY, name)
+        await h.next_pass()
+        assert h.applier.writes == writes
+        h.ctx.warm_until = 0.0
+        await h.next_pass()
+        assert [m["metadata"]["name"] for m in h.applier.applied] == [name]
+        assert fresh is h.worker
+
+    run(scenario())

@@ -86,7 +86,23 @@ async def run(settings: Settings) -> None:
     if settings.peering:  # a standalone operator never pauses
         follower.toggles = pause_toggles(tasks)
         tasks = [*tasks, asyncio.create_task(follower.run(), name="tfso peering pause")]
-    await kopf.run_tasks(tasks, ignored=existing)
+    try:
+        await kopf.run_tasks(tasks, ignored=existing)
+    finally:
+        _ignore_stop_signals(loop)
+
+
+def _ignore_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """From here to the exit, a repeated stop signal changes nothing.
+
+    Closing the loop would put the default dispositions back (SIGTERM ends
+    the process, SIGINT raises KeyboardInterrupt), so a supervisor repeating
+    SIGTERM while the operator exits would turn a clean exit 0 into a death
+    by signal. The process is stopping already; SIGKILL still ends it.
+    """
+    for signum in STOP_SIGNALS:
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _stop_once(stop: asyncio.Future[signal.Signals], signum: signal.Signals) -> None:

@@ -30,34 +30,70 @@ class ChildSync:
         self.applier = applier
         self.cache = cache
 
-    async def dry_run(self, children: render.Children) -> str:
-        """Server-side dry run of every child: refuse the spec before anything is written.
+    def pending(self, children: render.Children) -> list[dict[str, Any]]:
+        """The children `ensure` would apply: missing, differing from the render,
+        or with spec.replicas to release."""
+        observed = self.cache.children.get(self.key, {})
+        deployment = self.cache.deployments.get(self.key)
+        out = []
+        for manifest in children.all():
+            current = observed.get((manifest["kind"], manifest["metadata"]["name"]))
+            release = autoscaling.must_release(manifest, deployment)
+            if current is None or not contains(current, manifest) or release:
+                out.append(manifest)
+        return out
+
+    def missing(self, children: render.Children) -> bool:
+        """Some child is not in the cache (not in the cluster, or not seen yet)."""
+        observed = self.cache.children.get(self.key, {})
+        return any((m["kind"], m["metadata"]["name"]) not in observed for m in children.all())
+
+    async def dry_run(self, manifests: Sequence[dict[str, Any]]) -> str:
+        """Server-side dry run of `manifests`: refuse the spec before anything is written.
 
         Returns the API server's complaint about the first child it refuses, or "".
         """
-        for manifest in children.all():
+        for manifest in manifests:
             try:
                 await self.applier.apply(manifest, dry_run=True)
             except ApiError as err:
-                # A 404 here: the kind is not served (KEDA not installed).
-                if err.refuses_input or err.status == 404:
-                    return f"{manifest['kind']} {manifest['metadata']['name']}: {err.message}"
+                if refused(err):
+                    return _complaint(manifest, err)
                 raise
         return ""
 
-    async def ensure(self, children: render.Children, owner_uid: str) -> None:
+    async def ensure(
+        self, children: render.Children, owner_uid: str, undo_on_refusal: bool = False
+    ) -> str:
         """Apply each child that is missing or differs from what we render, and
-        delete the ones the spec no longer asks for."""
-        observed = self.cache.children.setdefault(self.key, {})
-        for manifest in children.all():
-            ident = (manifest["kind"], manifest["metadata"]["name"])
-            current = observed.get(ident)
-            release = autoscaling.must_release(manifest, self.cache.deployments.get(self.key))
-            if current is not None and contains(current, manifest) and not release:
-                continue
-            result = await self.applier.apply(manifest)
+        delete the ones the spec no longer asks for. Returns "" when done.
+
+        With `undo_on_refusal` (a ServedModel never accepted yet, applied without
+        a dry run first), a child the API server refuses stops the pass and
+        every child of this ServedModel is deleted again: the API server's
+        complaint is returned and nothing stays half-applied. The Deployment is
+        applied last (Children.all), so a refused spec never starts a pod.
+        """
+        for manifest in self.pending(children):
+            try:
+                result = await self.applier.apply(manifest)
+            except ApiError as err:
+                if not (undo_on_refusal and refused(err)):
+                    raise
+                await self.delete_all(owner_uid)
+                return _complaint(manifest, err)
             self.cache.observe(manifest["kind"], result, deleted=False)
         await self.prune(children, owner_uid)
+        return ""
+
+    async def delete_all(self, owner_uid: str) -> None:
+        """Delete every child this ServedModel controls (the undo of a refused first apply)."""
+        observed = self.cache.children.get(self.key, {})
+        for ident, obj in list(observed.items()):
+            if _controlled_by(obj, owner_uid):
+                log.info("%s/%s: deleting %s %s: spec refused", *self.key, *ident)
+                await self.applier.delete(ident[0], self.key[0], ident[1])
+                self.cache.drop(ident[0], self.key, ident[1])
 
     async def hand_over_replicas(self, sm: ServedModel) -> None:
         """Pass the Deployment's replica count to the handover manager when
@@ -107,6 +143,16 @@ class ChildSync:
                 continue
             await self.applier.delete("ConfigMap", self.key[0], name)
             observed.pop((kind, name), None)
+
+
+def refused(err: ApiError) -> bool:
+    """The API server refuses the body as such (or a 404: its kind is not served,
+    KEDA not installed): the spec's fault, which no retry mends."""
+    return err.refuses_input or err.status == 404
+
+
+def _complaint(manifest: Mapping[str, Any], err: ApiError) -> str:
+    return f"{manifest['kind']} {manifest['metadata']['name']}: {err.message}"
 
 
 def contains(observed: Any, desired: Any) -> bool:

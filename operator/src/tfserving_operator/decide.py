@@ -419,7 +419,14 @@ def rollout_complete(
     pods: Sequence[PodView],
 ) -> bool:
     """Every replica runs the current config, passed the gate, and old pods are gone."""
-    if deployment is None or deployment.config_hash != config_hash or not deployment.settled:
+    if deployment is None or deployment.config_hash != config_hash:
+        return False
+    # At zero replicas with no pod left there is nothing to roll out: no need
+    # to wait for the Deployment controller (a status patch and an Event less
+    # per new ServedModel). Scaling down to zero still waits: the stale status
+    # counts the pods, and so does the pod cache.
+    idle = sm.replicas == 0 == deployment.replicas == deployment.current_replicas and not pods
+    if not deployment.settled and not idle:
         return False
     # Every pod must come from the newest ReplicaSet: a pod-template change
     # that keeps the config (an image, a resource) is a rollout too, and its

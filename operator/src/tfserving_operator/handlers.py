@@ -22,7 +22,7 @@ from tfserving_operator.kinds import KindInfo
 from tfserving_operator.kube import Kube
 from tfserving_operator.observe import Cache, Prober
 from tfserving_operator.pause import PauseFollower
-from tfserving_operator.reconcile import Context
+from tfserving_operator.reconcile import WARM_UP_SECONDS, Context
 from tfserving_operator.resync import resync_forever
 from tfserving_operator.settings import Settings
 
@@ -58,7 +58,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.serve(SETTINGS.metrics_port)
     kube = Kube(_load_api_client(), workers=SETTINGS.api_workers)
     prober = Prober(SETTINGS.probe_timeout_seconds)
-    memo.ctx = Context(settings=SETTINGS, applier=Applier(kube), cache=Cache(), prober=prober)
+    memo.ctx = Context(
+        settings=SETTINGS,
+        applier=Applier(kube),
+        cache=Cache(),
+        prober=prober,
+        warm_until=time.monotonic() + WARM_UP_SECONDS,
+    )
     if SETTINGS.resync_seconds:
         memo.resync = asyncio.create_task(
             resync_forever(kube, memo.ctx, SETTINGS.resync_seconds, SETTINGS.label_selector_query),

@@ -46,6 +46,10 @@ MAX_IDLE_SECONDS = 60.0
 # and a cold start over 1000 ServedModels queues passes for about a minute for
 # a pass slot): only a pass that hangs reaches it.
 PASS_TIMEOUT_SECONDS = 300.0
+# After a start, the child watches' first lists take seconds to arrive (about
+# 5000 objects at 1000 ServedModels): until then a child missing from the
+# cache most likely exists, and applying it would be a write for nothing.
+WARM_UP_SECONDS = 30.0
 
 
 @dataclass
@@ -67,6 +71,10 @@ class Context:
     # attached (read live: kopf's re-list may come before our resume()).
     pause_source: Callable[[], bool] | None = None
     _paused: bool = False
+    # Until then (time.monotonic()), a ServedModel whose status records its
+    # generation as accepted waits for children missing from the cache
+    # instead of applying them (WARM_UP_SECONDS).
+    warm_until: float = 0.0
 
     @property
     def servedmodel_keys(self) -> set[Key]:
@@ -217,10 +225,30 @@ class Worker:
             stable = canary.stable_view(sm, memory, started_canary)
             serve = decide.choose_serving_set(stable, memory)[0]
             children = renders.with_canary(serve, started_canary)
-            if not await self._accepted(sm, body, old_status, children):
-                return MAX_IDLE_SECONDS
+            validated = sm.generation == self._validated_generation or decide.already_validated(
+                old_status, sm.generation
+            )
+            # A ServedModel never reconciled has no children to keep serving: its
+            # children are applied without a dry run first, and undone if one is
+            # refused (ChildSync.ensure). Otherwise a new generation is dry-run
+            # first, but only the children about to change.
+            first = not validated and "observedGeneration" not in old_status
+            warm_up_left = self.ctx.warm_until - time.monotonic()
+            if validated and warm_up_left > 0 and self.children.missing(children):
+                # Just started: the children's watch events wake this worker
+                # as they arrive; what is still missing then gets applied.
+                return warm_up_left
+            if not validated and not first:
+                problem = await self.children.dry_run(self.children.pending(children))
+                if problem:
+                    await self.status.invalid(body, problem, old_status)
+                    return MAX_IDLE_SECONDS
             await self.children.hand_over_replicas(sm)  # before the apply that drops it
-            await self.children.ensure(children, sm.uid)
+            problem = await self.children.ensure(children, sm.uid, undo_on_refusal=first)
+            if problem:
+                await self.status.invalid(body, problem, old_status)
+                return MAX_IDLE_SECONDS
+            self._validated_generation = sm.generation
             await self.children.hand_over_replicas(sm)  # a Deployment created without it
             pods = list(self.ctx.cache.pods.get(self.key, {}).values())
             self._observe_ready(pods)
@@ -324,26 +352,6 @@ class Worker:
                 delay,
             )
         return delay
-
-    async def _accepted(
-        self,
-        sm: spec.ServedModel,
-        body: Mapping[str, Any],
-        old_status: dict[str, Any],
-        children: render.Children,
-    ) -> bool:
-        """The API server accepts the rendered children (dry run once per generation);
-        if not, the status says why and nothing is applied."""
-        if sm.generation == self._validated_generation or decide.already_validated(
-            old_status, sm.generation
-        ):
-            return True
-        problem = await self.children.dry_run(children)
-        if problem:
-            await self.status.invalid(body, problem, old_status)
-            return False
-        self._validated_generation = sm.generation
-        return True
 
     async def _apply_gates(
         self, pods: list[PodView], probes: dict[str, ProbeResult]
