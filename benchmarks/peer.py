@@ -116,6 +116,14 @@ def _kubectl(bench: Bench, *args: str, stdin: str | None = None) -> None:
         raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr.strip()[-800:]}")
 
 
+def _apply(bench: Bench, manifest: dict[str, Any]) -> None:
+    """Server-side apply of one object (kubectl reads it from stdin)."""
+    _kubectl(
+        bench, "apply", "--server-side", "--field-manager=bench", "-f", "-",
+        stdin=json.dumps(manifest),
+    )  # fmt: skip
+
+
 def install(bench: Bench) -> None:
     """KServe's CRDs, namespace, ConfigMap and TensorFlow runtime on the instance."""
     src = source_dir()
@@ -133,29 +141,13 @@ def install(bench: Bench) -> None:
     ingress["disableIstioVirtualHost"] = True
     data["ingress"] = json.dumps(ingress)
     config["metadata"] = {"name": "inferenceservice-config", "namespace": NAMESPACE}
-    _kubectl(
-        bench,
-        "apply",
-        "--server-side",
-        "--field-manager=bench",
-        "-f",
-        "-",
-        stdin=json.dumps(config),
-    )
+    _apply(bench, config)
     runtime = yaml.safe_load(
         (src / "config" / "runtimes" / "kserve-tensorflow-serving.yaml").read_text()
     )
     for container in runtime["spec"]["containers"]:
         container["image"] = "tensorflow/serving:2.20.0"  # kustomize fills it in upstream
-    _kubectl(
-        bench,
-        "apply",
-        "--server-side",
-        "--field-manager=bench",
-        "-f",
-        "-",
-        stdin=json.dumps(runtime),
-    )
+    _apply(bench, runtime)
 
 
 @dataclass
