@@ -127,9 +127,10 @@ LIMITS = """\
   messages, the availability-preserving policy, a failed version not being
   retried while it stays aspired) but listens at once and never crash-loops
   (localdev/standin/__init__.py lists the differences).
-* **Takeover after a crash** depends on kopf's peering lifetime (60 s): a
-  SIGKILLed replica counts as alive until its last keep-alive is that old,
-  so the figure varies between runs from a few seconds to about a minute.
+* **Takeover after a crash** depends on kopf's peering lifetime
+  (`TFSO_PEERING_LIFETIME_SECONDS`, 10 s by default): a SIGKILLed replica
+  counts as alive until its last keep-alive is that old, so the figure
+  varies between runs up to about that lifetime.
 * **Control-plane figures.** "Operator acted" is the operator's own
   catch-up. "All converged" after an API server restart is dominated by the
   local cluster's kube-controller-manager, which took about 30 s to create
