@@ -28,7 +28,7 @@ from tfserving_operator.reconcile import MAX_IDLE_SECONDS, Context, Worker
 from tfserving_operator.settings import Settings
 from tfserving_operator.spec import VersionSet
 from tfserving_operator.status_writer import Written, caught_up
-from tfserving_operator.views import ModelState
+from tfserving_operator.views import ModelState, ServingCounts
 
 KEY = ("ml", "mnist")
 
@@ -1233,5 +1233,147 @@ def test_after_a_start_an_accepted_servedmodel_waits_for_its_children_instead_of
         await h.next_pass()
         assert [m["metadata"]["name"] for m in h.applier.applied] == [name]
         assert fresh is h.worker
+
+    run(scenario())
+
+
+# ----- a canary, pass by pass ------------------------------------------------------------
+
+CANARY = {"steps": [{"replicas": 1}], "analysisIntervalSeconds": 10, "minRequests": 10}
+LONG_AGO = "2000-01-01T00:00:00Z"
+
+
+def canary_body(version: int) -> dict[str, Any]:
+    sm_body = body(version=version)
+    sm_body["spec"]["rollout"] = {"canary": dict(CANARY)}
+    return sm_body
+
+
+def canary_hash(version: int) -> str:
+    """The config hash of the canary's pods (monitoring on, as the canary renders it)."""
+    sm = spec.parse(canary_body(version), "img", "img-gpu")
+    return render.render(sm, VersionSet.specific([version])).config_hash
+
+
+def reading(pod_name: str, requests: int, errors: int) -> ServingCounts:
+    return ServingCounts(
+        pod=pod_name,
+        requests=requests,
+        errors=errors,
+        latency_buckets=(("1000", requests - errors), ("+Inf", requests - errors)),
+    )
+
+
+def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Worker's canary sequence: a new target starts a canary Deployment
+    beside the stable one, its pod's gate opens on AVAILABLE, a baseline is
+    read, and a window whose canary answered only errors refuses the target
+    (CanaryAnalysisFailed, the numbers, a Warning Event) and renders the last
+    good set without the canary."""
+    pages: dict[str, ServingCounts] = {}
+    scraped: list[list[str]] = []
+
+    async def read_all(pods: Iterable[PodView], model_name: str) -> dict[str, Any]:
+        names = [p.name for p in pods]
+        scraped.append(names)
+        return {name: pages[name] for name in names}
+
+    from tfserving_operator import scrape
+
+    monkeypatch.setattr(scrape, "read_all", read_all)
+
+    async def scenario() -> None:
+        h = Harness()
+        worker = await serving_steadily(h)  # version 2 serves on pod a, last good 2
+        worker.body = {**canary_body(3), "status": h.applier.status}
+        stable = pod("a", 2, serving=True)
+        h.pods(stable)
+        await h.next_pass()
+        names = {(m["kind"], m["metadata"]["name"]) for m in h.applier.applied}
+        assert ("Deployment", "mnist-canary") in names
+        assert h.applier.status["canary"]["phase"] == "Starting"
+        assert h.applier.status["servingVersions"] == "2"
+        await h.settle_children()
+
+        # The canary pod loads version 3; its gate opens on AVAILABLE.
+        target = canary_hash(3)
+        new = pod("c", 3, config_hash=target, canary=True)
+        h.pods(stable, new)
+        h.prober.answers["c"] = answer("c", 3, ModelState.AVAILABLE)
+        await h.next_pass()
+        assert ("c", True) in [(p, is_open) for p, is_open, _ in h.applier.gates]
+        assert scraped == []  # not Ready yet: no analysis
+
+        # Ready: a baseline reading of the canary and the stable pod.
+        h.pods(stable, pod("c", 3, config_hash=target, canary=True, serving=True))
+        pages.update(c=reading("c", 100, 0), a=reading("a", 200, 0))
+        await h.next_pass()
+        assert scraped == [["c", "a"]]
+        assert h.applier.status["canary"]["baseline"]["canary"]["requests"] == 100
+        assert not h.applier.status.get("refused")
+
+        # The window ends: every canary request since the baseline failed.
+        h.applier.status["canary"]["windowStartTime"] = LONG_AGO
+        pages.update(c=reading("c", 150, 50), a=reading("a", 300, 0))
+        await h.next_pass()
+        refused = h.applier.status["refused"]
+        assert refused["reason"] == "CanaryAnalysisFailed"
+        assert refused["versions"] == [3]
+        assert "50/50" in refused["message"], refused["message"]
+        assert ("Warning", "CanaryAnalysisFailed") in [(t, r) for t, r, _ in h.applier.events]
+        assert ("Deployment", "mnist-canary") in h.applier.deleted
+        assert "canary" not in h.applier.status
+        # Its pod gone, version 2 alone serves; the refused target starts no new canary.
+        h.pods(stable)
+        await h.next_pass()
+        assert h.applier.status["servingVersions"] == "2"
+        assert "canary" not in h.applier.status
+        assert ("Deployment", "mnist-canary") not in {
+            (m["kind"], m["metadata"]["name"]) for m in h.applier.applied
+        }
+
+    run(scenario())
+
+
+def test_a_good_canary_is_promoted_and_the_stable_deployment_takes_the_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A window whose canary answered as well as the stable pods promotes the
+    target: the stable Deployment is rendered for it and the canary one goes."""
+    pages: dict[str, ServingCounts] = {}
+
+    async def read_all(pods: Iterable[PodView], model_name: str) -> dict[str, Any]:
+        return {p.name: pages[p.name] for p in pods}
+
+    from tfserving_operator import scrape
+
+    monkeypatch.setattr(scrape, "read_all", read_all)
+
+    async def scenario() -> None:
+        h = Harness()
+        worker = await serving_steadily(h)
+        worker.body = {**canary_body(3), "status": h.applier.status}
+        stable = pod("a", 2, serving=True)
+        h.pods(stable)
+        await h.next_pass()
+        await h.settle_children()
+        before = h.applier.objects[("Deployment", "mnist")]
+        ready = pod("c", 3, config_hash=canary_hash(3), canary=True, serving=True)
+        h.pods(stable, ready)
+        h.prober.answers["c"] = answer("c", 3, ModelState.AVAILABLE)
+        pages.update(c=reading("c", 100, 0), a=reading("a", 200, 0))
+        await h.next_pass()
+        assert h.applier.status["canary"]["baseline"]["stable"]["requests"] == 200
+        h.applier.status["canary"]["windowStartTime"] = LONG_AGO
+        pages.update(c=reading("c", 160, 0), a=reading("a", 260, 0))
+        await h.next_pass()
+        assert not h.applier.status.get("refused")
+        assert h.applier.status["canary"]["phase"] == "Promoted"
+        after = h.applier.objects[("Deployment", "mnist")]
+        assert contains(after, before) is False  # re-rendered for version 3
+        assert after["spec"]["template"]["metadata"]["annotations"][api.ANNOTATION_VERSIONS] == "3"
+        assert ("Normal", "CanaryAnalysed") in [(t, r) for t, r, _ in h.applier.events]
 
     run(scenario())
