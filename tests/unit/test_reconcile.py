@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -817,7 +818,9 @@ def test_failed_passes_back_off_exponentially_up_to_30_s_and_reset_on_success(
     assert waits == [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 7.0, 1.0]
 
 
-def test_a_worker_without_a_body_sleeps_the_idle_maximum(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_without_a_body_sleeps_the_idle_maximum(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     waits: list[float] = []
     done = asyncio.Event()
 
@@ -835,8 +838,28 @@ def test_a_worker_without_a_body_sleeps_the_idle_maximum(monkeypatch: pytest.Mon
         await worker.stop()
 
     monkeypatch.setattr(asyncio, "wait_for", no_wait)
-    run(scenario())
+    with caplog.at_level(logging.DEBUG, logger="tfserving_operator.reconcile"):
+        run(scenario())
     assert waits == [0.0, MAX_IDLE_SECONDS]
+    # TFSO_LOG_LEVEL=DEBUG says why no pass ran.
+    assert "ml/mnist: no pass (no body)" in caplog.messages
+
+
+def test_the_debug_line_of_a_pass_says_what_it_saw_and_when_the_next_one_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        h = Harness(Settings(probe_interval_seconds=30.0))
+        await serving_steadily(h)
+        await h.next_pass()
+
+    with caplog.at_level(logging.DEBUG, logger="tfserving_operator.reconcile"):
+        run(scenario())
+    line = caplog.messages[-1]
+    assert line.startswith("ml/mnist: pass 3: serve "), line
+    assert "complete True, pods a Running ready=True gate=True term=False probe=" in line
+    assert "state=<ModelState.AVAILABLE: 30>" in line
+    assert line.endswith("; next pass in 30.0 s"), line
 
 
 # ----- a spec the API server refuses rendered --------------------------------------
