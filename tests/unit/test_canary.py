@@ -237,36 +237,23 @@ def test_state_survives_the_status_round_trip() -> None:
     assert written["share"] == "1/4 ready endpoints (25%)"
 
 
+def annotated(key: str, value: str) -> spec.ServedModel:
+    """A canary ServedModel carrying one annotation (promote or abort)."""
+    body = {
+        "metadata": {"name": "m", "annotations": {key: value}},
+        "spec": {"storage": {"hostPath": {"path": "/x"}}, "version": 2, "rollout": {"canary": {}}},
+    }
+    return spec.parse(body, "img", "gpu")
+
+
 def test_manual_abort_and_promote() -> None:
     model = sm()
     state = canary.current(model, memory(), {}, T0)
     assert state is not None
-    aborting = spec.parse(
-        {
-            "metadata": {"name": "m", "annotations": {api.ANNOTATION_CANARY_ABORT: "now"}},
-            "spec": {
-                "storage": {"hostPath": {"path": "/x"}},
-                "version": 2,
-                "rollout": {"canary": {}},
-            },
-        },
-        "img",
-        "gpu",
-    )
+    aborting = annotated(api.ANNOTATION_CANARY_ABORT, "now")
     result = canary.advance(aborting, state, HASH, [], {}, None, T0)
     assert result.refusal is not None and result.refusal.reason == api.Reason.CANARY_ABORTED
-    promoting = spec.parse(
-        {
-            "metadata": {"name": "m", "annotations": {api.ANNOTATION_CANARY_PROMOTE: "go"}},
-            "spec": {
-                "storage": {"hostPath": {"path": "/x"}},
-                "version": 2,
-                "rollout": {"canary": {}},
-            },
-        },
-        "img",
-        "gpu",
-    )
+    promoting = annotated(api.ANNOTATION_CANARY_PROMOTE, "go")
     result = canary.advance(promoting, state, HASH, [], {}, None, T0)
     assert result.state is not None and result.state.phase == canary.PROMOTED
 
