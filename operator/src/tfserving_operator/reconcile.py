@@ -314,8 +314,6 @@ class Worker:
         )
         canary_status = canary.to_status(sm, state, pods, canary_hash)
         outcome = replace(outcome, canary=canary_status)
-        if step is not None and step.rerender and not outcome.rerender:
-            await self.children.ensure(renders.with_canary(outcome.serve, state), sm.uid)
         if outcome.rerender:
             assert outcome.refused is not None
             log.warning(
@@ -325,6 +323,9 @@ class Worker:
                 outcome.refused.message,
             )
             self.ctx.metrics.refusals.labels(outcome.refused.reason).inc()
+        # A refusal, or a canary step that changes the replica counts: the
+        # children applied before the probes are not the ones to keep.
+        if outcome.rerender or (step is not None and step.rerender):
             await self.children.ensure(renders.with_canary(outcome.serve, state), sm.uid)
         new_status = decide.compute_status(
             sm, outcome, deployment, pods, probes, memory.conditions, now_iso()
