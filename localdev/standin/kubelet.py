@@ -641,7 +641,7 @@ class PodKubelet:
         first = decide.first_probe_at(started_mono, time.monotonic(), spec)
         await asyncio.sleep(max(0.0, first - time.monotonic()))
         while True:
-            ok, detail = await self._probe(self._sandbox_ip or self._ip, spec.port, spec.timeout)
+            ok, detail = await self._probe(self._sandbox_ip, spec.port, spec.timeout)
             if not ok:
                 self._emit(
                     "Warning", "Unhealthy", f"{spec.kind.capitalize()} probe failed: {detail}"

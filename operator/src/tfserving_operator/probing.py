@@ -74,15 +74,15 @@ class ProbeSchedule:
         # One channel per pod IP: without this the pool grows with every pod
         # that ever ran (pod IPs are rarely reused).
         await self.prober.forget(s.target for s in gone if s.target)
+        self._askable = {p.name for p in pods if p.probeable and not p.terminating}
         due = []
         for pod in pods:
             state = self.states.setdefault(pod.name, ProbeState())
             if state.config_hash != pod.config_hash:
                 state.config_hash, state.next_at, state.backoff = pod.config_hash, 0.0, 0.0
                 state.failures = 0
-            if pod.probeable and not pod.terminating and state.next_at <= now:
+            if pod.name in self._askable and state.next_at <= now:
                 due.append(pod)
-        self._askable = {p.name for p in pods if p.probeable and not p.terminating}
         if due:
             results = await self.prober.probe_all(due, self.slots)
             for pod in due:
