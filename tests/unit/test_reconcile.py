@@ -24,7 +24,7 @@ from tfserving_operator.children import contains
 from tfserving_operator.kube import ApiError
 from tfserving_operator.metrics import Metrics
 from tfserving_operator.observe import Cache, DeploymentView, PodView, ProbeResult
-from tfserving_operator.probing import QUICK_RETRY_MAX_SECONDS, ProbeState
+from tfserving_operator.probing import PROBE_JITTER, QUICK_RETRY_MAX_SECONDS, ProbeState
 from tfserving_operator.reconcile import MAX_IDLE_SECONDS, Context, Worker
 from tfserving_operator.settings import Settings
 from tfserving_operator.spec import VersionSet
@@ -450,6 +450,23 @@ def test_open_gate_is_asked_at_the_steady_interval() -> None:
         worker.probes.record(pod("a", 3, serving=True), answer("a", 3, ModelState.AVAILABLE))
         assert worker.probes.states["a"].backoff == 0.0
         assert worker.probes.states["a"].next_at >= before + 30.0
+        assert worker.probes.states["a"].next_at <= time.monotonic() + 30.0 * (1 + PROBE_JITTER)
+
+
+def test_steady_probes_are_spread_over_the_jitter() -> None:
+    """Pods answered at the same moment are asked again at different moments,
+    none sooner than the interval: a fixed period phase-locks onto a server's
+    periodic work (a probe always arriving as a Predict frees a thread)."""
+
+    async def scenario() -> None:
+        h = Harness(Settings(probe_interval_seconds=100.0))
+        worker = await h.start(body(version=3))
+        before = time.monotonic()
+        for name in "abcdefgh":
+            worker.probes.record(pod(name, 3, serving=True), answer(name, 3, ModelState.AVAILABLE))
+        gaps = [worker.probes.states[name].next_at - before for name in "abcdefgh"]
+        assert all(100.0 <= g <= 100.0 * (1 + PROBE_JITTER) + 1 for g in gaps), gaps
+        assert max(gaps) - min(gaps) > 1.0, gaps
 
     run(scenario())
 
@@ -706,7 +723,7 @@ def test_a_steady_pass_waits_until_the_next_probe_is_due() -> None:
         h = Harness(Settings(probe_interval_seconds=30.0))
         await serving_steadily(h)
         delay = await h.next_pass()
-        assert 29.0 < delay <= 30.0
+        assert 29.0 < delay <= 30.0 * (1 + PROBE_JITTER)
 
     run(scenario())
 
@@ -859,7 +876,9 @@ def test_the_debug_line_of_a_pass_says_what_it_saw_and_when_the_next_one_runs(
     assert line.startswith("ml/mnist: pass 3: serve "), line
     assert "complete True, pods a Running ready=True gate=True term=False probe=" in line
     assert "state=<ModelState.AVAILABLE: 30>" in line
-    assert line.endswith("; next pass in 30.0 s"), line
+    head, _, delay = line.rpartition("; next pass in ")
+    assert head and delay.endswith(" s"), line
+    assert 29.0 < float(delay.removesuffix(" s")) <= 30.0 * (1 + PROBE_JITTER), line
 
 
 # ----- a spec the API server refuses rendered --------------------------------------

@@ -1,7 +1,8 @@
 """When to ask each model server next, and how many answers in a row failed.
 
 The `Prober` (observe.py) asks; this schedule decides who is due. A pod
-whose gate is open is asked every `probe_interval_seconds`; a closed one
+whose gate is open is asked every `probe_interval_seconds` (up to
+PROBE_JITTER later); a closed one
 sooner, backing off; a pod that answers "still loading" or refuses
 connections at least every QUICK_RETRY_MAX_SECONDS. It also counts each
 pod's consecutive probe failures of the uncertain kind (timeouts, transport
@@ -11,6 +12,7 @@ errors), which the gate's hysteresis reads (decide.gate_for).
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +31,15 @@ from tfserving_operator.views import PodView, ProbeResult
 # off up to the probe_backoff_max_seconds setting.
 QUICK_RETRY_MAX_SECONDS = 1.0
 QUICK_RETRY_REASONS = frozenset({GateReason.LOADING, GateReason.UNREACHABLE})
+# A steady probe comes up to this fraction of the interval late, at random.
+# A fixed period locks onto any periodic work of the server's: with requests
+# that take as long as the interval, each probe arrived just as a Predict
+# ended and never saw the queue the others waited in (the gRPC pool is
+# shared, model_servers/server.cc). It also spreads the probes of pods that
+# started together, as the kubelet's random first probe delay does
+# (pkg/kubelet/prober/worker.go). Only later, never sooner: the interval
+# stays the least time between two asks of one server.
+PROBE_JITTER = 0.1
 
 
 class ProbeClient(Protocol):
@@ -101,7 +112,8 @@ class ProbeSchedule:
         decision = decide.gate_for(pod, result)
         if decision.open:
             state.backoff = 0.0
-            state.next_at = time.monotonic() + self.settings.probe_interval_seconds
+            spread = 1.0 + PROBE_JITTER * random.random()
+            state.next_at = time.monotonic() + self.settings.probe_interval_seconds * spread
             return
         longest = self.settings.probe_backoff_max_seconds
         if decision.reason in QUICK_RETRY_REASONS:
