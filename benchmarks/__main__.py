@@ -123,14 +123,20 @@ def gate_latency(bench: Bench, samples: int) -> dict[str, Any]:
     api_client = config.new_client_from_config(config_file=str(bench.cluster.kubeconfig))
     operator = start_operator(bench.cluster, f"gate-{uuid.uuid4().hex[:4]}")
     try:
-        latencies = gate.measure_gate_latency(api_client, namespace, workload.MODELS_ROOT, samples)
+        run = gate.measure_gate_latency(api_client, namespace, workload.MODELS_ROOT, samples)
+        # The only pods in the cluster now are these rounds': every probe was of them.
+        probes = int(operator.process.health_since(time.time())["probe_calls"])
     finally:
         operator.stop()
         api_client.close()
         workload.delete_namespace(bench.api, namespace)
-    figures: dict[str, Any] = dict(gate.summarize(latencies))
-    figures["latencies"] = [round(x, 3) for x in latencies]
-    say(f"gate latency: median {figures['median']:.3f} s, p90 {figures['p90']:.3f} s")
+    figures: dict[str, Any] = dict(gate.summarize(run.latencies))
+    figures["latencies"] = [round(x, 3) for x in run.latencies]
+    figures["probes_per_pod"] = round(probes / run.pods, 1)
+    say(
+        f"gate latency: median {figures['median']:.3f} s, p90 {figures['p90']:.3f} s, "
+        f"p99 {figures['p99']:.3f} s; {figures['probes_per_pod']} probes per pod"
+    )
     return figures
 
 

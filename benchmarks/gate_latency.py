@@ -17,11 +17,13 @@ defaults in a namespace of its own and print the median and p90.
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +46,32 @@ ROUND_TIMEOUT = 90.0
 def _watch_available(
     target: str, version: int, stop: threading.Event, seen: dict[str, float], key: str
 ) -> None:
-    """Poll `target` until `version` is AVAILABLE; note the moment in seen[key]."""
+    """Poll `target` until `version` is AVAILABLE; note the moment in seen[key].
+
+    Only a transition this poller saw counts: if its first answer already says
+    AVAILABLE, the moment is unknown and nothing is noted (it started late).
+    After a failed call the channel is replaced: gRPC holds a failed channel
+    back from reconnecting for its reconnect backoff (1 s, growing, by
+    default), so a kept channel saw the server's port open seconds late, and
+    the pod read Ready "before" its version was AVAILABLE.
+    """
     channel = grpc.insecure_channel(target)
+    saw_not_available = False
     try:
         while not stop.is_set():
             try:
                 states = model_status(target, MODEL, timeout=1.0, channel=channel)
             except grpc.RpcError:
                 states = []
+                channel.close()
+                channel = grpc.insecure_channel(target)
             if any(s.version == version and s.state == "AVAILABLE" for s in states):
-                seen[key] = time.monotonic()
+                if saw_not_available:
+                    seen[key] = time.monotonic()
+                else:
+                    seen[key] = float("nan")
                 return
+            saw_not_available = True
             stop.wait(POLL_SECONDS)
     finally:
         channel.close()
@@ -97,7 +114,9 @@ def _one_round(
                 pods.wait(lambda _: False, 0.05)
             else:
                 raise TimeoutError(f"{name}: not every pod Ready after {ROUND_TIMEOUT:.0f} s")
-            return [pods.ready_at[n] - available[n] for n in ready]
+            # NaN: a poller whose first answer was already AVAILABLE (it started
+            # late, the transition unseen): not a sample.
+            return [pods.ready_at[n] - available[n] for n in ready if not math.isnan(available[n])]
         finally:
             stop.set()
             for poller in pollers.values():
@@ -105,9 +124,17 @@ def _one_round(
             delete_sm(api_client, namespace, name)
 
 
+@dataclass
+class GateRun:
+    """The latencies measured, and how many pods were started to measure them."""
+
+    latencies: list[float]
+    pods: int
+
+
 def measure_gate_latency(
     api_client: Any, namespace: str, model_store: Path, samples: int
-) -> list[float]:
+) -> GateRun:
     """Seconds from a pod's server reporting its version AVAILABLE to the pod turning
     Ready, for `samples` pods (rounds of up to five replicas, each a new ServedModel).
 
@@ -116,23 +143,34 @@ def measure_gate_latency(
     """
     base = make_model_dir(model_store, "gate-latency", good=(1,))
     latencies: list[float] = []
+    pods = 0
     round_number = 0
     while len(latencies) < samples:
+        if round_number >= 3 * (samples // REPLICAS_PER_ROUND + 1):
+            raise RuntimeError(
+                f"only {len(latencies)} of {samples} samples after {round_number} rounds: "
+                "the pollers kept starting after the versions were AVAILABLE"
+            )
         replicas = min(REPLICAS_PER_ROUND, samples - len(latencies))
         delay = LOAD_DELAYS[round_number % len(LOAD_DELAYS)]
         latencies += _one_round(api_client, namespace, base, replicas, delay)
+        pods += replicas
         round_number += 1
-    return latencies[:samples]
+    return GateRun(latencies[:samples], pods)
 
 
 def summarize(latencies: list[float]) -> dict[str, float]:
-    """Median, p90 and max, in seconds."""
+    """Median, p90, p99 (nearest rank) and max, in seconds."""
     ordered = sorted(latencies)
-    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
     return {
         "samples": float(len(ordered)),
         "median": statistics.median(ordered),
-        "p90": p90,
+        "p90": rank(0.9),
+        "p99": rank(0.99),
         "max": ordered[-1],
     }
 
@@ -166,7 +204,9 @@ def main(argv: list[str]) -> int:
             what="default ServiceAccount",
         )
         operator.start()
-        figures = summarize(measure_gate_latency(api_client, namespace, model_store, samples))
+        run = measure_gate_latency(api_client, namespace, model_store, samples)
+        figures = summarize(run.latencies)
+        probes = float(operator.health_since(time.time())["probe_calls"])
     finally:
         operator.stop()
         core.delete_namespace(namespace, propagation_policy="Background")
@@ -174,7 +214,8 @@ def main(argv: list[str]) -> int:
     print(
         f"gate latency (version AVAILABLE -> pod Ready), {figures['samples']:.0f} pods: "
         f"median {figures['median']:.3f} s, p90 {figures['p90']:.3f} s, "
-        f"max {figures['max']:.3f} s"
+        f"p99 {figures['p99']:.3f} s, max {figures['max']:.3f} s; "
+        f"{probes / run.pods:.1f} probes per pod"
     )
     return 0
 

@@ -224,7 +224,9 @@ def markdown(results: dict[str, Any]) -> str:
             lines += [
                 "Version AVAILABLE on a pod's server -> pod Ready "
                 f"({gate['samples']:.0f} pods): median {gate['median']:.3f} s, "
-                f"p90 {gate['p90']:.3f} s, max {gate['max']:.3f} s.",
+                f"p90 {gate['p90']:.3f} s, p99 {gate.get('p99', gate['max']):.3f} s, "
+                f"max {gate['max']:.3f} s; "
+                f"{gate.get('probes_per_pod', '?')} probes per pod.",
                 "",
             ]
     probe = results.get("probe_load")
