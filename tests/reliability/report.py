@@ -5,18 +5,27 @@ reliability conftest calls `write_report` when the session ends.
 
 Reads .sim/reliability-results.json (written by tests/reliability/, see
 results.py; `make test` fills the bad-input and security rows, `make chaos`
-the fault rows) and writes the table. Rows never recorded show as "not run".
+the fault rows) and writes the table. The page carries its rows as JSON in a
+closing HTML comment: a row this machine never recorded (the 30-minute
+`make soak`, run by hand; or anything on a fresh clone) keeps the one the page
+had, with the date it was recorded. Rows never recorded anywhere show as
+"not run yet".
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from tests.reliability.results import RESULTS_FILE, SECTIONS, Result, load, load_raw
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC = REPO_ROOT / "docs" / "reliability.md"
+# The closing comment that carries the page's rows (see the module docstring).
+EMBED = re.compile(r"^<!-- reliability-results (\{.*\}) -->$", re.MULTILINE)
 
 # Every row the suite records, in table order.
 EXPECTED = (
@@ -177,9 +186,10 @@ def render(results: list[Result], machine: str = "") -> tuple[str, list[str]]:
             outcome = f"{r.passed}/{r.tried} {r.outcome}"
             if r.bug:
                 outcome += f" — **known bug**: {r.bug}"
+            when = f", {r.recorded[:10]}" if r.recorded else ""
             lines.append(
                 f"| {_cell(r.title)} | {r.tried} | {_cell(outcome)} | {_cell(_figures(r))} | "
-                f"`{r.suite}` |"
+                f"`{r.suite}`{when} |"
             )
         section_missing = [k for k in missing if _section_of(k) == section]
         for key in section_missing:
@@ -192,7 +202,26 @@ def render(results: list[Result], machine: str = "") -> tuple[str, list[str]]:
             lines.append(f"* `{r.key}`: {r.bug}.")
         lines.append("")
     lines.append(LIMITS)
+    rows = {r.key: asdict(r) for r in results}
+    lines.append(f"<!-- reliability-results {json.dumps(rows, sort_keys=True)} -->\n")
     return "\n".join(lines), missing
+
+
+def carried(page: str) -> list[Result]:
+    """The rows a page written by `render` carries ([] for any other text)."""
+    match = EMBED.search(page)
+    if match is None:
+        return []
+    known = set(Result.__dataclass_fields__)
+    rows = json.loads(match.group(1))
+    return [Result(**{k: v for k, v in e.items() if k in known}) for e in rows.values()]
+
+
+def merged(earlier: list[Result], recorded: list[Result]) -> list[Result]:
+    """The page's rows, each replaced by this machine's record of it when there is one."""
+    by_key = {r.key: r for r in earlier}
+    by_key.update({r.key: r for r in recorded})
+    return list(by_key.values())
 
 
 def _section_of(key: str) -> str:
@@ -205,7 +234,8 @@ def _section_of(key: str) -> str:
 
 def write_report(output: Path = DOC) -> list[str]:
     """Render the page into `output`; return the rows never recorded."""
-    page, missing = render(load(), str(load_raw().get("machine", "")))
+    earlier = carried(output.read_text()) if output.exists() else []
+    page, missing = render(merged(earlier, load()), str(load_raw().get("machine", "")))
     if missing:
         print(
             f"{len(missing)} rows not recorded in {RESULTS_FILE}: {', '.join(missing)}",
