@@ -13,6 +13,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +26,7 @@ Body = dict[str, Any]
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 # Shows as the field manager of what the benchmark creates (and in API server logs).
 USER_AGENT = "tfso-benchmark"
+LIST_RETRIES = 30
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
@@ -102,19 +104,31 @@ class Api:
         return WatchStream(self, path, resource_version, metadata_only)
 
     def list_rv(self, path: str, metadata_only: bool = False) -> tuple[list[Body], str]:
-        """List a collection; its items and the resourceVersion to watch from."""
+        """List a collection; its items and the resourceVersion to watch from.
+
+        A 429 is retried after the server's Retry-After, as client-go does: right
+        after a CRD is installed its storage answers "(re)initializing" for a while.
+        """
+        for _ in range(LIST_RETRIES):
+            status, retry_after, data = self._list_once(path, metadata_only)
+            if status != 429:
+                break
+            time.sleep(retry_after)
+        if status >= 400:
+            raise ApiError(status, "LIST", path, data.decode(errors="replace"))
+        body = json.loads(data)
+        return list(body.get("items") or []), str(body["metadata"]["resourceVersion"])
+
+    def _list_once(self, path: str, metadata_only: bool) -> tuple[int, float, bytes]:
         conn = self._connection(timeout=120)
         try:
             accept = METADATA_LIST if metadata_only else "application/json"
             conn.request("GET", path, headers={"Accept": accept, "User-Agent": USER_AGENT})
             resp = conn.getresponse()
-            data = resp.read()
-            if resp.status >= 400:
-                raise ApiError(resp.status, "LIST", path, data.decode(errors="replace"))
+            retry_after = float(resp.getheader("Retry-After") or 1)
+            return resp.status, retry_after, resp.read()
         finally:
             conn.close()
-        body = json.loads(data)
-        return list(body.get("items") or []), str(body["metadata"]["resourceVersion"])
 
 
 class WatchStream:

@@ -202,8 +202,8 @@ def render(results: list[Result], machine: str = "") -> tuple[str, list[str]]:
             lines.append(f"* `{r.key}`: {r.bug}.")
         lines.append("")
     lines.append(LIMITS)
-    rows = {r.key: asdict(r) for r in results}
-    lines.append(f"<!-- reliability-results {json.dumps(rows, sort_keys=True)} -->\n")
+    carried_rows = {r.key: asdict(r) for r in results}
+    lines.append(f"<!-- reliability-results {json.dumps(carried_rows, sort_keys=True)} -->\n")
     return "\n".join(lines), missing
 
 

@@ -154,6 +154,9 @@ class FakeProber:
         self.answers: dict[str, ProbeResult] = {}
         self.calls: dict[str, int] = {}
         self.forgotten: list[str] = []
+        # Port waits: each blocks until the test opens that target's port.
+        self.ports: dict[str, asyncio.Event] = {}
+        self.port_waits: list[str] = []
 
     async def probe_all(
         self, pods: Iterable[PodView], slots: asyncio.Semaphore | None = None
@@ -168,6 +171,11 @@ class FakeProber:
 
     async def forget(self, targets: Iterable[str]) -> None:
         self.forgotten.extend(targets)
+
+    async def wait_for_port(self, target: str, seconds: float) -> bool:
+        self.port_waits.append(target)
+        await self.ports.setdefault(target, asyncio.Event()).wait()
+        return True
 
 
 def body(version: int = 3, status: dict[str, Any] | None = None, rv: int = 50) -> dict[str, Any]:
@@ -416,14 +424,15 @@ def test_failure_with_nothing_to_go_back_to_is_reported_not_refused() -> None:
     ("probe", "longest"),
     [
         (answer("b", 3, ModelState.LOADING), QUICK_RETRY_MAX_SECONDS),
-        (probe_error("b", "ServerUnreachable"), QUICK_RETRY_MAX_SECONDS),
+        # A port wait watches a refusing server instead (next test).
+        (probe_error("b", "ServerUnreachable"), 5.0),
         (probe_error("b", "ProbeTimeout"), 5.0),
         (probe_error("b", "ProbeFailed"), 5.0),
         (answer("b", 3, ModelState.END, LOAD_ERROR), 5.0),
     ],
 )
 def test_probe_cadence(probe: ProbeResult, longest: float) -> None:
-    """Cheap "not yet" answers are asked again within a second; slow failures back off."""
+    """A "still loading" answer is asked again within a second; failures back off."""
 
     async def scenario() -> None:
         h = Harness(Settings(probe_backoff_initial_seconds=0.25, probe_backoff_max_seconds=5.0))
@@ -437,6 +446,57 @@ def test_probe_cadence(probe: ProbeResult, longest: float) -> None:
         assert delays[0] == 0.25
         assert max(delays) == longest
         assert delays == sorted(delays)
+
+    run(scenario())
+
+
+def test_a_refusing_server_is_asked_again_the_moment_its_port_opens() -> None:
+    """The real server opens its ports only once its versions have loaded: a
+    refused probe starts a port wait, and the port opening makes the probe due
+    at once and wakes the worker, however long the backoff had grown."""
+
+    async def scenario() -> None:
+        h = Harness(Settings(probe_backoff_initial_seconds=0.25, probe_backoff_max_seconds=5.0))
+        worker = await h.start(body(version=3))
+        starting = pod("a", 3)
+        h.pods(starting)
+        await worker.reconcile()  # refused: the fake's default answer
+        assert worker.probes.port_waits() == {"a"}
+        await worker.reconcile()
+        assert h.prober.calls["a"] == 1, "asked again before its backoff ran out"
+        woken = asyncio.Event()
+        wake = worker.probes.on_port_open
+
+        def wake_and_note() -> None:
+            wake()
+            woken.set()
+
+        worker.probes.on_port_open = wake_and_note
+        h.prober.answers["a"] = answer("a", 3, ModelState.AVAILABLE)
+        h.prober.ports.setdefault(starting.target, asyncio.Event()).set()
+        await asyncio.wait_for(woken.wait(), 5)
+        assert h.prober.port_waits == [starting.target], "one wait, on the pod's address"
+        assert worker._wake.is_set(), "the port opened but the worker was not woken"
+        assert worker.probes.port_waits() == frozenset()
+        await worker.reconcile()
+        assert h.prober.calls["a"] == 2
+        assert h.applier.gates[-1] == ("a", True, "ModelAvailable")
+
+    run(scenario())
+
+
+def test_a_port_wait_ends_when_its_pod_terminates_and_when_the_worker_stops() -> None:
+    async def scenario() -> None:
+        h = Harness(Settings(probe_backoff_initial_seconds=0.25, probe_backoff_max_seconds=5.0))
+        worker = await h.start(body(version=3))
+        h.pods(pod("a", 3), pod("b", 3))
+        await worker.reconcile()
+        assert worker.probes.port_waits() == {"a", "b"}
+        h.pods(pod("a", 3, terminating=True), pod("b", 3))
+        await worker.reconcile()
+        assert worker.probes.port_waits() == {"b"}
+        await worker.stop()
+        assert worker.probes.port_waits() == frozenset()
 
     run(scenario())
 

@@ -783,3 +783,65 @@ def test_pool_close_survives_a_channel_that_fails_to_close(
         f"closing a model server channel failed: RuntimeError('cannot close bad-{n}:8500')"
         for n in (1, 2, 3)
     ]
+
+
+def test_wait_for_port_gives_up_on_a_closed_port() -> None:
+    target = f"127.0.0.1:{free_port()}"
+
+    async def main() -> tuple[bool, frozenset[str]]:
+        async with ChannelPool() as pool:
+            opened = await pool.wait_for_port(target, 0.5)
+            return opened, pool.targets
+
+    assert run(main()) == (False, frozenset())
+
+
+def test_wait_for_port_returns_when_the_port_opens_and_keeps_the_channel(
+    tfs: SimpleNamespace,
+) -> None:
+    """The real server opens its port once its versions have loaded: the wait
+    ends then, and the probe that follows uses the channel it connected."""
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    service = tfs.Service(on_status=status_response(tfs, (1, "AVAILABLE", "OK", "")))
+
+    async def main() -> tuple[bool, list[VersionStatus]]:
+        async with ChannelPool() as pool:
+            waiting = asyncio.create_task(pool.wait_for_port(target, 20))
+            # While the port stays closed the wait does not end.
+            done, _ = await asyncio.wait({waiting}, timeout=0.3)
+            assert not done
+            async with serve(tfs.register(service), port=port):
+                opened = await waiting
+                assert pool.targets == {target}
+                connected = pool.channel(target)
+                statuses = await pool.get_model_status(target, "mnist")
+                assert pool.channel(target) is connected
+                return opened, statuses
+
+    opened, statuses = run(main())
+    assert opened
+    assert [s.version for s in statuses] == [1]
+
+
+def test_wait_for_port_keeps_a_channel_a_call_opened_meanwhile(tfs: SimpleNamespace) -> None:
+    """Replacing the pool's channel would cancel a call in flight on it."""
+    service = tfs.Service(on_status=status_response(tfs, (1, "AVAILABLE", "OK", "")))
+
+    async def main() -> bool:
+        async with serve(tfs.register(service)) as target, ChannelPool() as pool:
+            existing = pool.channel(target)
+            opened = await pool.wait_for_port(target, 5)
+            assert pool.channel(target) is existing
+            return opened
+
+    assert run(main())
+
+
+def test_wait_for_port_on_a_closed_pool_is_false() -> None:
+    async def main() -> bool:
+        pool = ChannelPool()
+        await pool.close()
+        return await pool.wait_for_port("127.0.0.1:1", 1)
+
+    assert run(main()) is False

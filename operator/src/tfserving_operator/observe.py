@@ -311,6 +311,10 @@ class Prober:
         results = await asyncio.gather(*(self.probe(p, slots) for p in pods))
         return {r.pod: r for r in results}
 
+    async def wait_for_port(self, target: str, seconds: float) -> bool:
+        """True once the server at `target` accepts connections (within `seconds`)."""
+        return await self._pool.wait_for_port(target, seconds)
+
     async def forget(self, targets: Iterable[str]) -> None:
         """Close the channels of these servers (their pods are gone)."""
         for target in targets:

@@ -12,9 +12,10 @@ errors), which the gate's hysteresis reads (decide.gate_for).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,14 +24,16 @@ from tfserving_operator.api import GateReason
 from tfserving_operator.settings import Settings
 from tfserving_operator.views import PodView, ProbeResult
 
-# A server that answers "still LOADING", or refuses connections while it
-# starts (the real server opens its ports only once its versions have
-# loaded), is asked again at least this often: such a probe costs next to
-# nothing, and the time between the version turning AVAILABLE and the next
-# probe is the gate's latency. Slow failures (timeouts, odd answers) back
-# off up to the probe_backoff_max_seconds setting.
+# A server that answers "still LOADING" is asked again at least this often:
+# such a probe costs next to nothing, and the time between the version turning
+# AVAILABLE and the next probe is the gate's latency. Other failures back off
+# up to the probe_backoff_max_seconds setting; a refused connection also
+# starts a port wait, which cuts the backoff short when the port opens.
 QUICK_RETRY_MAX_SECONDS = 1.0
-QUICK_RETRY_REASONS = frozenset({GateReason.LOADING, GateReason.UNREACHABLE})
+QUICK_RETRY_REASONS = frozenset({GateReason.LOADING})
+# One port wait lasts at most this long; the next refused probe starts another
+# (probes back off to at most probe_backoff_max_seconds, well within it).
+PORT_WAIT_SECONDS = 30.0
 # A steady probe comes up to this fraction of the interval late, at random.
 # A fixed period locks onto any periodic work of the server's: with requests
 # that take as long as the interval, each probe arrived just as a Predict
@@ -51,6 +54,8 @@ class ProbeClient(Protocol):
 
     async def forget(self, targets: Iterable[str]) -> None: ...
 
+    async def wait_for_port(self, target: str, seconds: float) -> bool: ...
+
 
 @dataclass
 class ProbeState:
@@ -67,10 +72,19 @@ class ProbeState:
 class ProbeSchedule:
     """The probe state of every pod of one ServedModel."""
 
-    def __init__(self, prober: ProbeClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        prober: ProbeClient,
+        settings: Settings,
+        on_port_open: Callable[[], None] = lambda: None,
+    ) -> None:
         self.prober = prober
         self.settings = settings
+        # Called when a refusing server's port opens: the worker runs a pass.
+        self.on_port_open = on_port_open
         self.states: dict[str, ProbeState] = {}
+        # Pod name -> the task waiting for its server's port (one at a time).
+        self._port_waits: dict[str, asyncio.Task[None]] = {}
         # This ServedModel's own probe slots: its hung servers queue only its probes.
         self.slots = asyncio.Semaphore(settings.max_concurrent_probes)
         # Pods the last probe() could ask: only their schedules set the next
@@ -86,6 +100,8 @@ class ProbeSchedule:
         # that ever ran (pod IPs are rarely reused).
         await self.prober.forget(s.target for s in gone if s.target)
         self._askable = {p.name for p in pods if p.probeable and not p.terminating}
+        for name in set(self._port_waits) - self._askable:
+            self._port_waits.pop(name).cancel()
         due = []
         for pod in pods:
             state = self.states.setdefault(pod.name, ProbeState())
@@ -121,6 +137,41 @@ class ProbeSchedule:
         initial = self.settings.probe_backoff_initial_seconds
         state.backoff = min(longest, max(initial, state.backoff * 2))
         state.next_at = time.monotonic() + state.backoff
+        if decision.reason == GateReason.UNREACHABLE and pod.target:
+            self._wait_for_port(pod.name, pod.target)
+
+    def _wait_for_port(self, name: str, target: str) -> None:
+        """Watch a refusing server's port; when it opens, its probe is due at once."""
+        if name in self._port_waits:
+            return
+
+        async def wait() -> None:
+            try:
+                opened = await self.prober.wait_for_port(target, PORT_WAIT_SECONDS)
+            finally:
+                if self._port_waits.get(name) is task:
+                    del self._port_waits[name]
+            state = self.states.get(name)
+            if opened and state is not None and state.target in ("", target):
+                state.next_at = 0.0
+                self.on_port_open()
+
+        task = asyncio.create_task(wait(), name=f"port wait {target}")
+        self._port_waits[name] = task
+
+    async def close(self) -> None:
+        """Cancel the port waits (the worker stops)."""
+        waits = list(self._port_waits.values())
+        self._port_waits.clear()
+        for task in waits:
+            task.cancel()
+        for task in waits:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def port_waits(self) -> frozenset[str]:
+        """Pods whose port is being watched."""
+        return frozenset(self._port_waits)
 
     def failures(self) -> dict[str, int]:
         """Consecutive uncertain failures per pod, for the gate's hysteresis."""

@@ -134,7 +134,7 @@ class Worker:
         self.ctx = ctx
         self.body: dict[str, Any] | None = None
         self._validated_generation = -1
-        self.probes = ProbeSchedule(ctx.prober, ctx.settings)
+        self.probes = ProbeSchedule(ctx.prober, ctx.settings, on_port_open=lambda: self.wake(None))
         self.children = ChildSync(key, ctx.applier, ctx.cache)
         self.status = StatusWriter(key, ctx.applier)
         self._wake = asyncio.Event()
@@ -153,10 +153,11 @@ class Worker:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Cancel the task and wait for it."""
+        """Cancel the task and the probes' port waits, and wait for them."""
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        await self.probes.close()
 
     async def _run(self) -> None:
         delay = 0.0

@@ -77,6 +77,22 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.enable_http_proxy", 0),
 )
 
+# A channel that only waits for a closed port to open (ChannelPool.wait_for_port)
+# tries to connect about every PORT_POLL_MS. The real server opens its ports
+# only once its first versions have loaded (model_servers/server.cc builds the
+# gRPC server after ServerCore::Create returns), so the moment the port opens
+# is the moment to probe. In gRPC core the minimum reconnect backoff is also
+# the deadline of one connect attempt: 250 ms leaves a slow handshake time to
+# finish, and a refused connect fails at once, so attempts start every 100 to
+# 250 ms while the port stays closed. Each is a TCP connect, not an RPC.
+PORT_POLL_MS = 100
+PORT_WAIT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", PORT_POLL_MS),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 250),
+    ("grpc.enable_http_proxy", 0),
+)
+
 
 class ProbeError(Exception):
     """A call to a model server produced no usable answer.
@@ -328,6 +344,31 @@ class ChannelPool:
         return await get_model_status(
             target, model_name, version, label, timeout, channel=self.channel(target)
         )
+
+    async def wait_for_port(self, target: str, seconds: float) -> bool:
+        """Wait up to ``seconds`` for ``target`` to accept a connection.
+
+        True once connected: the connected channel becomes the target's (unless
+        a call opened another meanwhile, which is kept: replacing it would
+        cancel that call). False when the time ran out or the pool closed.
+        """
+        if self._closed:
+            return False
+        channel = _new_channel(target, PORT_WAIT_OPTIONS)
+        try:
+            async with asyncio.timeout(seconds):
+                await channel.channel_ready()
+        except TimeoutError:
+            await channel.close()
+            return False
+        except BaseException:
+            await channel.close()
+            raise
+        if self._closed or target in self._channels:
+            await channel.close()
+            return not self._closed
+        self._channels[target] = channel
+        return True
 
     async def discard(self, target: str) -> None:
         """Close the channel for ``target`` if there is one; calls in flight on it are cancelled."""
