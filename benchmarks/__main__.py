@@ -133,9 +133,13 @@ def gate_latency(bench: Bench, samples: int) -> dict[str, Any]:
     figures: dict[str, Any] = dict(gate.summarize(run.latencies))
     figures["latencies"] = [round(x, 3) for x in run.latencies]
     figures["probes_per_pod"] = round(probes / run.pods, 1)
+    figures["gate_only"] = gate.summarize(run.gate_latencies)
+    figures["gate_latencies"] = [round(x, 3) for x in run.gate_latencies]
     say(
         f"gate latency: median {figures['median']:.3f} s, p90 {figures['p90']:.3f} s, "
-        f"p99 {figures['p99']:.3f} s; {figures['probes_per_pod']} probes per pod"
+        f"p99 {figures['p99']:.3f} s; {figures['probes_per_pod']} probes per pod; "
+        f"AVAILABLE -> gate True alone: median {figures['gate_only']['median']:.3f} s, "
+        f"p99 {figures['gate_only']['p99']:.3f} s"
     )
     return figures
 

@@ -228,6 +228,17 @@ def markdown(results: dict[str, Any]) -> str:
                 f"max {gate['max']:.3f} s; "
                 f"{gate.get('probes_per_pod', '?')} probes per pod.",
                 "",
+                *(
+                    [
+                        "The operator's share, version AVAILABLE -> availability gate "
+                        f"True: median {gate['gate_only']['median']:.3f} s, "
+                        f"p99 {gate['gate_only']['p99']:.3f} s. The rest is the kubelet's "
+                        "startup probe (every second): a pod is Ready once both agree.",
+                    ]
+                    if "gate_only" in gate
+                    else []
+                ),
+                "",
             ]
     probe = results.get("probe_load")
     if probe:

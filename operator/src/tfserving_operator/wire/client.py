@@ -81,15 +81,16 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 # tries to connect about every PORT_POLL_MS. The real server opens its ports
 # only once its first versions have loaded (model_servers/server.cc builds the
 # gRPC server after ServerCore::Create returns), so the moment the port opens
-# is the moment to probe. In gRPC core the minimum reconnect backoff is also
-# the deadline of one connect attempt: 250 ms leaves a slow handshake time to
-# finish, and a refused connect fails at once, so attempts start every 100 to
-# 250 ms while the port stays closed. Each is a TCP connect, not an RPC.
+# is the moment to probe. A refused connect fails at once and the next one
+# starts PORT_POLL_MS after the last began (gRPC's backoff, held at its
+# initial value by the maximum). In gRPC core the minimum reconnect backoff is
+# the deadline of one connect attempt instead: 250 ms leaves a slow handshake
+# time to finish. Each attempt is a TCP connect, not an RPC.
 PORT_POLL_MS = 100
 PORT_WAIT_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.initial_reconnect_backoff_ms", PORT_POLL_MS),
+    ("grpc.max_reconnect_backoff_ms", PORT_POLL_MS),
     ("grpc.min_reconnect_backoff_ms", 250),
-    ("grpc.max_reconnect_backoff_ms", 250),
     ("grpc.enable_http_proxy", 0),
 )
 
