@@ -17,6 +17,7 @@ import pytest
 from tfserving_operator import api
 from tfserving_operator.observe import (
     Cache,
+    ChildStore,
     DeploymentView,
     PodView,
     deployment_view,
@@ -589,3 +590,26 @@ def test_other_init_containers_are_not_the_puller() -> None:
         "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "no"}},
     }
     assert pod_view(with_init(status)).pull_container == ""
+
+
+def test_child_store_keeps_each_child_as_it_was_written() -> None:
+    """Children are held as compact JSON: a read is a fresh copy, so a caller
+    that edits what it read changes nothing in the cache."""
+    store = ChildStore()
+    service = {
+        "kind": "Service",
+        "metadata": {"name": "m-grpc", "labels": {"a": "b"}},
+        "spec": {"ports": [{"port": 8500, "name": "grpc"}], "clusterIP": "10.0.0.1"},
+    }
+    store[("Service", "m-grpc")] = service
+    read = store[("Service", "m-grpc")]
+    assert read == service and read is not service
+    read["spec"]["ports"].clear()
+    assert store[("Service", "m-grpc")] == service
+    assert list(store) == [("Service", "m-grpc")] and len(store) == 1
+    assert ("Service", "m-grpc") in store and ("Service", "other") not in store
+    assert store.get(("Service", "other")) is None
+    assert store == {("Service", "m-grpc"): service}
+    assert store.pop(("Service", "m-grpc")) == service
+    assert store == {}
+    assert Cache().children_of(("ml", "none")) == {}

@@ -33,7 +33,7 @@ class ChildSync:
     def pending(self, children: render.Children) -> list[dict[str, Any]]:
         """The children `ensure` would apply: missing, differing from the render,
         or with spec.replicas to release."""
-        observed = self.cache.children.get(self.key, {})
+        observed = self.cache.children_of(self.key)
         deployment = self.cache.deployments.get(self.key)
         out = []
         for manifest in children.all():
@@ -45,7 +45,7 @@ class ChildSync:
 
     def missing(self, children: render.Children) -> bool:
         """Some child is not in the cache (not in the cluster, or not seen yet)."""
-        observed = self.cache.children.get(self.key, {})
+        observed = self.cache.children_of(self.key)
         return any((m["kind"], m["metadata"]["name"]) not in observed for m in children.all())
 
     async def dry_run(self, manifests: Sequence[dict[str, Any]]) -> str:
@@ -88,7 +88,7 @@ class ChildSync:
 
     async def delete_all(self, owner_uid: str) -> None:
         """Delete every child this ServedModel controls (the undo of a refused first apply)."""
-        observed = self.cache.children.get(self.key, {})
+        observed = self.cache.children_of(self.key)
         for ident, obj in list(observed.items()):
             if _controlled_by(obj, owner_uid):
                 log.info("%s/%s: deleting %s %s: spec refused", *self.key, *ident)
@@ -119,7 +119,7 @@ class ChildSync:
         # ServedModel controls (owner uid), never one that merely carries our
         # label; ConfigMaps go by collect_config_maps once nothing uses them.
         wanted = {(m["kind"], m["metadata"]["name"]) for m in children.all()}
-        observed = self.cache.children.get(self.key, {})
+        observed = self.cache.children_of(self.key)
         for ident, obj in list(observed.items()):
             kind, name = ident
             if kind not in kinds.PRUNED or ident in wanted or not _controlled_by(obj, owner_uid):
@@ -135,7 +135,7 @@ class ChildSync:
         a canary's, applied before its ReplicaSet shows up)."""
         in_use = {current_hash, *keep, *(p.config_hash for p in pods)}
         in_use |= set(self.cache.replicaset_hashes.get(self.key, {}).values())
-        observed = self.cache.children.get(self.key, {})
+        observed = self.cache.children_of(self.key)
         for kind, name in list(observed):
             if kind != "ConfigMap" or not name.startswith(f"{self.key[1]}-config-"):
                 continue

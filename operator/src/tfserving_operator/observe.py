@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,12 +175,49 @@ def strip_object(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+ChildId = tuple[str, str]  # (kind, name)
+
+
+class ChildStore(MutableMapping[ChildId, dict[str, Any]]):
+    """One ServedModel's children, each held as compact JSON and parsed when read.
+
+    As parsed JSON, the five children of 1000 ServedModels took 40 MiB of the
+    operator's 200 MiB (measured with `make bench`'s workload): the API
+    server's defaults make a Deployment a few hundred small dicts and strings.
+    The bytes take a fraction of that, and a pass reads its own ServedModel's
+    five at most. Each read returns a fresh copy: nothing changes the cache by
+    editing what it read.
+    """
+
+    def __init__(self) -> None:
+        self._packed: dict[ChildId, bytes] = {}
+
+    def __getitem__(self, ident: ChildId) -> dict[str, Any]:
+        obj: dict[str, Any] = json.loads(self._packed[ident])
+        return obj
+
+    def __setitem__(self, ident: ChildId, obj: Mapping[str, Any]) -> None:
+        self._packed[ident] = json.dumps(obj, separators=(",", ":")).encode()
+
+    def __delitem__(self, ident: ChildId) -> None:
+        del self._packed[ident]
+
+    def __iter__(self) -> Iterator[ChildId]:
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def __contains__(self, ident: object) -> bool:
+        return ident in self._packed
+
+
 @dataclass
 class Cache:
     """Children and pods of every ServedModel, kept current by kopf's watches."""
 
     pods: dict[Key, dict[str, PodView]] = field(default_factory=dict)
-    children: dict[Key, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
+    children: dict[Key, ChildStore] = field(default_factory=dict)
     deployments: dict[Key, DeploymentView] = field(default_factory=dict)
     replicaset_hashes: dict[Key, dict[str, str]] = field(default_factory=dict)
 
@@ -203,7 +241,7 @@ class Cache:
         elif kind == "ReplicaSet":
             self.replicaset_hashes.setdefault(key, {})[name] = deployment_view(body).config_hash
         else:
-            self.children.setdefault(key, {})[(kind, name)] = strip_object(body)
+            self.children.setdefault(key, ChildStore())[(kind, name)] = strip_object(body)
             if kind == "Deployment" and name == key[1]:
                 # The stable Deployment; a canary's (<name>-canary) is only a child.
                 self.deployments[key] = deployment_view(body)
@@ -216,9 +254,14 @@ class Cache:
         elif kind == "ReplicaSet":
             self.replicaset_hashes.get(key, {}).pop(name, None)
         else:
-            self.children.get(key, {}).pop((kind, name), None)
+            self.children_of(key).pop((kind, name), None)
             if kind == "Deployment" and name == key[1]:
                 self.deployments.pop(key, None)
+
+    def children_of(self, key: Key) -> ChildStore:
+        """The children held for one ServedModel (an empty store if none)."""
+        store = self.children.get(key)
+        return store if store is not None else ChildStore()
 
     def entries(self) -> set[tuple[str, Key, str]]:
         """Every object held, as (kind, ServedModel key, name)."""
