@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -133,8 +132,7 @@ class Worker:
     def __init__(self, key: Key, ctx: Context) -> None:
         self.key = key
         self.ctx = ctx
-        # The ServedModel as last seen, as compact JSON (why: observe.ChildStore).
-        self._body: bytes | None = None
+        self.body: dict[str, Any] | None = None
         self._validated_generation = -1
         self.probes = ProbeSchedule(ctx.prober, ctx.settings, on_port_open=lambda: self.wake(None))
         self.children = ChildSync(key, ctx.applier, ctx.cache)
@@ -145,18 +143,6 @@ class Worker:
         self._opened: dict[str, float] = {}
         self._task = asyncio.create_task(self._run(), name=f"servedmodel {key[0]}/{key[1]}")
         self.passes = 0
-
-    @property
-    def body(self) -> dict[str, Any] | None:
-        """The ServedModel as last seen (a fresh copy at each read)."""
-        if self._body is None:
-            return None
-        body: dict[str, Any] = json.loads(self._body)
-        return body
-
-    @body.setter
-    def body(self, value: Mapping[str, Any] | None) -> None:
-        self._body = None if value is None else json.dumps(value, separators=(",", ":")).encode()
 
     def wake(self, body: Mapping[str, Any] | None) -> None:
         """Run a pass soon; with a body, on that version of the object."""
@@ -180,8 +166,8 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             self._wake.clear()
-            if self._body is None or self.ctx.paused:
-                log.debug("%s/%s: no pass (%s)", *self.key, "paused" if self._body else "no body")
+            if self.body is None or self.ctx.paused:
+                log.debug("%s/%s: no pass (%s)", *self.key, "paused" if self.body else "no body")
                 delay = MAX_IDLE_SECONDS
                 continue
             started = time.monotonic()
