@@ -512,6 +512,8 @@ def test_open_gate_is_asked_at_the_steady_interval() -> None:
         assert worker.probes.states["a"].next_at >= before + 30.0
         assert worker.probes.states["a"].next_at <= time.monotonic() + 30.0 * (1 + PROBE_JITTER)
 
+    run(scenario())
+
 
 def test_steady_probes_are_spread_over_the_jitter() -> None:
     """Pods answered at the same moment are asked again at different moments,
@@ -769,6 +771,8 @@ def test_a_paused_replica_stops_every_worker_and_forgets_what_it_saw() -> None:
         h.ctx.poke(KEY, body())  # kopf's re-list after the pause
         assert list(h.ctx.workers) == [KEY]
         await h.ctx.stop()
+
+    run(scenario())
 
 
 # ----- when the next pass is due ---------------------------------------------------
