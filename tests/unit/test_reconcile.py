@@ -12,6 +12,7 @@ import copy
 import logging
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -277,6 +278,8 @@ def test_first_pass_applies_children_and_reports_rolling_out() -> None:
         assert h.applier.dry_runs == 0
         conditions = {c["type"]: c for c in h.applier.status["conditions"]}
         assert conditions["Progressing"]["reason"] == "RollingOut"
+        for condition in conditions.values():
+            assert decide.parse_time(condition["lastTransitionTime"]) is not None, condition
         assert ("Normal", "RolloutStarted") in [(t, r) for t, r, _ in h.applier.events]
 
     run(scenario())
@@ -368,9 +371,12 @@ def test_loading_pod_gets_a_closed_gate_once() -> None:
     run(scenario())
 
 
-def test_load_failure_refuses_and_re_renders_the_last_good_version() -> None:
+def test_load_failure_refuses_and_re_renders_the_last_good_version(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def scenario() -> None:
         h = Harness()
+        metrics = h.ctx.metrics = Metrics()
         good = {"lastGood": {"versions": [2], "labels": {}}, "servingVersions": "2"}
         worker = await h.start(body(version=3, status=good))
         h.applier.status = dict(good)
@@ -392,6 +398,9 @@ def test_load_failure_refuses_and_re_renders_the_last_good_version() -> None:
         assert degraded["message"].startswith("target 3 refused, serving 2: ")
         warnings = [(r, m) for t, r, m in h.applier.events if t == "Warning"]
         assert warnings == [("VersionLoadFailed", degraded["message"])]
+        refusals = "tfserving_operator_refusals_total"
+        assert sample(metrics, refusals, reason="VersionLoadFailed") == 1
+        assert f"ml/mnist: refusing 3: {refused['message']}" in caplog.messages
 
         # Later passes keep serving 2 while the spec still says 3.
         await h.settle_children()
@@ -407,7 +416,8 @@ def test_load_failure_refuses_and_re_renders_the_last_good_version() -> None:
         assert h.applier.status["targetVersions"] == "3"
         assert "rollout" not in h.applier.status, "the rollback is over"
 
-    run(scenario())
+    with caplog.at_level(logging.WARNING, logger="tfserving_operator.reconcile"):
+        run(scenario())
 
 
 def test_failure_with_nothing_to_go_back_to_is_reported_not_refused() -> None:
@@ -846,6 +856,10 @@ def test_a_rollout_without_probes_wakes_at_its_availability_deadline() -> None:
         delay = await worker.reconcile()
         # The deadline plus a second's margin, from a rollout that just started.
         assert 19.0 < delay <= 21.0
+        # Half a second before the deadline: the pass after it runs a second after it.
+        start = datetime.now(UTC) - timedelta(seconds=19.5)
+        h.applier.status["rollout"]["startTime"] = decide.format_time(start)
+        assert 1.3 < await h.next_pass() <= 1.5
 
     run(scenario())
 
@@ -936,12 +950,17 @@ def test_the_debug_line_of_a_pass_says_what_it_saw_and_when_the_next_one_runs(
     async def scenario() -> None:
         h = Harness(Settings(probe_interval_seconds=30.0))
         await serving_steadily(h)
+        # A second pod, scheduled but not started: nothing to probe yet.
+        h.pods(pod("a", 2, serving=True), pod("b", 2, phase="Pending", running=False, ip=""))
         await h.next_pass()
 
     with caplog.at_level(logging.DEBUG, logger="tfserving_operator.reconcile"):
         run(scenario())
     line = caplog.messages[-1]
     assert line.startswith("ml/mnist: pass 3: serve "), line
+    assert "versions=(2,)" in line.partition(", complete")[0], line
+    # One entry per pod; "-" for a pod this pass did not probe.
+    assert "; b Pending ready=False gate=None term=False probe=-; next pass in " in line
     assert "complete True, pods a Running ready=True gate=True term=False probe=" in line
     assert "state=<ModelState.AVAILABLE: 30>" in line
     head, _, delay = line.rpartition("; next pass in ")
@@ -1339,6 +1358,9 @@ def test_after_a_start_an_accepted_servedmodel_waits_for_its_children_instead_of
         h.ctx.cache.drop("Service", KEY, name)
         await h.next_pass()
         assert h.applier.writes == writes
+        h.ctx.warm_until = time.monotonic() + 0.5
+        assert 0 < await h.next_pass() <= 0.5, "waits out the warm-up, however little is left"
+        assert h.applier.writes == writes
         h.ctx.warm_until = 0.0
         await h.next_pass()
         assert [m["metadata"]["name"] for m in h.applier.applied] == [name]
@@ -1375,7 +1397,7 @@ def reading(pod_name: str, requests: int, errors: int) -> ServingCounts:
 
 
 def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The Worker's canary sequence: a new target starts a canary Deployment
     beside the stable one, its pod's gate opens on AVAILABLE, a baseline is
@@ -1386,6 +1408,7 @@ def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
     scraped: list[list[str]] = []
 
     async def read_all(pods: Iterable[PodView], model_name: str) -> dict[str, Any]:
+        assert model_name == "mnist", "the pages are read for the served model's series"
         names = [p.name for p in pods]
         scraped.append(names)
         return {name: pages[name] for name in names}
@@ -1396,16 +1419,22 @@ def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
 
     async def scenario() -> None:
         h = Harness()
+        metrics = h.ctx.metrics = Metrics()
         worker = await serving_steadily(h)  # version 2 serves on pod a, last good 2
         worker.body = {**canary_body(3), "status": h.applier.status}
         stable = pod("a", 2, serving=True)
         h.pods(stable)
         await h.next_pass()
-        names = {(m["kind"], m["metadata"]["name"]) for m in h.applier.applied}
-        assert ("Deployment", "mnist-canary") in names
+        deployments = {
+            m["metadata"]["name"]: m for m in h.applier.applied if m["kind"] == "Deployment"
+        }
+        assert deployments["mnist-canary"]["spec"]["replicas"] == 1, "step 1: one replica"
         assert h.applier.status["canary"]["phase"] == "Starting"
         assert h.applier.status["servingVersions"] == "2"
         await h.settle_children()
+        # Its pod not created yet: the canary's new ConfigMap is not an unused one.
+        await h.next_pass()
+        assert h.applier.deleted == []
 
         # The canary pod loads version 3; its gate opens on AVAILABLE.
         target = canary_hash(3)
@@ -1422,7 +1451,11 @@ def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
         await h.next_pass()
         assert scraped == [["c", "a"]]
         assert h.applier.status["canary"]["baseline"]["canary"]["requests"] == 100
+        assert h.applier.status["canary"]["readyReplicas"] == 1
         assert not h.applier.status.get("refused")
+        # Within the window: nothing to read, the next pass is due when it ends.
+        assert 9.0 < await h.next_pass() <= 10.0
+        assert scraped == [["c", "a"]]
 
         # The window ends: every canary request since the baseline failed.
         h.applier.status["canary"]["windowStartTime"] = LONG_AGO
@@ -1432,6 +1465,9 @@ def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
         assert refused["reason"] == "CanaryAnalysisFailed"
         assert refused["versions"] == [3]
         assert "50/50" in refused["message"], refused["message"]
+        refusals = "tfserving_operator_refusals_total"
+        assert sample(metrics, refusals, reason="CanaryAnalysisFailed") == 1
+        assert f"ml/mnist: canary 3 refused: {refused['message']}" in caplog.messages
         assert ("Warning", "CanaryAnalysisFailed") in [(t, r) for t, r, _ in h.applier.events]
         assert ("Deployment", "mnist-canary") in h.applier.deleted
         assert "canary" not in h.applier.status
@@ -1444,7 +1480,8 @@ def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
             (m["kind"], m["metadata"]["name"]) for m in h.applier.applied
         }
 
-    run(scenario())
+    with caplog.at_level(logging.WARNING, logger="tfserving_operator.reconcile"):
+        run(scenario())
 
 
 def test_a_good_canary_is_promoted_and_the_stable_deployment_takes_the_target(
@@ -1485,6 +1522,9 @@ def test_a_good_canary_is_promoted_and_the_stable_deployment_takes_the_target(
         assert contains(after, before) is False  # re-rendered for version 3
         assert after["spec"]["template"]["metadata"]["annotations"][api.ANNOTATION_VERSIONS] == "3"
         assert ("Normal", "CanaryAnalysed") in [(t, r) for t, r, _ in h.applier.events]
+        # The canary keeps serving while the stable Deployment rolls to the target.
+        assert ("Deployment", "mnist-canary") in h.applier.objects
+        assert h.applier.deleted == []
 
     run(scenario())
 
