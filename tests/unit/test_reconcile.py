@@ -1432,9 +1432,6 @@ def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
         assert h.applier.status["canary"]["phase"] == "Starting"
         assert h.applier.status["servingVersions"] == "2"
         await h.settle_children()
-        # Its pod not created yet: the canary's new ConfigMap is not an unused one.
-        await h.next_pass()
-        assert h.applier.deleted == []
 
         # The canary pod loads version 3; its gate opens on AVAILABLE.
         target = canary_hash(3)
@@ -1482,6 +1479,31 @@ def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
 
     with caplog.at_level(logging.WARNING, logger="tfserving_operator.reconcile"):
         run(scenario())
+
+
+def test_while_a_canary_starts_the_stable_side_is_judged_on_the_last_good_set() -> None:
+    """The canary's pod is not created yet and the stable Deployment, still on the
+    last good set, finishes its own rollout (the canary turned monitoring on): no
+    rollout is reported, unused configs go, the canary's (no pod uses it yet) stays."""
+
+    async def scenario() -> None:
+        h = Harness()
+        worker = await serving_steadily(h)
+        worker.body = {**canary_body(3), "status": h.applier.status}
+        h.pods(pod("a", 2, serving=True))
+        await h.next_pass()
+        await h.settle_children()
+        sm = spec.parse(canary_body(3), "img", "img-gpu")
+        stable_hash = render.render(sm, VersionSet.specific([2])).config_hash
+        h.ctx.cache.deployments[KEY] = builders.deployment(stable_hash)
+        h.pods(pod("a", 2, serving=True, config_hash=stable_hash))
+        await h.next_pass()
+        assert h.applier.status["canary"]["phase"] == "Starting"
+        assert "rollout" not in h.applier.status, "the stable side is done"
+        assert h.applier.deleted == [("ConfigMap", f"mnist-config-{config_hash(2)}")]
+        assert ("ConfigMap", f"mnist-config-{canary_hash(3)}") in h.ctx.cache.children[KEY]
+
+    run(scenario())
 
 
 def test_a_good_canary_is_promoted_and_the_stable_deployment_takes_the_target(
