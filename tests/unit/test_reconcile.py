@@ -12,6 +12,7 @@ import copy
 import logging
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -88,7 +89,11 @@ class FakeApplier:
         spec.replicas set and co-owned by the handover manager."""
         self.handovers.append(manifest)
         sent = self.objects.get((manifest["kind"], manifest["metadata"]["name"]))
-        full = copy.deepcopy(sent) if sent else {"metadata": dict(manifest["metadata"])}
+        full = (
+            copy.deepcopy(sent)
+            if sent
+            else {"kind": manifest["kind"], "metadata": dict(manifest["metadata"])}
+        )
         full["spec"] = {**full.get("spec", {}), **manifest["spec"]}
         self._own_replicas(full, api.HANDOVER_FIELD_MANAGER, True)
         self.objects[(manifest["kind"], manifest["metadata"]["name"])] = full
@@ -273,6 +278,8 @@ def test_first_pass_applies_children_and_reports_rolling_out() -> None:
         assert h.applier.dry_runs == 0
         conditions = {c["type"]: c for c in h.applier.status["conditions"]}
         assert conditions["Progressing"]["reason"] == "RollingOut"
+        for condition in conditions.values():
+            assert decide.parse_time(condition["lastTransitionTime"]) is not None, condition
         assert ("Normal", "RolloutStarted") in [(t, r) for t, r, _ in h.applier.events]
 
     run(scenario())
@@ -364,9 +371,12 @@ def test_loading_pod_gets_a_closed_gate_once() -> None:
     run(scenario())
 
 
-def test_load_failure_refuses_and_re_renders_the_last_good_version() -> None:
+def test_load_failure_refuses_and_re_renders_the_last_good_version(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def scenario() -> None:
         h = Harness()
+        metrics = h.ctx.metrics = Metrics()
         good = {"lastGood": {"versions": [2], "labels": {}}, "servingVersions": "2"}
         worker = await h.start(body(version=3, status=good))
         h.applier.status = dict(good)
@@ -388,6 +398,9 @@ def test_load_failure_refuses_and_re_renders_the_last_good_version() -> None:
         assert degraded["message"].startswith("target 3 refused, serving 2: ")
         warnings = [(r, m) for t, r, m in h.applier.events if t == "Warning"]
         assert warnings == [("VersionLoadFailed", degraded["message"])]
+        refusals = "tfserving_operator_refusals_total"
+        assert sample(metrics, refusals, reason="VersionLoadFailed") == 1
+        assert f"ml/mnist: refusing 3: {refused['message']}" in caplog.messages
 
         # Later passes keep serving 2 while the spec still says 3.
         await h.settle_children()
@@ -403,7 +416,8 @@ def test_load_failure_refuses_and_re_renders_the_last_good_version() -> None:
         assert h.applier.status["targetVersions"] == "3"
         assert "rollout" not in h.applier.status, "the rollback is over"
 
-    run(scenario())
+    with caplog.at_level(logging.WARNING, logger="tfserving_operator.reconcile"):
+        run(scenario())
 
 
 def test_failure_with_nothing_to_go_back_to_is_reported_not_refused() -> None:
@@ -511,6 +525,8 @@ def test_open_gate_is_asked_at_the_steady_interval() -> None:
         assert worker.probes.states["a"].backoff == 0.0
         assert worker.probes.states["a"].next_at >= before + 30.0
         assert worker.probes.states["a"].next_at <= time.monotonic() + 30.0 * (1 + PROBE_JITTER)
+
+    run(scenario())
 
 
 def test_steady_probes_are_spread_over_the_jitter() -> None:
@@ -770,6 +786,8 @@ def test_a_paused_replica_stops_every_worker_and_forgets_what_it_saw() -> None:
         assert list(h.ctx.workers) == [KEY]
         await h.ctx.stop()
 
+    run(scenario())
+
 
 # ----- when the next pass is due ---------------------------------------------------
 
@@ -838,6 +856,10 @@ def test_a_rollout_without_probes_wakes_at_its_availability_deadline() -> None:
         delay = await worker.reconcile()
         # The deadline plus a second's margin, from a rollout that just started.
         assert 19.0 < delay <= 21.0
+        # Half a second before the deadline: the pass after it runs a second after it.
+        start = datetime.now(UTC) - timedelta(seconds=19.5)
+        h.applier.status["rollout"]["startTime"] = decide.format_time(start)
+        assert 1.3 < await h.next_pass() <= 1.5
 
     run(scenario())
 
@@ -928,12 +950,17 @@ def test_the_debug_line_of_a_pass_says_what_it_saw_and_when_the_next_one_runs(
     async def scenario() -> None:
         h = Harness(Settings(probe_interval_seconds=30.0))
         await serving_steadily(h)
+        # A second pod, scheduled but not started: nothing to probe yet.
+        h.pods(pod("a", 2, serving=True), pod("b", 2, phase="Pending", running=False, ip=""))
         await h.next_pass()
 
     with caplog.at_level(logging.DEBUG, logger="tfserving_operator.reconcile"):
         run(scenario())
     line = caplog.messages[-1]
     assert line.startswith("ml/mnist: pass 3: serve "), line
+    assert "versions=(2,)" in line.partition(", complete")[0], line
+    # One entry per pod; "-" for a pod this pass did not probe.
+    assert "; b Pending ready=False gate=None term=False probe=-; next pass in " in line
     assert "complete True, pods a Running ready=True gate=True term=False probe=" in line
     assert "state=<ModelState.AVAILABLE: 30>" in line
     head, _, delay = line.rpartition("; next pass in ")
@@ -1331,6 +1358,9 @@ def test_after_a_start_an_accepted_servedmodel_waits_for_its_children_instead_of
         h.ctx.cache.drop("Service", KEY, name)
         await h.next_pass()
         assert h.applier.writes == writes
+        h.ctx.warm_until = time.monotonic() + 0.5
+        assert 0 < await h.next_pass() <= 0.5, "waits out the warm-up, however little is left"
+        assert h.applier.writes == writes
         h.ctx.warm_until = 0.0
         await h.next_pass()
         assert [m["metadata"]["name"] for m in h.applier.applied] == [name]
@@ -1367,7 +1397,7 @@ def reading(pod_name: str, requests: int, errors: int) -> ServingCounts:
 
 
 def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The Worker's canary sequence: a new target starts a canary Deployment
     beside the stable one, its pod's gate opens on AVAILABLE, a baseline is
@@ -1378,6 +1408,7 @@ def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
     scraped: list[list[str]] = []
 
     async def read_all(pods: Iterable[PodView], model_name: str) -> dict[str, Any]:
+        assert model_name == "mnist", "the pages are read for the served model's series"
         names = [p.name for p in pods]
         scraped.append(names)
         return {name: pages[name] for name in names}
@@ -1388,13 +1419,16 @@ def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
 
     async def scenario() -> None:
         h = Harness()
+        metrics = h.ctx.metrics = Metrics()
         worker = await serving_steadily(h)  # version 2 serves on pod a, last good 2
         worker.body = {**canary_body(3), "status": h.applier.status}
         stable = pod("a", 2, serving=True)
         h.pods(stable)
         await h.next_pass()
-        names = {(m["kind"], m["metadata"]["name"]) for m in h.applier.applied}
-        assert ("Deployment", "mnist-canary") in names
+        deployments = {
+            m["metadata"]["name"]: m for m in h.applier.applied if m["kind"] == "Deployment"
+        }
+        assert deployments["mnist-canary"]["spec"]["replicas"] == 1, "step 1: one replica"
         assert h.applier.status["canary"]["phase"] == "Starting"
         assert h.applier.status["servingVersions"] == "2"
         await h.settle_children()
@@ -1414,7 +1448,11 @@ def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
         await h.next_pass()
         assert scraped == [["c", "a"]]
         assert h.applier.status["canary"]["baseline"]["canary"]["requests"] == 100
+        assert h.applier.status["canary"]["readyReplicas"] == 1
         assert not h.applier.status.get("refused")
+        # Within the window: nothing to read, the next pass is due when it ends.
+        assert 9.0 < await h.next_pass() <= 10.0
+        assert scraped == [["c", "a"]]
 
         # The window ends: every canary request since the baseline failed.
         h.applier.status["canary"]["windowStartTime"] = LONG_AGO
@@ -1424,6 +1462,9 @@ def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
         assert refused["reason"] == "CanaryAnalysisFailed"
         assert refused["versions"] == [3]
         assert "50/50" in refused["message"], refused["message"]
+        refusals = "tfserving_operator_refusals_total"
+        assert sample(metrics, refusals, reason="CanaryAnalysisFailed") == 1
+        assert f"ml/mnist: canary 3 refused: {refused['message']}" in caplog.messages
         assert ("Warning", "CanaryAnalysisFailed") in [(t, r) for t, r, _ in h.applier.events]
         assert ("Deployment", "mnist-canary") in h.applier.deleted
         assert "canary" not in h.applier.status
@@ -1435,6 +1476,32 @@ def test_an_erroring_canary_is_refused_pass_by_pass_and_its_deployment_removed(
         assert ("Deployment", "mnist-canary") not in {
             (m["kind"], m["metadata"]["name"]) for m in h.applier.applied
         }
+
+    with caplog.at_level(logging.WARNING, logger="tfserving_operator.reconcile"):
+        run(scenario())
+
+
+def test_while_a_canary_starts_the_stable_side_is_judged_on_the_last_good_set() -> None:
+    """The canary's pod is not created yet and the stable Deployment, still on the
+    last good set, finishes its own rollout (the canary turned monitoring on): no
+    rollout is reported, unused configs go, the canary's (no pod uses it yet) stays."""
+
+    async def scenario() -> None:
+        h = Harness()
+        worker = await serving_steadily(h)
+        worker.body = {**canary_body(3), "status": h.applier.status}
+        h.pods(pod("a", 2, serving=True))
+        await h.next_pass()
+        await h.settle_children()
+        sm = spec.parse(canary_body(3), "img", "img-gpu")
+        stable_hash = render.render(sm, VersionSet.specific([2])).config_hash
+        h.ctx.cache.deployments[KEY] = builders.deployment(stable_hash)
+        h.pods(pod("a", 2, serving=True, config_hash=stable_hash))
+        await h.next_pass()
+        assert h.applier.status["canary"]["phase"] == "Starting"
+        assert "rollout" not in h.applier.status, "the stable side is done"
+        assert h.applier.deleted == [("ConfigMap", f"mnist-config-{config_hash(2)}")]
+        assert ("ConfigMap", f"mnist-config-{canary_hash(3)}") in h.ctx.cache.children[KEY]
 
     run(scenario())
 
@@ -1477,5 +1544,287 @@ def test_a_good_canary_is_promoted_and_the_stable_deployment_takes_the_target(
         assert contains(after, before) is False  # re-rendered for version 3
         assert after["spec"]["template"]["metadata"]["annotations"][api.ANNOTATION_VERSIONS] == "3"
         assert ("Normal", "CanaryAnalysed") in [(t, r) for t, r, _ in h.applier.events]
+        # The canary keeps serving while the stable Deployment rolls to the target.
+        assert ("Deployment", "mnist-canary") in h.applier.objects
+        assert h.applier.deleted == []
 
     run(scenario())
+
+
+# ----- what the operator is configured with reaches the children ------------------------
+
+
+def test_the_configured_images_carried_labels_and_operator_namespace_reach_the_children() -> None:
+    """TFSO_DEFAULT_IMAGE, TFSO_DEFAULT_GPU_IMAGE, TFSO_PULLER_IMAGE, the labels of
+    TFSO_LABEL_SELECTOR and the operator's own namespace are what a pass renders with."""
+    settings = Settings(
+        default_image="registry.local/serving:cpu",
+        default_gpu_image="registry.local/serving:gpu",
+        puller_image="registry.local/puller:1",
+        label_selector={"team": "vision"},
+        operator_namespace="ops",
+    )
+
+    def applied(h: Harness, kind: str) -> dict[str, Any]:
+        (manifest,) = [m for m in h.applier.applied if m["kind"] == kind]
+        return manifest
+
+    async def scenario() -> None:
+        h = Harness(settings)
+        sm_body = body(version=3)
+        sm_body["metadata"]["labels"] = {"team": "vision"}
+        sm_body["spec"]["storage"] = {"uri": "s3://models/mnist"}
+        sm_body["spec"]["networkPolicy"] = {"clientSelector": {"matchLabels": {"app": "web"}}}
+        worker = await h.start(sm_body)
+        await worker.reconcile()
+        deployment = applied(h, "Deployment")
+        template = deployment["spec"]["template"]["spec"]
+        assert [c["image"] for c in template["containers"]] == ["registry.local/serving:cpu"]
+        assert {c["image"] for c in template["initContainers"]} == {"registry.local/puller:1"}
+        assert deployment["metadata"]["labels"]["team"] == "vision"
+        operator_rule = applied(h, "NetworkPolicy")["spec"]["ingress"][1]
+        namespace = operator_rule["from"][0]["namespaceSelector"]["matchLabels"]
+        assert namespace == {render.NAMESPACE_NAME_LABEL: "ops"}
+
+        gpu = Harness(settings)
+        gpu_body = body(version=3)
+        gpu_body["spec"]["gpus"] = 1
+        worker = await gpu.start(gpu_body)
+        await worker.reconcile()
+        template = applied(gpu, "Deployment")["spec"]["template"]["spec"]
+        assert [c["image"] for c in template["containers"]] == ["registry.local/serving:gpu"]
+
+    run(scenario())
+
+
+def test_while_autoscaling_the_status_expects_the_autoscalers_replica_count() -> None:
+    """The HPA set 3 replicas: one Ready pod is 1/3, not a ServedModel at its count."""
+
+    async def scenario() -> None:
+        h = Harness()
+        sm_body = body(version=2)
+        sm_body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 5}
+        worker = await h.start(sm_body)
+        h.pods(pod("a", 2, serving=True))
+        h.prober.answers["a"] = answer("a", 2, ModelState.AVAILABLE)
+        h.ctx.cache.deployments[KEY] = builders.deployment(config_hash(2), replicas=3)
+        await worker.reconcile()
+        assert h.applier.status["replicasSummary"] == "1/3"
+
+    run(scenario())
+
+
+def test_a_deployment_that_cannot_create_pods_shows_in_the_status() -> None:
+    refused = 'FailedCreate: pods "mnist-x" is forbidden: exceeded quota: compute'
+
+    async def scenario() -> None:
+        h = Harness()
+        await reconciled_at_generation_2(h)
+        h.ctx.cache.deployments[KEY] = builders.deployment(config_hash(3), replica_failure=refused)
+        await h.next_pass()
+        degraded = {c["type"]: c for c in h.applier.status["conditions"]}["Degraded"]
+        assert (degraded["status"], degraded["reason"]) == ("True", "PodsNotCreated")
+        assert degraded["message"].endswith(refused)
+
+    run(scenario())
+
+
+# ----- dry runs after a restart or a failed pass -----------------------------------------
+
+
+def test_a_restarted_operator_dry_runs_a_first_generation_it_had_refused() -> None:
+    """Generation 1 was refused on its first apply (undone, InvalidSpec). A fresh
+    worker dry-runs it again instead of applying children the API server refuses."""
+
+    async def scenario() -> None:
+        h = Harness()
+        first = body(version=3)
+        first["metadata"]["generation"] = 1
+        worker = await h.start(first)
+        h.applier.refusals["Service"] = ApiError(
+            422, {"reason": "Invalid", "message": "spec.ports: bad value"}
+        )
+        await worker.reconcile()
+        assert h.applier.objects == {}
+        h.applier.applied.clear()
+        h.applier.deleted.clear()
+        await h.start(worker.body or {})
+        assert await h.next_pass() == MAX_IDLE_SECONDS
+        assert h.applier.dry_runs > 0
+        assert h.applier.applied == [] and h.applier.objects == {}
+        assert_invalid_spec(h, "Service mnist-grpc: spec.ports: bad value", 1)
+
+    run(scenario())
+
+
+def test_a_pass_retried_after_its_status_write_failed_does_not_dry_run_again() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await reconciled_at_generation_2(h)
+        at_generation(worker, 3, version=4)
+        patch_status = h.applier.patch_status
+        failures = [ApiError(500, {"message": "etcdserver: request timed out"})]
+
+        async def flaky(namespace: str, name: str, status_patch: dict[str, Any]) -> Any:
+            if failures:
+                raise failures.pop()
+            return await patch_status(namespace, name, status_patch)
+
+        h.applier.patch_status = flaky  # type: ignore[method-assign]
+        with pytest.raises(ApiError):
+            await h.next_pass()
+        assert h.applier.dry_runs == 2  # the new ConfigMap and the Deployment
+        await h.next_pass()
+        assert h.applier.dry_runs == 2, "validated once per generation"
+        assert h.applier.status["observedGeneration"] == 3
+
+    run(scenario())
+
+
+# ----- config generations ------------------------------------------------------------------
+
+
+def test_a_finished_rollout_keeps_the_config_of_a_pod_still_terminating() -> None:
+    """An old pod in its grace period still mounts its ConfigMap: it goes once the pod is gone."""
+
+    async def scenario() -> None:
+        h = Harness()
+        worker = await serving_steadily(h)
+        old = ("ConfigMap", f"mnist-config-{config_hash(2)}")
+        assert old in h.ctx.cache.children[KEY]
+        at_generation(worker, 3, version=3)
+        await h.next_pass()
+        await h.settle_children()
+        h.ctx.cache.deployments[KEY] = settled_deployment(3)
+        h.pods(pod("a", 2, serving=True, terminating=True), pod("b", 3, serving=True))
+        h.prober.answers["b"] = answer("b", 3, ModelState.AVAILABLE)
+        await h.next_pass()
+        assert h.applier.status["servingVersions"] == "3"
+        assert "rollout" not in h.applier.status, "the rollout is over"
+        assert old not in h.applier.deleted
+        h.pods(pod("b", 3, serving=True))
+        await h.next_pass()
+        assert h.applier.deleted == [old]
+
+    run(scenario())
+
+
+def test_forgetting_a_servedmodel_drops_its_cache_even_without_a_worker() -> None:
+    """A ServedModel deleted before (or while paused, after) this replica ran a worker for it."""
+
+    async def scenario() -> None:
+        h = Harness()
+        other = ("ml", "other")
+        h.pods(pod("a", 3))
+        h.ctx.cache.pods[other] = {"x": pod("x", 3)}
+        await h.ctx.forget(KEY)
+        assert KEY not in h.ctx.cache.pods
+        assert list(h.ctx.cache.pods) == [other]
+
+    run(scenario())
+
+
+# ----- a gate written to a pod that is gone --------------------------------------------
+
+
+def test_a_gate_answered_404_leaves_the_other_pods_gates_written_and_in_the_status(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        h = Harness()
+        worker = await h.start(body(version=3))
+        h.pods(pod("gone", 3), pod("here", 3))
+        h.prober.answers["gone"] = answer("gone", 3, ModelState.AVAILABLE)
+        h.prober.answers["here"] = answer("here", 3, ModelState.AVAILABLE)
+        h.applier.gone.add("gone")
+        await worker.reconcile()
+        assert h.applier.gates == [("here", True, GateReason.AVAILABLE)]
+        (entry,) = h.applier.status["pods"]
+        assert (entry["name"], entry["gate"]) == ("here", GateReason.AVAILABLE)
+
+    with caplog.at_level(logging.INFO, logger="tfserving_operator.reconcile"):
+        run(scenario())
+    assert "ml/mnist: pod gone is gone (404 on its gate)" in caplog.messages
+
+
+# ----- the worker loop: failures, metrics, a paused replica ----------------------------
+
+
+def run_worker(
+    monkeypatch: pytest.MonkeyPatch, h: Harness, script: list[float | Exception]
+) -> list[float]:
+    """Run the worker's loop over scripted passes (a delay or an error each); the
+    waits it asked asyncio.wait_for for, the wait after the last pass included."""
+    waits: list[float] = []
+    done = asyncio.Event()
+
+    async def no_wait(awaitable: Any, timeout: float) -> None:
+        awaitable.close()  # the wake-up wait is never needed: every wait times out
+        waits.append(timeout)
+        if len(waits) > len(script):
+            done.set()
+            await asyncio.Event().wait()  # until the test stops the worker
+        raise TimeoutError
+
+    async def scripted_pass() -> float:
+        step = script[len(waits) - 1]
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    async def scenario() -> None:
+        worker = Worker(KEY, h.ctx)
+        worker.body = body(version=3)
+        worker.reconcile = scripted_pass  # type: ignore[method-assign]
+        await REAL_WAIT_FOR(done.wait(), timeout=5)
+        await worker.stop()
+
+    monkeypatch.setattr(asyncio, "wait_for", no_wait)
+    run(scenario())
+    return waits
+
+
+def test_passes_are_counted_and_timed_by_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness()
+    metrics = h.ctx.metrics = Metrics()
+    run_worker(monkeypatch, h, [RuntimeError("boom"), 5.0, 5.0])
+    passes = "tfserving_operator_reconcile_passes_total"
+    assert sample(metrics, passes, outcome="success") == 2
+    assert sample(metrics, passes, outcome="error") == 1
+    duration = "tfserving_operator_reconcile_duration_seconds"
+    for outcome in ("success", "error"):
+        # Scripted passes take no time: the figure is the pass's, not a clock reading.
+        assert 0 <= sample(metrics, f"{duration}_sum", outcome=outcome) < 1.0
+
+
+def test_a_failed_pass_is_logged_shortened_with_a_traceback_only_for_our_own_errors(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    script: list[float | Exception] = [
+        RuntimeError("a" * 299),
+        RuntimeError("b" * 300),
+        RuntimeError("c" * 400),
+        ApiError(500, {"message": "etcdserver: request timed out"}),
+    ]
+    with caplog.at_level(logging.WARNING, logger="tfserving_operator.reconcile"):
+        run_worker(monkeypatch, Harness(), script)
+    records = [r for r in caplog.records if "pass failed" in r.getMessage()]
+    assert [r.getMessage() for r in records[:3]] == [
+        f"ml/mnist: pass failed ({'a' * 299}), retrying in 1.0 s",
+        f"ml/mnist: pass failed ({'b' * 300}...), retrying in 2.0 s",
+        f"ml/mnist: pass failed ({'c' * 300}...), retrying in 4.0 s",
+    ]
+    assert str(script[3]) in records[3].getMessage()
+    # A bug of ours needs its traceback; an API server's refusal says it all.
+    assert [bool(r.exc_info) for r in records] == [True, True, True, False]
+
+
+def test_a_paused_replicas_worker_runs_no_pass(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = Harness()
+    h.ctx.pause_source = lambda: True
+    with caplog.at_level(logging.DEBUG, logger="tfserving_operator.reconcile"):
+        waits = run_worker(monkeypatch, h, [5.0])  # a pass that must not run
+    assert waits == [0.0, MAX_IDLE_SECONDS]
+    assert "ml/mnist: no pass (paused)" in caplog.messages
