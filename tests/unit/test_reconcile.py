@@ -880,13 +880,11 @@ def test_a_spec_that_cannot_be_parsed_waits_the_idle_maximum() -> None:
     run(scenario())
 
 
-def test_failed_passes_back_off_exponentially_up_to_30_s_and_reset_on_success(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The worker's waits, as asked of asyncio.wait_for, over a scripted run of
-    passes: seven failures, a success that asks for 7 s, one more failure."""
-    script: list[float | Exception] = [RuntimeError("boom") for _ in range(7)]
-    script += [7.0, RuntimeError("again")]
+def run_worker(
+    monkeypatch: pytest.MonkeyPatch, h: Harness, script: list[float | Exception]
+) -> list[float]:
+    """Run the worker's loop over scripted passes (a delay or an error each); the
+    waits it asked asyncio.wait_for for, the wait after the last pass included."""
     waits: list[float] = []
     done = asyncio.Event()
 
@@ -905,7 +903,6 @@ def test_failed_passes_back_off_exponentially_up_to_30_s_and_reset_on_success(
         return step
 
     async def scenario() -> None:
-        h = Harness()
         worker = Worker(KEY, h.ctx)
         worker.body = body(version=3)
         worker.reconcile = scripted_pass  # type: ignore[method-assign]
@@ -914,6 +911,17 @@ def test_failed_passes_back_off_exponentially_up_to_30_s_and_reset_on_success(
 
     monkeypatch.setattr(asyncio, "wait_for", no_wait)
     run(scenario())
+    return waits
+
+
+def test_failed_passes_back_off_exponentially_up_to_30_s_and_reset_on_success(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's waits over a scripted run of passes: seven failures, a
+    success that asks for 7 s, one more failure."""
+    script: list[float | Exception] = [RuntimeError("boom") for _ in range(7)]
+    script += [7.0, RuntimeError("again")]
+    waits = run_worker(monkeypatch, Harness(), script)
     assert waits == [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 7.0, 1.0]
 
 
@@ -1727,61 +1735,7 @@ def test_forgetting_a_servedmodel_drops_its_cache_even_without_a_worker() -> Non
 # ----- a gate written to a pod that is gone --------------------------------------------
 
 
-def test_a_gate_answered_404_leaves_the_other_pods_gates_written_and_in_the_status(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    async def scenario() -> None:
-        h = Harness()
-        worker = await h.start(body(version=3))
-        h.pods(pod("gone", 3), pod("here", 3))
-        h.prober.answers["gone"] = answer("gone", 3, ModelState.AVAILABLE)
-        h.prober.answers["here"] = answer("here", 3, ModelState.AVAILABLE)
-        h.applier.gone.add("gone")
-        await worker.reconcile()
-        assert h.applier.gates == [("here", True, GateReason.AVAILABLE)]
-        (entry,) = h.applier.status["pods"]
-        assert (entry["name"], entry["gate"]) == ("here", GateReason.AVAILABLE)
-
-    with caplog.at_level(logging.INFO, logger="tfserving_operator.reconcile"):
-        run(scenario())
-    assert "ml/mnist: pod gone is gone (404 on its gate)" in caplog.messages
-
-
 # ----- the worker loop: failures, metrics, a paused replica ----------------------------
-
-
-def run_worker(
-    monkeypatch: pytest.MonkeyPatch, h: Harness, script: list[float | Exception]
-) -> list[float]:
-    """Run the worker's loop over scripted passes (a delay or an error each); the
-    waits it asked asyncio.wait_for for, the wait after the last pass included."""
-    waits: list[float] = []
-    done = asyncio.Event()
-
-    async def no_wait(awaitable: Any, timeout: float) -> None:
-        awaitable.close()  # the wake-up wait is never needed: every wait times out
-        waits.append(timeout)
-        if len(waits) > len(script):
-            done.set()
-            await asyncio.Event().wait()  # until the test stops the worker
-        raise TimeoutError
-
-    async def scripted_pass() -> float:
-        step = script[len(waits) - 1]
-        if isinstance(step, Exception):
-            raise step
-        return step
-
-    async def scenario() -> None:
-        worker = Worker(KEY, h.ctx)
-        worker.body = body(version=3)
-        worker.reconcile = scripted_pass  # type: ignore[method-assign]
-        await REAL_WAIT_FOR(done.wait(), timeout=5)
-        await worker.stop()
-
-    monkeypatch.setattr(asyncio, "wait_for", no_wait)
-    run(scenario())
-    return waits
 
 
 def test_passes_are_counted_and_timed_by_outcome(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
+
+import pytest
 
 from tests.unit.test_reconcile import KEY, Harness, body
 from tfserving_operator import api
@@ -97,10 +100,12 @@ def test_a_servedmodel_deleted_without_an_event_loses_its_worker() -> None:
     asyncio.run(scenario())
 
 
-def test_a_gate_write_answered_404_drops_the_pod() -> None:
-    """The pod was deleted while the watch was down: the gate write is the first to know."""
+def test_a_gate_write_answered_404_drops_the_pod(caplog: pytest.LogCaptureFixture) -> None:
+    """The pod was deleted while the watch was down: the gate write is the first
+    to know. The other pod's gate is still written and shown in the status."""
     from tests.unit.builders import answer
     from tests.unit.test_reconcile import pod
+    from tfserving_operator.api import GateReason
     from tfserving_operator.views import ModelState
 
     h = Harness()
@@ -113,7 +118,10 @@ def test_a_gate_write_answered_404_drops_the_pod() -> None:
         h.applier.gone.add("gone")
         await worker.reconcile()
         assert set(h.ctx.cache.pods[KEY]) == {"here"}
-        names = [p["name"] for p in h.applier.status.get("pods", [])]
-        assert "gone" not in names and "here" in names
+        assert h.applier.gates == [("here", True, GateReason.AVAILABLE)]
+        (entry,) = h.applier.status["pods"]
+        assert (entry["name"], entry["gate"]) == ("here", GateReason.AVAILABLE)
 
-    asyncio.run(scenario())
+    with caplog.at_level(logging.INFO, logger="tfserving_operator.reconcile"):
+        asyncio.run(scenario())
+    assert "ml/mnist: pod gone is gone (404 on its gate)" in caplog.messages
