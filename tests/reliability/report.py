@@ -134,7 +134,9 @@ LIMITS = """\
 * **The real model server.** The stand-in behaves like
   `tensorflow_model_server` where the operator depends on it (states, error
   messages, the availability-preserving policy, a failed version not being
-  retried while it stays aspired) but listens at once and never crash-loops
+  retried while it stays aspired, ports that open only after the initial
+  load, exit 255 when a first version fails), and the stand-in's kubelet
+  restarts it with the real back-off; it is still not the real binary
   (localdev/standin/__init__.py lists the differences).
 * **Takeover after a crash** depends on kopf's peering lifetime
   (`TFSO_PEERING_LIFETIME_SECONDS`, 10 s by default): a SIGKILLed replica
