@@ -7,6 +7,7 @@ controller write (field names from the core/v1 and apps/v1 API references).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from pathlib import Path
@@ -14,15 +15,25 @@ from typing import Any
 
 import pytest
 
-from tfserving_operator import api
+from tfserving_operator import api, observe
+from tfserving_operator.metrics import PROBE_OK, Metrics
 from tfserving_operator.observe import (
     Cache,
     ChildStore,
     DeploymentView,
     PodView,
+    Prober,
+    ProbeResult,
     deployment_view,
     pod_view,
     strip_object,
+)
+from tfserving_operator.views import ModelState, VersionStatus
+from tfserving_operator.wire.client import (
+    ModelNotFound,
+    ProbeError,
+    ProbeTimeout,
+    ServerUnreachable,
 )
 
 NAMESPACE = "team-a"
@@ -613,3 +624,228 @@ def test_child_store_keeps_each_child_as_it_was_written() -> None:
     assert store.pop(("Service", "m-grpc")) == service
     assert store == {}
     assert Cache().children_of(("ml", "none")) == {}
+
+
+# ----- Prober: what a probe reports, against a recording channel pool --------------
+
+
+class RecordingPool:
+    """Stands in for the Prober's ChannelPool: answers or raises as told, records
+    every call, and notes whether the caller's slot was held during the call."""
+
+    def __init__(self, answers: dict[str, list[VersionStatus] | ProbeError]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, str, float]] = []
+        self.discarded: list[str] = []
+        self.waits: list[tuple[str, float]] = []
+        self.closed = False
+        self.slots: asyncio.Semaphore | None = None
+        self.slot_held: list[bool] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        # When set, every call waits until this many calls are in flight at once.
+        self.opens_at = 0
+        self.release = asyncio.Event()
+
+    async def get_model_status(
+        self, target: str, model_name: str, timeout: float
+    ) -> list[VersionStatus]:
+        self.calls.append((target, model_name, timeout))
+        if self.slots is not None:
+            self.slot_held.append(self.slots.locked())
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.in_flight >= self.opens_at:
+                self.release.set()
+            await self.release.wait()
+        finally:
+            self.in_flight -= 1
+        answer = self.answers[target]
+        if isinstance(answer, ProbeError):
+            raise answer
+        return answer
+
+    async def discard(self, target: str) -> None:
+        self.discarded.append(target)
+
+    async def wait_for_port(self, target: str, seconds: float) -> bool:
+        self.waits.append((target, seconds))
+        return target.endswith(":8500")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class Clock:
+    """time.monotonic for observe only: each reading a quarter second later."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        self.now += 0.25
+        return self.now
+
+
+AVAILABLE_2 = VersionStatus(2, ModelState.AVAILABLE, 0, "")
+LOADING_3 = VersionStatus(3, ModelState.LOADING, 0, "")
+
+
+def server_pod(name: str, ip: str, port: int = 8500) -> PodView:
+    annotations = {
+        api.ANNOTATION_CONFIG_HASH: "hash2",
+        api.ANNOTATION_VERSIONS: "2,3",
+        api.ANNOTATION_MODEL_NAME: "digits",
+        api.ANNOTATION_GRPC_PORT: str(port),
+    }
+    return pod_view(pod(name, ip=ip, annotations=annotations))
+
+
+def prober_with(
+    answers: dict[str, list[VersionStatus] | ProbeError],
+    monkeypatch: pytest.MonkeyPatch,
+    timeout: float = 1.5,
+) -> tuple[Prober, RecordingPool, Metrics]:
+    metrics = Metrics()
+    prober = Prober(timeout=timeout, metrics=metrics)
+    fake = RecordingPool(answers)
+    monkeypatch.setattr(prober, "_pool", fake)
+    monkeypatch.setattr(observe, "time", Clock())
+    return prober, fake, metrics
+
+
+def probes_counted(metrics: Metrics, result: str) -> float | None:
+    return metrics.registry.get_sample_value("tfserving_operator_probes_total", {"result": result})
+
+
+def test_a_probe_asks_the_pods_server_for_its_model_and_reports_every_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prober, fake, metrics = prober_with(
+        {"10.0.0.7:9000": [AVAILABLE_2, LOADING_3]}, monkeypatch, timeout=1.5
+    )
+    result = asyncio.run(prober.probe(server_pod("p1", "10.0.0.7", 9000)))
+    assert result == ProbeResult("p1", (AVAILABLE_2, LOADING_3))
+    assert result.ok
+    assert fake.calls == [("10.0.0.7:9000", "digits", 1.5)]
+    assert (prober.calls, prober.timeouts, fake.discarded) == (1, 0, [])
+    assert list(prober.latencies) == [0.25]
+    assert probes_counted(metrics, PROBE_OK) == 1
+    assert metrics.registry.get_sample_value(
+        "tfserving_operator_probe_duration_seconds_sum"
+    ) == pytest.approx(0.25)
+
+
+def test_a_probe_that_times_out_is_reported_and_counted_as_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    late = ProbeTimeout("no answer from 10.0.0.7:8500 within 1.5 s", target="10.0.0.7:8500")
+    prober, fake, metrics = prober_with({"10.0.0.7:8500": late}, monkeypatch)
+    result = asyncio.run(prober.probe(server_pod("p1", "10.0.0.7")))
+    assert result == ProbeResult(
+        "p1",
+        error_reason="ProbeTimeout",
+        error_message="no answer from 10.0.0.7:8500 within 1.5 s",
+    )
+    assert not result.ok
+    assert (prober.calls, prober.timeouts) == (1, 1)
+    assert fake.discarded == []  # a slow server keeps its channel
+    assert list(prober.latencies) == [0.25]
+    assert probes_counted(metrics, "ProbeTimeout") == 1
+    assert probes_counted(metrics, PROBE_OK) is None
+
+
+def test_an_unreachable_server_gets_a_fresh_channel_at_the_next_probe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    refused = ServerUnreachable("connection refused", target="10.0.0.8:8500")
+    prober, fake, metrics = prober_with({"10.0.0.8:8500": refused}, monkeypatch)
+    result = asyncio.run(prober.probe(server_pod("p2", "10.0.0.8")))
+    assert (result.error_reason, result.error_message) == (
+        "ServerUnreachable",
+        "connection refused",
+    )
+    assert fake.discarded == ["10.0.0.8:8500"]
+    assert prober.timeouts == 0
+    assert probes_counted(metrics, "ServerUnreachable") == 1
+
+
+def test_a_server_that_answers_not_found_keeps_its_channel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unknown = ModelNotFound("the server does not know model digits")
+    prober, fake, metrics = prober_with({"10.0.0.9:8500": unknown}, monkeypatch)
+    result = asyncio.run(prober.probe(server_pod("p3", "10.0.0.9")))
+    assert result.error_reason == "ModelNotFound"
+    assert (fake.discarded, prober.timeouts) == ([], 0)
+    assert probes_counted(metrics, "ModelNotFound") == 1
+
+
+def test_a_probe_holds_one_of_the_callers_slots_while_it_asks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers: dict[str, list[VersionStatus] | ProbeError] = {
+        f"10.0.0.{i}:8500": [AVAILABLE_2] for i in range(1, 4)
+    }
+    prober, fake, _ = prober_with(answers, monkeypatch)
+    pods = [server_pod(f"p{i}", f"10.0.0.{i}") for i in range(1, 4)]
+
+    async def run() -> dict[str, ProbeResult]:
+        slots = asyncio.Semaphore(1)
+        fake.slots = slots
+        results = await prober.probe_all(pods, slots)
+        assert not slots.locked()  # every slot given back
+        return results
+
+    results = asyncio.run(run())
+    assert results == {f"p{i}": ProbeResult(f"p{i}", (AVAILABLE_2,)) for i in range(1, 4)}
+    assert fake.slot_held == [True, True, True]
+    assert prober.calls == 3
+
+
+def test_probe_all_asks_every_pod_at_once_without_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers: dict[str, list[VersionStatus] | ProbeError] = {
+        "10.0.0.1:8500": [AVAILABLE_2],
+        "10.0.0.2:8500": ServerUnreachable("refused"),
+    }
+    prober, fake, _ = prober_with(answers, monkeypatch)
+    pods = [server_pod("a", "10.0.0.1"), server_pod("b", "10.0.0.2")]
+
+    async def run() -> dict[str, ProbeResult]:
+        fake.opens_at = 2  # neither answers before both were asked
+        # A bound, not a synchronisation: probes one after the other never get there.
+        return await asyncio.wait_for(prober.probe_all(pods), timeout=10)
+
+    results = asyncio.run(run())
+    assert fake.most_in_flight == 2
+    assert results["a"] == ProbeResult("a", (AVAILABLE_2,))
+    assert results["b"].error_reason == "ServerUnreachable"
+    assert set(results) == {"a", "b"}
+
+
+def test_wait_for_port_forget_and_close_reach_the_channel_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prober, fake, _ = prober_with({}, monkeypatch)
+
+    async def run() -> tuple[bool, bool]:
+        opened = await prober.wait_for_port("10.0.0.1:8500", 7.5)
+        closed = await prober.wait_for_port("10.0.0.2:9000", 2.0)
+        await prober.forget(["10.0.0.1:8500", "10.0.0.2:9000"])
+        await prober.close()
+        return opened, closed
+
+    assert asyncio.run(run()) == (True, False)
+    assert fake.waits == [("10.0.0.1:8500", 7.5), ("10.0.0.2:9000", 2.0)]
+    assert fake.discarded == ["10.0.0.1:8500", "10.0.0.2:9000"]
+    assert fake.closed
+
+
+def test_the_latency_window_is_bounded() -> None:
+    prober = Prober(timeout=2.0)
+    prober.latencies.extend(float(i) for i in range(observe.LATENCY_WINDOW + 10))
+    assert len(prober.latencies) == observe.LATENCY_WINDOW == 4096
+    assert prober.latencies[0] == 10.0
