@@ -849,3 +849,188 @@ def test_the_latency_window_is_bounded() -> None:
     prober.latencies.extend(float(i) for i in range(observe.LATENCY_WINDOW + 10))
     assert len(prober.latencies) == observe.LATENCY_WINDOW == 4096
     assert prober.latencies[0] == 10.0
+
+
+# ----- the survivors of the observe mutation run (docs/mutation.md) ----------------
+
+
+def test_a_canary_pod_with_prometheus_annotations_says_where_its_metrics_are() -> None:
+    body = pod(labels={api.LABEL_SERVEDMODEL: OWNER, api.LABEL_TRACK: api.TRACK_CANARY})
+    body["metadata"]["annotations"] |= {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8501",
+        "prometheus.io/path": "/monitoring/prometheus/metrics",
+    }
+    view = pod_view(body)
+    assert (view.canary, view.metrics_port, view.metrics_path) == (
+        True,
+        8501,
+        "/monitoring/prometheus/metrics",
+    )
+    assert view.metrics_url == "http://10.0.0.7:8501/monitoring/prometheus/metrics"
+
+
+def test_a_stable_pod_without_monitoring_has_no_metrics_page() -> None:
+    view = pod_view(pod(labels={api.LABEL_SERVEDMODEL: OWNER, api.LABEL_TRACK: "stable"}))
+    assert (view.canary, view.metrics_port, view.metrics_path, view.metrics_url) == (
+        False,
+        0,
+        "",
+        "",
+    )
+    body = pod()
+    body["metadata"]["annotations"] |= {"prometheus.io/port": "metrics"}  # a named port
+    assert pod_view(body).metrics_port == 0
+
+
+def test_an_empty_grpc_port_annotation_means_the_default_port() -> None:
+    annotations = {api.ANNOTATION_MODEL_NAME: "mnist", api.ANNOTATION_GRPC_PORT: ""}
+    assert pod_view(pod(annotations=annotations)).grpc_port == 8500
+
+
+def test_a_pod_with_no_metadata_at_all_has_empty_names() -> None:
+    view = pod_view({})
+    assert (view.name, view.namespace, view.phase, view.grpc_port) == ("", "", "Pending", 8500)
+
+
+def test_an_unschedulable_condition_without_a_message_reports_none() -> None:
+    scheduled = condition("PodScheduled", "False", "Unschedulable")
+    del scheduled["message"]
+    assert pod_view(pod(phase="Pending", conditions=[scheduled])).unschedulable == ""
+
+
+def test_an_empty_deployment_reads_as_zeros() -> None:
+    view = deployment_view({})
+    assert view == DeploymentView(
+        generation=0,
+        observed_generation=0,
+        replicas=0,
+        updated_replicas=0,
+        config_hash="",
+        current_replicas=0,
+    )
+    assert (view.replica_failure, view.replicas_managers) == ("", ())
+    assert view.settled  # nothing asked, nothing outstanding
+
+
+def test_a_replica_failure_without_reason_or_message_is_not_filled_in() -> None:
+    bare = {"type": "ReplicaFailure", "status": "True"}
+    assert deployment_view(deployment(status={"conditions": [bare]})).replica_failure == ": "
+
+
+def test_a_field_manager_entry_without_a_manager_name_owns_replicas_as_empty() -> None:
+    meta = {
+        "managedFields": [
+            {"operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+            {"manager": "kubectl", "fieldsV1": {"f:metadata": {"f:labels": {}}}},
+        ]
+    }
+    assert deployment_view({"metadata": meta}).replicas_managers == ("",)
+
+
+def test_a_puller_is_found_after_other_init_containers() -> None:
+    mesh = {
+        "name": "istio-init",
+        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "no"}},
+    }
+    failed = {
+        "name": "model-pull-3",
+        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": STORE_WORDS}},
+    }
+    view = pod_view(with_init(mesh, failed))
+    assert (view.pull_container, view.pull_failure, view.pull_exit_code) == (
+        "model-pull-3",
+        STORE_WORDS,
+        1,
+    )
+
+
+def test_a_later_pull_fails_after_an_earlier_one_succeeded() -> None:
+    """One puller per version: version 2's copy finished, version 3's failed."""
+    done = {"name": "model-pull-2", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    failed = {
+        "name": "model-pull-3",
+        "restartCount": 2,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": STORE_WORDS}},
+    }
+    view = pod_view(with_init(done, failed))
+    assert (view.pull_container, view.pull_failure) == ("model-pull-3", STORE_WORDS)
+
+
+def test_a_puller_running_again_after_a_clean_exit_is_no_failure() -> None:
+    """A pod sandbox recreated re-runs its init containers: lastState holds the
+    earlier, successful run."""
+    again = {
+        "name": "model-pull-3",
+        "state": {"running": {"startedAt": "2026-12-01T05:03:00Z"}},
+        "lastState": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+    }
+    view = pod_view(with_init(again))
+    assert (view.pull_container, view.pull_failure, view.pull_exit_code) == ("", "", 0)
+
+
+@pytest.mark.parametrize(
+    ("terminated", "words"),
+    [
+        ({"exitCode": 137, "reason": "OOMKilled"}, "exit code 137 (OOMKilled)"),
+        ({"exitCode": 2}, "exit code 2 (Error)"),
+        ({"exitCode": 1, "reason": "Error", "message": " \n"}, "exit code 1 (Error)"),
+    ],
+    ids=["oom-killed", "no-reason", "blank-message"],
+)
+def test_a_failed_pull_without_a_message_is_described_by_its_exit(
+    terminated: dict[str, Any], words: str
+) -> None:
+    status = {"name": "model-pull-3", "state": {"terminated": terminated}}
+    view = pod_view(with_init(status))
+    assert (view.pull_failure, view.pull_exit_code) == (words, terminated["exitCode"])
+
+
+def test_entries_name_every_kind_held() -> None:
+    cache = Cache()
+    cache.observe("Pod", pod("p1"), deleted=False)
+    cache.observe("ReplicaSet", deployment(kind="ReplicaSet", name="mnist-7d9c"), deleted=False)
+    cache.observe("Deployment", deployment(), deleted=False)
+    cache.observe("Deployment", deployment(name="mnist-canary"), deleted=False)
+    assert cache.entries() == {
+        ("Pod", KEY, "p1"),
+        ("ReplicaSet", KEY, "mnist-7d9c"),
+        ("Deployment", KEY, "mnist"),
+        ("Deployment", KEY, "mnist-canary"),
+    }
+
+
+def test_the_canary_deployment_is_a_child_but_not_the_deployment_view() -> None:
+    cache = Cache()
+    stable = deployment(generation=3, observed=3)
+    canary = deployment(name="mnist-canary", generation=7, observed=1)
+    cache.observe("Deployment", stable, deleted=False)
+    cache.observe("Deployment", canary, deleted=False)
+    assert cache.deployments[KEY] == deployment_view(stable)
+    cache.drop("Deployment", KEY, "mnist-canary")
+    assert cache.deployments[KEY] == deployment_view(stable)
+    assert list(cache.children_of(KEY)) == [("Deployment", "mnist")]
+
+
+def test_clear_drops_every_servedmodel() -> None:
+    cache = Cache()
+    cache.observe("Pod", pod(), deleted=False)
+    cache.observe("Pod", pod("q", labels={api.LABEL_SERVEDMODEL: "fashion"}), deleted=False)
+    cache.observe("Deployment", deployment(), deleted=False)
+    cache.observe("ReplicaSet", deployment(kind="ReplicaSet", name="rs"), deleted=False)
+    cache.clear()
+    assert (cache.pods, cache.children, cache.deployments, cache.replicaset_hashes) == (
+        {},
+        {},
+        {},
+        {},
+    )
+    assert cache.entries() == set()
+
+
+def test_the_latency_summary_rounds_to_a_tenth_of_a_millisecond() -> None:
+    prober = Prober(timeout=2.0)
+    prober.latencies.extend([0.0123456, 0.0456789])
+    # Nearest rank of two: p50 is the first, p99 and max the second.
+    assert prober.latency_summary() == {"count": 2, "p50": 12.3, "p99": 45.7, "max": 45.7}
