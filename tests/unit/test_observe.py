@@ -754,6 +754,8 @@ def test_a_probe_that_times_out_is_reported_and_counted_as_a_timeout(
     assert list(prober.latencies) == [0.25]
     assert probes_counted(metrics, "ProbeTimeout") == 1
     assert probes_counted(metrics, PROBE_OK) is None
+    asyncio.run(prober.probe(server_pod("p1", "10.0.0.7")))
+    assert (prober.calls, prober.timeouts) == (2, 2)  # counted, not just flagged
 
 
 def test_an_unreachable_server_gets_a_fresh_channel_at_the_next_probe(
