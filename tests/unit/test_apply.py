@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import re
+import socket
 import time
 from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -497,9 +498,7 @@ def test_a_failed_event_is_logged_with_the_error(caplog: pytest.LogCaptureFixtur
 def test_the_reporting_instance_fits_the_api_servers_128_characters(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tfserving_operator import apply
-
-    monkeypatch.setattr(apply.socket, "gethostname", lambda: "h" * 300)
+    monkeypatch.setattr(socket, "gethostname", lambda: "h" * 300)
     instance = applier(FakeTransport()).reporting_instance
     assert instance == f"{api.MANAGED_BY}-" + "h" * (127 - len(api.MANAGED_BY))
     assert len(instance) == 128
