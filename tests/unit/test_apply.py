@@ -15,8 +15,11 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Coroutine, Iterable
+import socket
+import time
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -414,3 +417,110 @@ def test_wire_body_reads_back_as_sent_through_a_yaml_1_1_decoder(text: str) -> N
 
 def test_wire_body_never_fails_on_a_lone_surrogate() -> None:
     assert wire_body({"x": "\ud800"}) == b'{"x":"\\ud800"}'
+
+
+# ----- the survivors of the apply mutation run (docs/mutation.md) ------------------
+
+
+def test_hand_over_applies_the_fields_under_the_handover_manager() -> None:
+    fake = FakeTransport(answer={"metadata": {"resourceVersion": "12"}})
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "mnist", "namespace": NS},
+        "spec": {"replicas": 3},
+    }
+    result = run(applier(fake, field_manager="shard-b").hand_over(manifest))
+    call = fake.only_call
+    assert (call.method, call.path) == ("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/mnist")
+    assert call.content_type == APPLY_CONTENT_TYPE
+    assert call.body == manifest
+    assert dict(call.query) == {"fieldManager": api.HANDOVER_FIELD_MANAGER, "force": "true"}
+    assert result == {"metadata": {"resourceVersion": "12"}}
+
+
+def test_set_gate_says_whether_the_pod_was_there() -> None:
+    assert run(applier(FakeTransport()).set_gate(NS, "p", True, "VersionsAvailable", "")) is True
+    gone = FakeTransport(status=404)
+    assert run(applier(gone).set_gate(NS, "p", True, "VersionsAvailable", "")) is False
+
+
+def test_events_are_written_under_our_field_manager() -> None:
+    fake = FakeTransport()
+    writer = applier(fake, field_manager="shard-b")
+    for _ in range(2):
+        run(writer.event(servedmodel(), "Warning", "VersionLoadFailed", "3 END"))
+    assert [(c.method, dict(c.query)) for c in fake.calls] == [
+        ("POST", {"fieldManager": "shard-b"}),
+        ("PATCH", {"fieldManager": "shard-b"}),
+    ]
+
+
+class Clock:
+    """time.monotonic as apply.py reads it, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_repeat_after_the_series_finished_is_a_new_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tfserving_operator import apply
+
+    clock = Clock()
+    monkeypatch.setattr(apply, "time", clock)
+    fake = FakeTransport()
+    writer = applier(fake)
+    run(writer.event(servedmodel(), "Warning", "VersionLoadFailed", "3 END"))
+    clock.now += apply.SERIES_FINISH_SECONDS  # idle exactly as long: still the series
+    run(writer.event(servedmodel(), "Warning", "VersionLoadFailed", "3 END"))
+    clock.now += apply.SERIES_FINISH_SECONDS + 1  # idle longer: the series is over
+    run(writer.event(servedmodel(), "Warning", "VersionLoadFailed", "3 END"))
+    assert [c.method for c in fake.calls] == ["POST", "PATCH", "POST"]
+    first, _, third = fake.calls
+    assert first.body["metadata"]["name"] != third.body["metadata"]["name"]
+    assert "series" not in third.body
+
+
+def test_a_failed_event_is_logged_with_the_error(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeTransport(error=ConnectionError("API server gone"))
+    with caplog.at_level(logging.WARNING, logger="tfserving_operator.apply"):
+        run(applier(fake).event(servedmodel(), "Normal", "ServingVersions", "now serving 2"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "could not record event ServingVersions on mnist: API server gone"
+    ]
+
+
+def test_the_reporting_instance_fits_the_api_servers_128_characters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "h" * 300)
+    instance = applier(FakeTransport()).reporting_instance
+    assert instance == f"{api.MANAGED_BY}-" + "h" * (127 - len(api.MANAGED_BY))
+    assert len(instance) == 128
+
+
+@pytest.fixture
+def far_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time 5:45 ahead of UTC (a POSIX TZ rule: no tzdata needed)."""
+    monkeypatch.setenv("TZ", "XYZ-5:45")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_timestamps_are_utc_whatever_the_local_time_zone(far_local_time: None) -> None:
+    from tfserving_operator.apply import now_iso, now_micro
+
+    before = datetime.now(UTC)
+    stamps = (
+        datetime.strptime(now_iso(), "%Y-%m-%dT%H:%M:%SZ"),
+        datetime.strptime(now_micro(), "%Y-%m-%dT%H:%M:%S.%fZ"),
+    )
+    for stamp in stamps:
+        assert abs(stamp.replace(tzinfo=UTC) - before) < timedelta(minutes=5)

@@ -7,6 +7,7 @@ controller write (field names from the core/v1 and apps/v1 API references).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from pathlib import Path
@@ -14,15 +15,25 @@ from typing import Any
 
 import pytest
 
-from tfserving_operator import api
+from tfserving_operator import api, observe
+from tfserving_operator.metrics import PROBE_OK, Metrics
 from tfserving_operator.observe import (
     Cache,
     ChildStore,
     DeploymentView,
     PodView,
+    Prober,
+    ProbeResult,
     deployment_view,
     pod_view,
     strip_object,
+)
+from tfserving_operator.views import ModelState, VersionStatus
+from tfserving_operator.wire.client import (
+    ModelNotFound,
+    ProbeError,
+    ProbeTimeout,
+    ServerUnreachable,
 )
 
 NAMESPACE = "team-a"
@@ -613,3 +624,415 @@ def test_child_store_keeps_each_child_as_it_was_written() -> None:
     assert store.pop(("Service", "m-grpc")) == service
     assert store == {}
     assert Cache().children_of(("ml", "none")) == {}
+
+
+# ----- Prober: what a probe reports, against a recording channel pool --------------
+
+
+class RecordingPool:
+    """Stands in for the Prober's ChannelPool: answers or raises as told, records
+    every call, and notes whether the caller's slot was held during the call."""
+
+    def __init__(self, answers: dict[str, list[VersionStatus] | ProbeError]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, str, float]] = []
+        self.discarded: list[str] = []
+        self.waits: list[tuple[str, float]] = []
+        self.closed = False
+        self.slots: asyncio.Semaphore | None = None
+        self.slot_held: list[bool] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        # When set, every call waits until this many calls are in flight at once.
+        self.opens_at = 0
+        self.release = asyncio.Event()
+
+    async def get_model_status(
+        self, target: str, model_name: str, timeout: float
+    ) -> list[VersionStatus]:
+        self.calls.append((target, model_name, timeout))
+        if self.slots is not None:
+            self.slot_held.append(self.slots.locked())
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.in_flight >= self.opens_at:
+                self.release.set()
+            await self.release.wait()
+        finally:
+            self.in_flight -= 1
+        answer = self.answers[target]
+        if isinstance(answer, ProbeError):
+            raise answer
+        return answer
+
+    async def discard(self, target: str) -> None:
+        self.discarded.append(target)
+
+    async def wait_for_port(self, target: str, seconds: float) -> bool:
+        self.waits.append((target, seconds))
+        return target.endswith(":8500")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class Clock:
+    """time.monotonic for observe only: each reading a quarter second later."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        self.now += 0.25
+        return self.now
+
+
+AVAILABLE_2 = VersionStatus(2, ModelState.AVAILABLE, 0, "")
+LOADING_3 = VersionStatus(3, ModelState.LOADING, 0, "")
+
+
+def server_pod(name: str, ip: str, port: int = 8500) -> PodView:
+    annotations = {
+        api.ANNOTATION_CONFIG_HASH: "hash2",
+        api.ANNOTATION_VERSIONS: "2,3",
+        api.ANNOTATION_MODEL_NAME: "digits",
+        api.ANNOTATION_GRPC_PORT: str(port),
+    }
+    return pod_view(pod(name, ip=ip, annotations=annotations))
+
+
+def prober_with(
+    answers: dict[str, list[VersionStatus] | ProbeError],
+    monkeypatch: pytest.MonkeyPatch,
+    timeout: float = 1.5,
+) -> tuple[Prober, RecordingPool, Metrics]:
+    metrics = Metrics()
+    prober = Prober(timeout=timeout, metrics=metrics)
+    fake = RecordingPool(answers)
+    monkeypatch.setattr(prober, "_pool", fake)
+    monkeypatch.setattr(observe, "time", Clock())
+    return prober, fake, metrics
+
+
+def probes_counted(metrics: Metrics, result: str) -> float | None:
+    return metrics.registry.get_sample_value("tfserving_operator_probes_total", {"result": result})
+
+
+def test_a_probe_asks_the_pods_server_for_its_model_and_reports_every_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prober, fake, metrics = prober_with(
+        {"10.0.0.7:9000": [AVAILABLE_2, LOADING_3]}, monkeypatch, timeout=1.5
+    )
+    result = asyncio.run(prober.probe(server_pod("p1", "10.0.0.7", 9000)))
+    assert result == ProbeResult("p1", (AVAILABLE_2, LOADING_3))
+    assert result.ok
+    assert fake.calls == [("10.0.0.7:9000", "digits", 1.5)]
+    assert (prober.calls, prober.timeouts, fake.discarded) == (1, 0, [])
+    assert list(prober.latencies) == [0.25]
+    assert probes_counted(metrics, PROBE_OK) == 1
+    assert metrics.registry.get_sample_value(
+        "tfserving_operator_probe_duration_seconds_sum"
+    ) == pytest.approx(0.25)
+
+
+def test_a_probe_that_times_out_is_reported_and_counted_as_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    late = ProbeTimeout("no answer from 10.0.0.7:8500 within 1.5 s", target="10.0.0.7:8500")
+    prober, fake, metrics = prober_with({"10.0.0.7:8500": late}, monkeypatch)
+    result = asyncio.run(prober.probe(server_pod("p1", "10.0.0.7")))
+    assert result == ProbeResult(
+        "p1",
+        error_reason="ProbeTimeout",
+        error_message="no answer from 10.0.0.7:8500 within 1.5 s",
+    )
+    assert not result.ok
+    assert (prober.calls, prober.timeouts) == (1, 1)
+    assert fake.discarded == []  # a slow server keeps its channel
+    assert list(prober.latencies) == [0.25]
+    assert probes_counted(metrics, "ProbeTimeout") == 1
+    assert probes_counted(metrics, PROBE_OK) is None
+    asyncio.run(prober.probe(server_pod("p1", "10.0.0.7")))
+    assert (prober.calls, prober.timeouts) == (2, 2)  # counted, not just flagged
+
+
+def test_an_unreachable_server_gets_a_fresh_channel_at_the_next_probe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    refused = ServerUnreachable("connection refused", target="10.0.0.8:8500")
+    prober, fake, metrics = prober_with({"10.0.0.8:8500": refused}, monkeypatch)
+    result = asyncio.run(prober.probe(server_pod("p2", "10.0.0.8")))
+    assert (result.error_reason, result.error_message) == (
+        "ServerUnreachable",
+        "connection refused",
+    )
+    assert fake.discarded == ["10.0.0.8:8500"]
+    assert prober.timeouts == 0
+    assert probes_counted(metrics, "ServerUnreachable") == 1
+
+
+def test_a_server_that_answers_not_found_keeps_its_channel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unknown = ModelNotFound("the server does not know model digits")
+    prober, fake, metrics = prober_with({"10.0.0.9:8500": unknown}, monkeypatch)
+    result = asyncio.run(prober.probe(server_pod("p3", "10.0.0.9")))
+    assert result.error_reason == "ModelNotFound"
+    assert (fake.discarded, prober.timeouts) == ([], 0)
+    assert probes_counted(metrics, "ModelNotFound") == 1
+
+
+def test_a_probe_holds_one_of_the_callers_slots_while_it_asks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers: dict[str, list[VersionStatus] | ProbeError] = {
+        f"10.0.0.{i}:8500": [AVAILABLE_2] for i in range(1, 4)
+    }
+    prober, fake, _ = prober_with(answers, monkeypatch)
+    pods = [server_pod(f"p{i}", f"10.0.0.{i}") for i in range(1, 4)]
+
+    async def run() -> dict[str, ProbeResult]:
+        slots = asyncio.Semaphore(1)
+        fake.slots = slots
+        results = await prober.probe_all(pods, slots)
+        assert not slots.locked()  # every slot given back
+        return results
+
+    results = asyncio.run(run())
+    assert results == {f"p{i}": ProbeResult(f"p{i}", (AVAILABLE_2,)) for i in range(1, 4)}
+    assert fake.slot_held == [True, True, True]
+    assert prober.calls == 3
+
+
+def test_probe_all_asks_every_pod_at_once_without_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers: dict[str, list[VersionStatus] | ProbeError] = {
+        "10.0.0.1:8500": [AVAILABLE_2],
+        "10.0.0.2:8500": ServerUnreachable("refused"),
+    }
+    prober, fake, _ = prober_with(answers, monkeypatch)
+    pods = [server_pod("a", "10.0.0.1"), server_pod("b", "10.0.0.2")]
+
+    async def run() -> dict[str, ProbeResult]:
+        fake.opens_at = 2  # neither answers before both were asked
+        # A bound, not a synchronisation: probes one after the other never get there.
+        return await asyncio.wait_for(prober.probe_all(pods), timeout=10)
+
+    results = asyncio.run(run())
+    assert fake.most_in_flight == 2
+    assert results["a"] == ProbeResult("a", (AVAILABLE_2,))
+    assert results["b"].error_reason == "ServerUnreachable"
+    assert set(results) == {"a", "b"}
+
+
+def test_wait_for_port_forget_and_close_reach_the_channel_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prober, fake, _ = prober_with({}, monkeypatch)
+
+    async def run() -> tuple[bool, bool]:
+        opened = await prober.wait_for_port("10.0.0.1:8500", 7.5)
+        closed = await prober.wait_for_port("10.0.0.2:9000", 2.0)
+        await prober.forget(["10.0.0.1:8500", "10.0.0.2:9000"])
+        await prober.close()
+        return opened, closed
+
+    assert asyncio.run(run()) == (True, False)
+    assert fake.waits == [("10.0.0.1:8500", 7.5), ("10.0.0.2:9000", 2.0)]
+    assert fake.discarded == ["10.0.0.1:8500", "10.0.0.2:9000"]
+    assert fake.closed
+
+
+def test_the_latency_window_is_bounded() -> None:
+    prober = Prober(timeout=2.0)
+    prober.latencies.extend(float(i) for i in range(observe.LATENCY_WINDOW + 10))
+    assert len(prober.latencies) == observe.LATENCY_WINDOW == 4096
+    assert prober.latencies[0] == 10.0
+
+
+# ----- the survivors of the observe mutation run (docs/mutation.md) ----------------
+
+
+def test_a_canary_pod_with_prometheus_annotations_says_where_its_metrics_are() -> None:
+    body = pod(labels={api.LABEL_SERVEDMODEL: OWNER, api.LABEL_TRACK: api.TRACK_CANARY})
+    body["metadata"]["annotations"] |= {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8501",
+        "prometheus.io/path": "/monitoring/prometheus/metrics",
+    }
+    view = pod_view(body)
+    assert (view.canary, view.metrics_port, view.metrics_path) == (
+        True,
+        8501,
+        "/monitoring/prometheus/metrics",
+    )
+    assert view.metrics_url == "http://10.0.0.7:8501/monitoring/prometheus/metrics"
+
+
+def test_a_stable_pod_without_monitoring_has_no_metrics_page() -> None:
+    view = pod_view(pod(labels={api.LABEL_SERVEDMODEL: OWNER, api.LABEL_TRACK: "stable"}))
+    assert (view.canary, view.metrics_port, view.metrics_path, view.metrics_url) == (
+        False,
+        0,
+        "",
+        "",
+    )
+    body = pod()
+    body["metadata"]["annotations"] |= {"prometheus.io/port": "metrics"}  # a named port
+    assert pod_view(body).metrics_port == 0
+
+
+def test_an_empty_grpc_port_annotation_means_the_default_port() -> None:
+    annotations = {api.ANNOTATION_MODEL_NAME: "mnist", api.ANNOTATION_GRPC_PORT: ""}
+    assert pod_view(pod(annotations=annotations)).grpc_port == 8500
+
+
+def test_a_pod_with_no_metadata_at_all_has_empty_names() -> None:
+    view = pod_view({})
+    assert (view.name, view.namespace, view.phase, view.grpc_port) == ("", "", "Pending", 8500)
+
+
+def test_an_unschedulable_condition_without_a_message_reports_none() -> None:
+    scheduled = condition("PodScheduled", "False", "Unschedulable")
+    del scheduled["message"]
+    assert pod_view(pod(phase="Pending", conditions=[scheduled])).unschedulable == ""
+
+
+def test_an_empty_deployment_reads_as_zeros() -> None:
+    view = deployment_view({})
+    assert view == DeploymentView(
+        generation=0,
+        observed_generation=0,
+        replicas=0,
+        updated_replicas=0,
+        config_hash="",
+        current_replicas=0,
+    )
+    assert (view.replica_failure, view.replicas_managers) == ("", ())
+    assert view.settled  # nothing asked, nothing outstanding
+
+
+def test_a_replica_failure_without_reason_or_message_is_not_filled_in() -> None:
+    bare = {"type": "ReplicaFailure", "status": "True"}
+    assert deployment_view(deployment(status={"conditions": [bare]})).replica_failure == ": "
+
+
+def test_a_field_manager_entry_without_a_manager_name_owns_replicas_as_empty() -> None:
+    meta = {
+        "managedFields": [
+            {"operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+            {"manager": "kubectl", "fieldsV1": {"f:metadata": {"f:labels": {}}}},
+        ]
+    }
+    assert deployment_view({"metadata": meta}).replicas_managers == ("",)
+
+
+def test_a_puller_is_found_after_other_init_containers() -> None:
+    mesh = {
+        "name": "istio-init",
+        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "no"}},
+    }
+    failed = {
+        "name": "model-pull-3",
+        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": STORE_WORDS}},
+    }
+    view = pod_view(with_init(mesh, failed))
+    assert (view.pull_container, view.pull_failure, view.pull_exit_code) == (
+        "model-pull-3",
+        STORE_WORDS,
+        1,
+    )
+
+
+def test_a_later_pull_fails_after_an_earlier_one_succeeded() -> None:
+    """One puller per version: version 2's copy finished, version 3's failed."""
+    done = {"name": "model-pull-2", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    failed = {
+        "name": "model-pull-3",
+        "restartCount": 2,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": STORE_WORDS}},
+    }
+    view = pod_view(with_init(done, failed))
+    assert (view.pull_container, view.pull_failure) == ("model-pull-3", STORE_WORDS)
+
+
+def test_a_puller_running_again_after_a_clean_exit_is_no_failure() -> None:
+    """A pod sandbox recreated re-runs its init containers: lastState holds the
+    earlier, successful run."""
+    again = {
+        "name": "model-pull-3",
+        "state": {"running": {"startedAt": "2026-12-01T05:03:00Z"}},
+        "lastState": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+    }
+    view = pod_view(with_init(again))
+    assert (view.pull_container, view.pull_failure, view.pull_exit_code) == ("", "", 0)
+
+
+@pytest.mark.parametrize(
+    ("terminated", "words"),
+    [
+        ({"exitCode": 137, "reason": "OOMKilled"}, "exit code 137 (OOMKilled)"),
+        ({"exitCode": 2}, "exit code 2 (Error)"),
+        ({"exitCode": 1, "reason": "Error", "message": " \n"}, "exit code 1 (Error)"),
+    ],
+    ids=["oom-killed", "no-reason", "blank-message"],
+)
+def test_a_failed_pull_without_a_message_is_described_by_its_exit(
+    terminated: dict[str, Any], words: str
+) -> None:
+    status = {"name": "model-pull-3", "state": {"terminated": terminated}}
+    view = pod_view(with_init(status))
+    assert (view.pull_failure, view.pull_exit_code) == (words, terminated["exitCode"])
+
+
+def test_entries_name_every_kind_held() -> None:
+    cache = Cache()
+    cache.observe("Pod", pod("p1"), deleted=False)
+    cache.observe("ReplicaSet", deployment(kind="ReplicaSet", name="mnist-7d9c"), deleted=False)
+    cache.observe("Deployment", deployment(), deleted=False)
+    cache.observe("Deployment", deployment(name="mnist-canary"), deleted=False)
+    assert cache.entries() == {
+        ("Pod", KEY, "p1"),
+        ("ReplicaSet", KEY, "mnist-7d9c"),
+        ("Deployment", KEY, "mnist"),
+        ("Deployment", KEY, "mnist-canary"),
+    }
+
+
+def test_the_canary_deployment_is_a_child_but_not_the_deployment_view() -> None:
+    cache = Cache()
+    stable = deployment(generation=3, observed=3)
+    canary = deployment(name="mnist-canary", generation=7, observed=1)
+    cache.observe("Deployment", stable, deleted=False)
+    cache.observe("Deployment", canary, deleted=False)
+    assert cache.deployments[KEY] == deployment_view(stable)
+    cache.drop("Deployment", KEY, "mnist-canary")
+    assert cache.deployments[KEY] == deployment_view(stable)
+    assert list(cache.children_of(KEY)) == [("Deployment", "mnist")]
+
+
+def test_clear_drops_every_servedmodel() -> None:
+    cache = Cache()
+    cache.observe("Pod", pod(), deleted=False)
+    cache.observe("Pod", pod("q", labels={api.LABEL_SERVEDMODEL: "fashion"}), deleted=False)
+    cache.observe("Deployment", deployment(), deleted=False)
+    cache.observe("ReplicaSet", deployment(kind="ReplicaSet", name="rs"), deleted=False)
+    cache.clear()
+    assert (cache.pods, cache.children, cache.deployments, cache.replicaset_hashes) == (
+        {},
+        {},
+        {},
+        {},
+    )
+    assert cache.entries() == set()
+
+
+def test_the_latency_summary_rounds_to_a_tenth_of_a_millisecond() -> None:
+    prober = Prober(timeout=2.0)
+    prober.latencies.extend([0.0123456, 0.0456789])
+    # Nearest rank of two: p50 is the first, p99 and max the second.
+    assert prober.latency_summary() == {"count": 2, "p50": 12.3, "p99": 45.7, "max": 45.7}
