@@ -60,6 +60,10 @@ class PodInfo:
     terminating: bool
     versions: str  # the pod's version annotation, e.g. "2" or "1,2"
     config_hash: str
+    # The model server container's last exit (state.terminated, else
+    # lastState.terminated): its code and termination message; None, "" if none.
+    exit_code: int | None = None
+    exit_message: str = ""
 
     @property
     def target(self) -> str:
@@ -79,6 +83,13 @@ def pod_info(pod: dict[str, Any]) -> PodInfo:
     annotations = meta.get("annotations") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or ()}
     gate = conditions.get(api.GATE_CONDITION) or {}
+    server = next(
+        (c for c in status.get("containerStatuses") or () if c.get("name") == api.CONTAINER_NAME),
+        {},
+    )
+    exited = (server.get("state") or {}).get("terminated") or (server.get("lastState") or {}).get(
+        "terminated"
+    )
     return PodInfo(
         name=meta.get("name", ""),
         ip=status.get("podIP") or "",
@@ -90,6 +101,8 @@ def pod_info(pod: dict[str, Any]) -> PodInfo:
         terminating=meta.get("deletionTimestamp") is not None,
         versions=annotations.get(api.ANNOTATION_VERSIONS, ""),
         config_hash=annotations.get(api.ANNOTATION_CONFIG_HASH, ""),
+        exit_code=int(exited["exitCode"]) if exited else None,
+        exit_message=str((exited or {}).get("message") or ""),
     )
 
 

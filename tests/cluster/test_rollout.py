@@ -202,17 +202,6 @@ def test_gate_holds_pod_out_of_traffic_until_every_version_available(
     assert "ServingVersions" in reasons
 
 
-def last_termination(api_client: Any, namespace: str, pod: str) -> Body | None:
-    """The model server container's lastState.terminated (what the kubelet wrote
-    when the process exited), or None while it has not exited yet."""
-    body = client.CoreV1Api(api_client).read_namespaced_pod(pod, namespace).to_dict()
-    for container in (body.get("status") or {}).get("container_statuses") or ():
-        if container["name"] == api.CONTAINER_NAME and container["restart_count"] > 0:
-            terminated = (container.get("last_state") or {}).get("terminated")
-            return dict(terminated) if terminated else None
-    return None
-
-
 def test_broken_v3_refused_while_v2_keeps_serving(
     api_client: Any, namespace: str, operator: Any, model_store: Path
 ) -> None:
@@ -229,22 +218,27 @@ def test_broken_v3_refused_while_v2_keeps_serving(
         (old,) = pods.serving()
         patch_sm(api_client, namespace, "broken", {"spec": {"version": 3}})
         pod = new_pod(pods, "3")
+
         # The server's own words: its last log lines, kept by the kubelet as the
-        # container's termination message (FallbackToLogsOnError).
-        terminated = wait_until(
-            lambda: last_termination(api_client, namespace, pod.name),
-            timeout=30,
-            what="the v3 pod's server to exit",
-        )
-        assert terminated["exit_code"] == 255, terminated
-        assert "Failed to start server" in terminated["message"], terminated
-        assert "version: 3" in terminated["message"], terminated
+        # container's termination message (FallbackToLogsOnError). Read from
+        # the watch's history: the refusal can delete the pod within a fraction
+        # of a second of the exit, before a GET would see it.
+        def exited() -> PodInfo | None:
+            seen = [i for _, i in pods.history if i.name == pod.name and i.exit_code is not None]
+            return seen[0] if seen else None
+
+        assert pods.wait(lambda _: exited() is not None, 30), "the v3 pod's server never exited"
+        terminated = exited()
+        assert terminated is not None
+        assert terminated.exit_code == 255, terminated
+        assert "Failed to start server" in terminated.exit_message, terminated
+        assert "version: 3" in terminated.exit_message, terminated
         body = wait_refused(api_client, namespace, "broken", "VersionLoadFailed")
         assert pods.wait(lambda p: staying(p) == [old.name], 60), pods.pods()
         never_left = all(info.serving for _, info in pods.history if info.name == old.name)
         assert never_left, "the v2 pod stopped serving during the refused rollout"
         assert not any(info.ready for _, info in pods.history if info.name == pod.name)
-    error = terminated["message"].strip().splitlines()[-1]
+    error = terminated.exit_message.strip().splitlines()[-1]
 
     st = status_of(body)
     assert body["spec"]["version"] == 3, "the spec was rewritten"
