@@ -2,9 +2,11 @@
 
 The `Prober` (observe.py) asks; this schedule decides who is due. A pod
 whose gate is open is asked every `probe_interval_seconds` (up to
-PROBE_JITTER later); a closed one
-sooner, backing off; a pod that answers "still loading" or refuses
-connections at least every QUICK_RETRY_MAX_SECONDS. It also counts each
+PROBE_JITTER later); a closed one sooner, backing off; a pod that answers
+"still loading" at least every QUICK_RETRY_MAX_SECONDS. A pod that refuses
+connections gets a port wait besides its backoff: the prober watches its
+port (TCP connects, no RPC) and the probe is due the moment it opens, which
+is when the real server has loaded its versions. It also counts each
 pod's consecutive probe failures of the uncertain kind (timeouts, transport
 errors), which the gate's hysteresis reads (decide.gate_for).
 """

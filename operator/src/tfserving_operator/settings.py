@@ -40,10 +40,10 @@ class Settings:
     # gRPC deadline of one GetModelStatus call.
     probe_timeout_seconds: float = 2.0
     # Retry delays for a pod whose gate is closed: from the initial delay,
-    # doubling. A pod answering LOADING (or refusing connections: the real
-    # server listens only once loaded) is asked again at least every second
-    # (probing.QUICK_RETRY_MAX_SECONDS); timeouts and other failures back
-    # off up to the max.
+    # doubling. A pod answering LOADING is asked again at least every second
+    # (probing.QUICK_RETRY_MAX_SECONDS); other failures back off up to the
+    # max. A pod refusing connections (the real server listens only once
+    # loaded) is also watched by a port wait that cuts its backoff short.
     probe_backoff_initial_seconds: float = 0.25
     probe_backoff_max_seconds: float = 5.0
     # How often a pod whose gate is open is asked again (steady-state probe load).
