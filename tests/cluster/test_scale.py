@@ -196,6 +196,46 @@ def _cached_text(proc: OperatorProcess) -> str:
     return f"it caches {_cached(proc)}"
 
 
+def _passes(proc: OperatorProcess) -> float:
+    """Successful reconcile passes so far, from the process's /metrics."""
+    for line in proc.metrics_text().splitlines():
+        if line.startswith('tfserving_operator_reconcile_passes_total{outcome="success"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_restart_over_converged_servedmodels_writes_nothing(scale_api, make_namespace, operators):
+    """A restarted operator lists every child again (its own streams, watch.py)
+    and finds all of them as it left them: not one request but GETs. Passes
+    are made to run once the cache holds every child (an annotation on each
+    ServedModel), so "no write" is not "no pass yet"."""
+    namespace = make_namespace("restart")
+    names = [f"m{i}" for i in range(3)]
+    first = operators("restart-1", namespace)
+    for name in names:
+        create_sm(scale_api, namespace, servedmodel(name, _spec()))
+    for name in names:
+        wait_sm(scale_api, namespace, name, "reconciled", _reconciled, timeout=60)
+    first.stop()
+    children = _children(scale_api, namespace, names)
+    second = operators("restart-2", namespace)
+    wait_until(
+        functools.partial(_caches_exactly, second, children),
+        timeout=60,
+        what=f"the restarted operator to cache all {children} children",
+        describe=functools.partial(_cached_text, second),
+    )
+    before = _passes(second)
+    for name in names:
+        patch_sm(scale_api, namespace, name, {"metadata": {"annotations": {"tfso-test/poke": "1"}}})
+    wait_until(
+        lambda: _passes(second) >= before + len(names),
+        timeout=60,
+        what=f"{len(names)} passes with every child cached",
+    )
+    assert second.health_since(time.time())["api_writes"] == 0
+
+
 def test_label_shards_touch_only_their_own(scale_api, make_namespace, operators, capsys):
     """TFSO_LABEL_SELECTOR: two operators on one namespace, split by a label."""
     ns = make_namespace("shard-label")

@@ -1015,22 +1015,6 @@ def test_the_canary_deployment_is_a_child_but_not_the_deployment_view() -> None:
     assert list(cache.children_of(KEY)) == [("Deployment", "mnist")]
 
 
-def test_clear_drops_every_servedmodel() -> None:
-    cache = Cache()
-    cache.observe("Pod", pod(), deleted=False)
-    cache.observe("Pod", pod("q", labels={api.LABEL_SERVEDMODEL: "fashion"}), deleted=False)
-    cache.observe("Deployment", deployment(), deleted=False)
-    cache.observe("ReplicaSet", deployment(kind="ReplicaSet", name="rs"), deleted=False)
-    cache.clear()
-    assert (cache.pods, cache.children, cache.deployments, cache.replicaset_hashes) == (
-        {},
-        {},
-        {},
-        {},
-    )
-    assert cache.entries() == set()
-
-
 def test_the_latency_summary_rounds_to_a_tenth_of_a_millisecond() -> None:
     prober = Prober(timeout=2.0)
     prober.latencies.extend([0.0123456, 0.0456789])

@@ -767,9 +767,10 @@ def test_once_caught_up_the_watch_is_current_again() -> None:
     run(scenario())
 
 
-def test_a_paused_replica_stops_every_worker_and_forgets_what_it_saw() -> None:
-    """Peering pause (pause.py): no worker, no cache, no probe channel survives it,
-    and nothing starts again until the replica resumes."""
+def test_a_paused_replica_stops_every_worker_and_keeps_only_the_cache() -> None:
+    """Peering pause (pause.py): no worker and no probe channel survives it, and
+    nothing starts again until the replica resumes; the cache stays (the child
+    watches keep it current), so the replica resumes warm."""
     h = Harness()
 
     async def scenario() -> None:
@@ -777,7 +778,7 @@ def test_a_paused_replica_stops_every_worker_and_forgets_what_it_saw() -> None:
         h.pods(pod("p1", 3, ip="10.0.0.1"))
         h.ctx.workers[KEY].probes.states["p1"] = ProbeState(target="10.0.0.1:8500")
         await h.ctx.pause()
-        assert h.ctx.workers == {} and h.ctx.cache.pods == {}
+        assert h.ctx.workers == {} and list(h.ctx.cache.pods[KEY]) == ["p1"]
         assert h.prober.forgotten == ["10.0.0.1:8500"]
         h.ctx.poke(KEY, body())  # an event kopf delivered while pausing
         assert h.ctx.workers == {}
@@ -1340,9 +1341,11 @@ def test_requests_for_a_new_servedmodel_and_for_a_changed_version() -> None:
     run(scenario())
 
 
-def test_after_a_start_an_accepted_servedmodel_waits_for_its_children_instead_of_applying() -> None:
-    """The child watches' first lists arrive after the ServedModels': re-applying
-    what only the cache has not seen yet would be a write for nothing."""
+def test_after_a_start_a_reconciled_servedmodel_waits_for_the_first_lists() -> None:
+    """The child watches' first lists arrive after the ServedModels': a pass on
+    part of them would re-apply what only the cache has not seen yet, or write a
+    status from half the pods. Until the lists are in (or WARM_UP_SECONDS), a
+    ServedModel reconciled before waits; Context.caches_synced wakes it."""
 
     async def scenario() -> None:
         h = Harness()
@@ -1355,24 +1358,41 @@ def test_after_a_start_an_accepted_servedmodel_waits_for_its_children_instead_of
         h.ctx.warm_until = time.monotonic() + 30
         fresh = await h.start(worker.body or {})
         delay = await h.next_pass()
-        assert 25 < delay <= 30 and h.applier.writes == writes
-        # Its children arrive (each event wakes the worker): still nothing to write.
+        assert 25 < delay <= 30 and fresh.waits_for_cache and h.applier.writes == writes
+        # Its children arrive (each event wakes the worker): it still waits.
         for (kind, _), obj in children.items():
-            h.ctx.cache.observe(kind, obj, deleted=False)
-        await h.next_pass()
-        assert h.applier.writes == writes
-        # A child really gone is applied once the warm-up is over.
-        name = next(n for k, n in children if k == "Service")
-        h.ctx.cache.drop("Service", KEY, name)
-        await h.next_pass()
-        assert h.applier.writes == writes
+            if kind != "Service":
+                h.ctx.cache.observe(kind, obj, deleted=False)
+        assert 25 < await h.next_pass() <= 30 and h.applier.writes == writes
         h.ctx.warm_until = time.monotonic() + 0.5
         assert 0 < await h.next_pass() <= 0.5, "waits out the warm-up, however little is left"
-        assert h.applier.writes == writes
-        h.ctx.warm_until = 0.0
+        # The lists are in: the pass runs, and a child really gone is applied.
+        fresh._wake.clear()
+        h.ctx.caches_synced()
+        assert fresh._wake.is_set() and h.ctx.warm_until == 0.0
         await h.next_pass()
-        assert [m["metadata"]["name"] for m in h.applier.applied] == [name]
+        assert not fresh.waits_for_cache
+        assert sorted(m["metadata"]["name"] for m in h.applier.applied) == sorted(
+            n for k, n in children if k == "Service"
+        )
+        fresh._wake.clear()
+        h.ctx.caches_synced()  # a worker that does not wait is left alone
+        assert not fresh._wake.is_set()
         assert fresh is h.worker
+
+    run(scenario())
+
+
+def test_a_servedmodel_never_reconciled_does_not_wait_for_the_first_lists() -> None:
+    """Nothing of it serves yet: its children are applied at once after a start."""
+
+    async def scenario() -> None:
+        h = Harness()
+        h.ctx.warm_until = time.monotonic() + 30
+        worker = await h.start(body())
+        await h.next_pass()
+        assert not worker.waits_for_cache
+        assert h.applier.applied, "a new ServedModel's children wait for nothing"
 
     run(scenario())
 

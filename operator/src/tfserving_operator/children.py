@@ -43,11 +43,6 @@ class ChildSync:
                 out.append(manifest)
         return out
 
-    def missing(self, children: render.Children) -> bool:
-        """Some child is not in the cache (not in the cluster, or not seen yet)."""
-        observed = self.cache.children_of(self.key)
-        return any((m["kind"], m["metadata"]["name"]) not in observed for m in children.all())
-
     async def dry_run(self, manifests: Sequence[dict[str, Any]]) -> str:
         """Server-side dry run of `manifests`: refuse the spec before anything is written.
 

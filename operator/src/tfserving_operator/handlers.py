@@ -1,5 +1,7 @@
 """kopf wiring: watches in, worker wake-ups out. No logic lives here.
 
+kopf watches the ServedModels; their children come through our own streams
+(watch.py says why), started and stopped with kopf's start-up and cleanup.
 Every handler is an event handler (no kopf progress annotations, no
 finalizers): kopf writes nothing to the objects, so an idle cluster sees no
 API writes at all and a ServedModel deletes even when the operator is gone
@@ -16,20 +18,19 @@ from typing import Any
 import kopf
 from kubernetes import config as kube_config
 
-from tfserving_operator import api, kinds, metrics
+from tfserving_operator import api, metrics
 from tfserving_operator.apply import Applier
-from tfserving_operator.kinds import KindInfo
 from tfserving_operator.kube import Kube
 from tfserving_operator.observe import Cache, Prober
 from tfserving_operator.pause import PauseFollower
 from tfserving_operator.reconcile import WARM_UP_SECONDS, Context
 from tfserving_operator.resync import resync_forever
 from tfserving_operator.settings import Settings
+from tfserving_operator.watch import CacheSink, child_watches
 
 log = logging.getLogger(__name__)
 
 SETTINGS = Settings.from_env()
-OWNED = {api.LABEL_SERVEDMODEL: kopf.PRESENT}
 
 
 def _load_api_client() -> Any:
@@ -50,7 +51,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 330
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
-    for key, selector in watch_selectors(SETTINGS).items():
+    for key, selector in servedmodel_watch_selectors(SETTINGS).items():
         settings.watching.label_selectors[key] = selector
     # Peering (name, priority, mandatory) is set by kopf.operator() in
     # __main__; overriding the priority here would give every replica the
@@ -58,13 +59,21 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.serve(SETTINGS.metrics_port)
     kube = Kube(_load_api_client(), workers=SETTINGS.api_workers)
     prober = Prober(SETTINGS.probe_timeout_seconds)
-    memo.ctx = Context(
+    ctx = memo.ctx = Context(
         settings=SETTINGS,
         applier=Applier(kube),
         cache=Cache(),
         prober=prober,
         warm_until=time.monotonic() + WARM_UP_SECONDS,
     )
+    memo.watches = child_watches(
+        _load_api_client(),
+        asyncio.get_running_loop(),
+        CacheSink(ctx.cache, ctx.poke, ctx.caches_synced),
+        SETTINGS.namespaces,
+        SETTINGS.label_selector_query,
+    )
+    memo.watches.start()
     if SETTINGS.resync_seconds:
         memo.resync = asyncio.create_task(
             resync_forever(kube, memo.ctx, SETTINGS.resync_seconds, SETTINGS.label_selector_query),
@@ -78,24 +87,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     log.info("tfserving-operator started: %s", SETTINGS)
 
 
-def watch_selectors(settings: Settings) -> dict[tuple[str, str], str]:
-    """labelSelector of each watch request, by kopf resource selector (group or
-    core version, plural): the API server sends a shard only its own objects.
-
-    ServedModels: the shard's selector. Children: our label, and the shard's
-    labels, which the render copies from each ServedModel onto its children
-    (spec.carried_labels); the handlers' `labels=` filters stay as a check.
-    """
+def servedmodel_watch_selectors(settings: Settings) -> dict[tuple[str, str], str]:
+    """labelSelector of kopf's ServedModel watch, by kopf resource selector
+    (group, plural): the API server sends a shard only its own ServedModels.
+    The children's streams carry theirs (watch.child_watches)."""
     shard = settings.label_selector_query
-    out = {
-        (info.group or info.version, info.plural): ",".join(
-            filter(None, [api.LABEL_SERVEDMODEL, shard])
-        )
-        for info in kinds.WATCHED
-    }
-    if shard:
-        out[(api.GROUP, api.PLURAL)] = shard
-    return out
+    return {(api.GROUP, api.PLURAL): shard} if shard else {}
 
 
 @kopf.on.cleanup()
@@ -105,6 +102,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     resync: asyncio.Task[None] | None = memo.get("resync")
     if resync is not None:
         resync.cancel()
+    await memo.watches.stop()
     await ctx.stop()
     await memo.prober.close()
     memo.kube.close()
@@ -120,21 +118,6 @@ async def servedmodel_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
         await ctx.forget(key)
     else:
         ctx.poke(key, body)
-
-
-def _register_child(info: KindInfo) -> None:
-    @kopf.on.event(info.group, info.version, info.plural, labels=OWNED, id=f"child-{info.plural}")
-    async def child_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        ctx: Context = memo.ctx
-        if ctx.paused:
-            return
-        key = ctx.cache.observe(info.kind, event["object"], deleted=event["type"] == "DELETED")
-        if key is not None:
-            ctx.poke(key)
-
-
-for _info in kinds.WATCHED:
-    _register_child(_info)
 
 
 @kopf.on.probe(id="servedmodels")

@@ -28,6 +28,11 @@ class KindInfo:
     pruned: bool = False
 
     @property
+    def api_version(self) -> str:
+        """apiVersion as objects carry it: v1 for the core group, <group>/<version> otherwise."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
     def path_prefix(self) -> str:
         """REST path prefix: /api/v1 for the core group, /apis/<group>/<version> otherwise."""
         return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"

@@ -1,6 +1,6 @@
 """Observe: what the cluster and the model servers say, as plain values.
 
-Kubernetes objects arrive through kopf's watches (handlers.py) into the
+Kubernetes objects arrive through the child watches (watch.py) into the
 `Cache`, so a reconcile never lists anything; model servers are asked over
 gRPC by the `Prober`, with a bounded timeout, a concurrency limit per
 ServedModel and per-pod backoff, so a hung server costs one probe slot of its
@@ -214,7 +214,7 @@ class ChildStore(MutableMapping[ChildId, dict[str, Any]]):
 
 @dataclass
 class Cache:
-    """Children and pods of every ServedModel, kept current by kopf's watches."""
+    """Children and pods of every ServedModel, kept current by the child watches."""
 
     pods: dict[Key, dict[str, PodView]] = field(default_factory=dict)
     children: dict[Key, ChildStore] = field(default_factory=dict)
@@ -280,11 +280,6 @@ class Cache:
         """Drop everything about a deleted ServedModel."""
         for store in self._stores():
             store.pop(key, None)
-
-    def clear(self) -> None:
-        """Drop everything (a paused peering replica)."""
-        for store in self._stores():
-            store.clear()
 
     def _stores(self) -> tuple[dict[Key, Any], ...]:
         return (self.pods, self.children, self.deployments, self.replicaset_hashes)

@@ -5,10 +5,10 @@ seen yet) stops its watch streams and handler calls only. Each ServedModel's
 `Worker` (reconcile.py) is a task of its own with timers: left running, a
 paused replica would go on probing, opening gates and writing status next
 to the active one. So this module follows kopf's own pause state and stops
-every worker (clearing the cache: objects deleted while paused would never
-leave it, kopf's re-list after the pause emits no DELETED) when the replica
-pauses; on resume kopf re-lists every watched object, which starts the
-workers again from fresh state.
+every worker when the replica pauses; on resume kopf re-lists the
+ServedModels, which starts the workers again. The children's cache is not
+kopf's: its streams (watch.py) run on while paused, so a replica that takes
+over starts with it current.
 
 kopf keeps that state in a `ToggleSet` (`operator_paused`) which it creates
 inside `kopf.spawn_tasks` and hands to its root tasks, and offers no hook

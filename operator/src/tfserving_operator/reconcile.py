@@ -47,8 +47,8 @@ MAX_IDLE_SECONDS = 60.0
 # a pass slot): only a pass that hangs reaches it.
 PASS_TIMEOUT_SECONDS = 300.0
 # After a start, the child watches' first lists take seconds to arrive (about
-# 5000 objects at 1000 ServedModels): until then a child missing from the
-# cache most likely exists, and applying it would be a write for nothing.
+# 6000 objects at 1000 ServedModels): until they are in (or this long, if a
+# stream cannot list), a ServedModel reconciled before waits for them.
 WARM_UP_SECONDS = 30.0
 
 
@@ -65,15 +65,15 @@ class Context:
     # once, each finishes sooner and peak memory stays low.
     passes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
     metrics: Metrics = field(default_factory=lambda: METRICS)
-    # A paused peering replica (pause.py) runs no worker and keeps no cache:
-    # events kopf delivers while pausing are dropped, its re-list on resume
-    # brings everything back. `pause_source` is kopf's own state once
-    # attached (read live: kopf's re-list may come before our resume()).
+    # A paused peering replica (pause.py) runs no worker: ServedModel events
+    # kopf delivers while pausing wake nobody, its re-list on resume starts
+    # the workers again; the child watches (watch.py) keep the cache current
+    # meanwhile. `pause_source` is kopf's own state once attached (read live:
+    # kopf's re-list may come before our resume()).
     pause_source: Callable[[], bool] | None = None
     _paused: bool = False
-    # Until then (time.monotonic()), a ServedModel whose status records its
-    # generation as accepted waits for children missing from the cache
-    # instead of applying them (WARM_UP_SECONDS).
+    # Until then (time.monotonic()), a ServedModel reconciled before waits
+    # for the watches' first lists (WARM_UP_SECONDS, or until caches_synced).
     warm_until: float = 0.0
 
     @property
@@ -101,6 +101,14 @@ class Context:
         self.cache.forget(key)
         self.metrics.forget_servedmodel(*key)
 
+    def caches_synced(self) -> None:
+        """The child watches' first lists are in the cache: a child missing
+        now is really missing, so the workers that waited for it go on."""
+        self.warm_until = 0.0
+        for worker in self.workers.values():
+            if worker.waits_for_cache:
+                worker.wake(None)
+
     async def stop(self) -> None:
         """Stop every worker (operator shutdown)."""
         await asyncio.gather(*(w.stop() for w in list(self.workers.values())))
@@ -112,12 +120,12 @@ class Context:
         return self.pause_source() if self.pause_source is not None else self._paused
 
     async def pause(self) -> None:
-        """This replica stops acting: every worker stops, everything observed is dropped."""
+        """This replica stops acting: every worker stops with its probe channels
+        (the cache stays, kept current by the child watches)."""
         self._paused = True
         workers = list(self.workers.values())
         await self.stop()
         await self.prober.forget(t for w in workers for t in w.probes.targets())
-        self.cache.clear()
         for key in (w.key for w in workers):
             self.metrics.forget_servedmodel(*key)
 
@@ -143,6 +151,8 @@ class Worker:
         self._opened: dict[str, float] = {}
         self._task = asyncio.create_task(self._run(), name=f"servedmodel {key[0]}/{key[1]}")
         self.passes = 0
+        # The last pass waited for the watches' first lists (Context.caches_synced wakes it).
+        self.waits_for_cache = False
 
     def wake(self, body: Mapping[str, Any] | None) -> None:
         """Run a pass soon; with a body, on that version of the object."""
@@ -202,6 +212,18 @@ class Worker:
         assert body is not None
         self.passes += 1
         settings = self.ctx.settings
+        # Just started, and this ServedModel has been reconciled before: its
+        # children, pods and Deployment status may still be on their way in
+        # the watches' first lists, and a pass on part of them would re-apply
+        # what exists or write a status from half the pods. It waits until the
+        # lists are all in (Context.caches_synced wakes it), WARM_UP_SECONDS at
+        # most. One never reconciled has nothing to lose: it goes on at once.
+        warm_up_left = self.ctx.warm_until - time.monotonic()
+        self.waits_for_cache = warm_up_left > 0 and (
+            "observedGeneration" in self.status.current(body)
+        )
+        if self.waits_for_cache:
+            return warm_up_left
         # The pass holds a slot of ctx.passes except while it waits for model
         # servers: a ServedModel whose servers hang keeps no slot from others.
         async with self.ctx.passes:
@@ -234,11 +256,6 @@ class Worker:
             # refused (ChildSync.ensure). Otherwise a new generation is dry-run
             # first, but only the children about to change.
             first = not validated and "observedGeneration" not in old_status
-            warm_up_left = self.ctx.warm_until - time.monotonic()
-            if validated and warm_up_left > 0 and self.children.missing(children):
-                # Just started: the children's watch events wake this worker
-                # as they arrive; what is still missing then gets applied.
-                return warm_up_left
             if not validated and not first:
                 problem = await self.children.dry_run(self.children.pending(children))
                 if problem:
