@@ -53,8 +53,10 @@ WATCH_SECONDS = 300
 # tell sooner: measured, none within 90 s).
 READ_TIMEOUT_SECONDS = WATCH_SECONDS + 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
-# Waits after a failed request: 1 s, doubling, at most 30 s.
-BACKOFF_SECONDS = (1.0, 30.0)
+# Waits after a failed request: 1 s, doubling, at most 5 s (a stream sends one
+# request per wait while the API server is away; once it is back, the cache
+# is current again within seconds).
+BACKOFF_SECONDS = (1.0, 5.0)
 # A page goes to the loop in batches this big, each one callback: the loop
 # stays free for the workers between them (a batch takes a few milliseconds).
 BATCH = 50
