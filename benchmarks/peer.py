@@ -21,8 +21,9 @@ and is timed from the first create until every one is Ready:
   its five children are applied (convergence.py).
 Requests are each client's own count: KServe's `rest_client_requests_total`
 (controller-runtime's client metrics, every verb, reads included), ours
-`tfserving_operator_api_requests` (every request of its transport; kopf's own
-list and watch calls are not in it).
+`tfserving_operator_api_requests` (every request of its transport and of its
+child streams, LIST and WATCH included; kopf's ServedModel list and watch are
+not in it).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from tfserving_operator.kube import ApiError
 from tfserving_operator.metrics import Metrics
 from tfserving_operator.observe import Cache, DeploymentView, PodView, ProbeResult
 from tfserving_operator.probing import PROBE_JITTER, QUICK_RETRY_MAX_SECONDS, ProbeState
-from tfserving_operator.reconcile import MAX_IDLE_SECONDS, Context, Worker
+from tfserving_operator.reconcile import MAX_IDLE_SECONDS, QUIET_SECONDS, Context, Worker
 from tfserving_operator.settings import Settings
 from tfserving_operator.spec import VersionSet
 from tfserving_operator.status_writer import Written, caught_up
@@ -812,6 +812,24 @@ def test_a_steady_pass_waits_at_most_the_idle_maximum() -> None:
         h = Harness(Settings(probe_interval_seconds=600.0))
         await serving_steadily(h)
         assert await h.next_pass() == MAX_IDLE_SECONDS
+
+    run(scenario())
+
+
+def test_a_servedmodel_at_rest_with_no_pod_is_passed_rarely() -> None:
+    """Zero replicas, converged: nothing it reads changes with time, so the
+    safety-net pass comes every QUIET_SECONDS, not every minute; a pod brings
+    the minute back."""
+
+    async def scenario() -> None:
+        h = Harness()
+        zero = body()
+        zero["spec"]["replicas"] = 0
+        await h.start(zero)
+        assert await h.next_pass() == QUIET_SECONDS
+        assert h.applier.status["conditions"], "converged: its status was written"
+        h.pods(pod("a", 3, serving=True, terminating=True))
+        assert await h.next_pass() <= MAX_IDLE_SECONDS
 
     run(scenario())
 

@@ -42,6 +42,10 @@ from tfserving_operator.views import PodView, ProbeResult, ServingCounts
 log = logging.getLogger(__name__)
 
 MAX_IDLE_SECONDS = 60.0
+# The pass a ServedModel at rest with no pod runs anyway (a safety net for a
+# missed event; the child streams replay or re-list after a gap). At 1000
+# such ServedModels a pass a minute each was most of an idle operator's CPU.
+QUIET_SECONDS = 300.0
 # Longer than any healthy pass (probes time out in seconds, requests in 30 s,
 # and a cold start over 1000 ServedModels queues passes for about a minute for
 # a pass slot): only a pass that hangs reaches it.
@@ -357,7 +361,7 @@ class Worker:
         if outcome.complete:
             keep = [canary_hash] if state is not None else []
             await self.children.collect_config_maps(outcome.config_hash, pods, keep)
-        delay = self._next_delay(sm, outcome)
+        delay = self._next_delay(sm, outcome, pods)
         if step is not None and step.due_in is not None:
             delay = min(delay, max(0.05, step.due_in))
         if log.isEnabledFor(logging.DEBUG):
@@ -414,8 +418,13 @@ class Worker:
                 self.ctx.metrics.gate_latency.observe(time.monotonic() - opened)
                 del self._opened[name]
 
-    def _next_delay(self, sm: spec.ServedModel, outcome: decide.Outcome) -> float:
-        delay = min([MAX_IDLE_SECONDS, *self.probes.seconds_until_due()])
+    def _next_delay(
+        self, sm: spec.ServedModel, outcome: decide.Outcome, pods: list[PodView]
+    ) -> float:
+        # At rest with no pod (zero replicas, scaled to zero), nothing a pass
+        # reads changes with time: every input is a watch event that wakes it.
+        rest = QUIET_SECONDS if outcome.complete and not pods else MAX_IDLE_SECONDS
+        delay = min([rest, *self.probes.seconds_until_due()])
         if not outcome.complete:
             start = decide.parse_time(outcome.rollout_start)
             if start is not None:
