@@ -304,7 +304,8 @@ def markdown(results: dict[str, Any]) -> str:
             "exist, the Deployment is Available; nothing asks a model server); ours: the "
             "ServedModel's Ready for its generation (five children applied). Requests: each "
             "client's own count (KServe: every request of its client, reads included; ours: "
-            "every request of its transport, kopf's lists and watches not included).",
+            "every request of its transport and child streams, kopf's ServedModel list and "
+            "watch not included).",
             "",
             *_table(
                 [
