@@ -149,6 +149,14 @@ def test_named_namespaces_get_a_stream_each_and_globs_one_filtered_stream() -> N
     assert in_scope(())("anything")
 
 
+def test_namespaces_are_matched_as_kopf_matches_the_servedmodels() -> None:
+    """An exclusion (`!`) is kopf's syntax too: with TFSO_NAMESPACES=a,!kube-*
+    kopf watches ServedModels everywhere but kube-*, and so must the children."""
+    assert stream_namespaces(("a", "!kube-*")) == (None,)
+    keep = in_scope(("a", "!kube-*"))
+    assert keep("a") and keep("team-x") and not keep("kube-system")
+
+
 def test_every_watched_kind_gets_its_streams_and_a_connection_each() -> None:
     client = FakeApiClient()
     sink = Recorder()

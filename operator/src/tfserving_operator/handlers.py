@@ -67,7 +67,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         warm_until=time.monotonic() + WARM_UP_SECONDS,
     )
     memo.watches = child_watches(
-        _load_api_client(),
+        _load_api_client(),  # a client of their own: a connection pool sized for the streams
         asyncio.get_running_loop(),
         CacheSink(ctx.cache, ctx.poke, ctx.caches_synced),
         SETTINGS.namespaces,

@@ -89,6 +89,29 @@ def wire_body(body: Any) -> bytes:
 _YAML_UNPRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
 
 
+def prepare(
+    api_client: Any,
+    method: str,
+    path: str,
+    query: Iterable[tuple[str, str]] = (),
+    content_type: str | None = None,
+) -> tuple[str, str, dict[str, str]]:
+    """(method, URL, headers) of one request, as the client builds them: the
+    server's address, the query, and the authentication headers (tokens
+    refreshed)."""
+    headers = {"Accept": "application/json"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    method, url, headers, _, _ = api_client.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=list(query),
+        header_params=headers,
+        auth_settings=["BearerToken"],
+    )
+    return method, url, headers
+
+
 def send(
     api_client: Any,
     method: str,
@@ -104,16 +127,7 @@ def send(
     refreshes tokens); a body goes out as `wire_body` bytes straight through
     its connection pool, because its own serializer would re-encode them.
     """
-    headers = {"Accept": "application/json"}
-    if content_type:
-        headers["Content-Type"] = content_type
-    method, url, headers, _, _ = api_client.param_serialize(
-        method=method,
-        resource_path=path,
-        query_params=list(query),
-        header_params=headers,
-        auth_settings=["BearerToken"],
-    )
+    method, url, headers = prepare(api_client, method, path, query, content_type)
     if body is None:
         response = api_client.call_api(method, url, headers, _request_timeout=timeout)
         response.read()

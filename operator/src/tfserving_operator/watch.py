@@ -25,20 +25,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import urllib3
+
+# kopf's namespace matching (internal to kopf, no public name): the children
+# must be kept in exactly the namespaces kopf watches the ServedModels in.
+# tests/unit/test_watch.py pins what it does with globs and exclusions.
+from kopf._cogs.structs.references import (
+    NamespaceName,
+    match_namespace,
+    select_specific_namespaces,
+)
 from kubernetes.watch.watch import iter_resp_lines
 
 from tfserving_operator import api, kinds
 from tfserving_operator.kinds import KindInfo
+from tfserving_operator.kube import path_for, prepare
 from tfserving_operator.metrics import CODE_NO_ANSWER, METRICS, Metrics
 from tfserving_operator.observe import Cache, Key
 
@@ -99,20 +108,25 @@ class Sink:
 
 
 def in_scope(patterns: Iterable[str]) -> Callable[[str], bool]:
-    """A namespace filter from TFSO_NAMESPACES patterns (kopf's globs)."""
+    """A namespace filter from TFSO_NAMESPACES patterns, matched as kopf matches
+    them for the ServedModel watch (globs, `!` exclusions): a child is kept
+    exactly where its ServedModel is watched."""
     globs = tuple(patterns)
-    return lambda namespace: not globs or any(fnmatch.fnmatch(namespace, g) for g in globs)
+    return lambda namespace: (
+        not globs or any(match_namespace(NamespaceName(namespace), g) for g in globs)
+    )
 
 
 def stream_namespaces(patterns: Iterable[str]) -> tuple[str | None, ...]:
-    """One stream per named namespace, or one cluster-wide (filtered) stream for globs.
+    """One stream per named namespace, or one cluster-wide (filtered) stream when
+    a pattern is not a plain name (kopf's own test of that).
 
     A glob's namespaces come and go; watching cluster-wide with our label and
     dropping the other namespaces' objects here is what a fixed set of
     namespaced streams cannot follow.
     """
-    names = tuple(patterns)
-    if not names or any(set(n) & set("*?[!") for n in names):
+    names = tuple(dict.fromkeys(patterns))
+    if not names or len(select_specific_namespaces(names)) != len(names):
         return (None,)
     return names
 
@@ -228,7 +242,8 @@ class Stream:
         response = self._request(query, watch=True)
         self._response = response
         try:
-            for line in _lines(response):
+            # The kubernetes client's splitter: one JSON event per line.
+            for line in iter_resp_lines(response):
                 if self._stopped.is_set():
                     break
                 event = json.loads(line)
@@ -237,10 +252,9 @@ class Stream:
                     if obj.get("code") == 410:
                         raise Gone()
                     raise StreamError(f"watch error: {obj.get('message', obj)}")
-                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-                if kind == "BOOKMARK" or not self._keep(
-                    str((obj.get("metadata") or {}).get("namespace", ""))
-                ):
+                meta = obj.get("metadata") or {}
+                version = str(meta.get("resourceVersion") or version)
+                if kind == "BOOKMARK" or not self._keep(str(meta.get("namespace", ""))):
                     continue
                 self._hand(self._sink.changed, self.info.kind, [Event(str(kind), obj)])
         finally:
@@ -250,17 +264,8 @@ class Stream:
         return version
 
     def _request(self, query: list[tuple[str, str]], watch: bool) -> urllib3.BaseHTTPResponse:
-        info = self.info
-        path = f"{info.path_prefix}/{info.plural}"
-        if self.namespace:
-            path = f"{info.path_prefix}/namespaces/{self.namespace}/{info.plural}"
-        method, url, headers, _, _ = self._client.param_serialize(
-            method="GET",
-            resource_path=path,
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
+        path = path_for(self.info.kind, self.namespace)
+        method, url, headers = prepare(self._client, "GET", path, query)
         verb = "WATCH" if watch else "LIST"
         try:
             response: urllib3.BaseHTTPResponse = self._client.rest_client.pool_manager.request(
@@ -311,13 +316,6 @@ class Stream:
         except RuntimeError:  # the loop is closed: the process is stopping
             self._queued.release()
             self._stopped.set()
-
-
-def _lines(response: urllib3.BaseHTTPResponse) -> Iterator[str]:
-    """The stream's lines (one JSON event each), as the kubernetes client splits them."""
-    for line in iter_resp_lines(response):
-        if line:
-            yield str(line)
 
 
 def _short(err: BaseException) -> str:
