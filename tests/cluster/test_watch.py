@@ -137,10 +137,32 @@ def test_stop_cuts_an_open_watch(
     s = stream(api_client, namespace, loop, sink)
     s.start()
     wait_until(
-        lambda: ("synced", "ConfigMap", namespace) in sink.calls,
+        lambda: s._response is not None,
         timeout=30,
-        what="the stream's first list",
+        what="the stream's watch to open after its first list",
     )
     s.stop()  # the watch is open, idle, for up to WATCH_SECONDS
     s.join(5)
     assert not s._thread.is_alive(), "the stream's thread still runs 5 s after stop()"
+
+
+class StoppedAsTheWatchOpens(Stream):
+    """stop() lands after the watch request returned, before the stream holds it:
+    the window a stop once fell into and was lost (CI, 2026-12-02)."""
+
+    def _request(self, query: list[tuple[str, str]], watch: bool) -> Any:
+        response = super()._request(query, watch)
+        if watch:
+            self.stop()
+        return response
+
+
+def test_a_stop_while_the_watch_opens_is_not_lost(
+    api_client: Any, namespace: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    sink = Recorder()
+    s = StoppedAsTheWatchOpens(api_client, CONFIGMAP, namespace, api.LABEL_SERVEDMODEL, loop, sink)
+    s.start()
+    s.join(10)
+    assert not s._thread.is_alive(), "the stream read on after a stop as its watch opened"
+    assert ("synced", "ConfigMap", namespace) in sink.calls

@@ -154,6 +154,11 @@ class Stream:
         self._keep = keep
         self._metrics = metrics
         self._stopped = threading.Event()
+        # Guards the hand-over of the open watch between this thread and stop(): either
+        # stop() finds the response and cuts it, or the thread finds the stop and does not
+        # start reading (without it a stop between the request and the assignment was lost
+        # and the thread read an idle watch for up to WATCH_SECONDS).
+        self._lock = threading.Lock()
         self._queued = threading.BoundedSemaphore(MAX_QUEUED)
         self._response: urllib3.BaseHTTPResponse | None = None
         self._thread = threading.Thread(
@@ -166,8 +171,9 @@ class Stream:
 
     def stop(self) -> None:
         """End the stream (an open watch is cut); returns without waiting."""
-        self._stopped.set()
-        response = self._response
+        with self._lock:
+            self._stopped.set()
+            response = self._response
         if response is not None:
             with contextlib.suppress(Exception):
                 response.shutdown()
@@ -240,7 +246,11 @@ class Stream:
             ("timeoutSeconds", str(WATCH_SECONDS)),
         ]
         response = self._request(query, watch=True)
-        self._response = response
+        with self._lock:
+            if self._stopped.is_set():
+                response.release_conn()
+                return version
+            self._response = response
         try:
             # The kubernetes client's splitter: one JSON event per line.
             for line in iter_resp_lines(response):
@@ -258,7 +268,8 @@ class Stream:
                     continue
                 self._hand(self._sink.changed, self.info.kind, [Event(str(kind), obj)])
         finally:
-            self._response = None
+            with self._lock:
+                self._response = None
             with contextlib.suppress(Exception):
                 response.release_conn()
         return version
