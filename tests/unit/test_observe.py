@@ -453,6 +453,64 @@ def test_other_children_are_kept_stripped_and_dropped_on_delete(kind: str) -> No
     assert cache.children[KEY] == {}
 
 
+def with_rv(body: dict[str, Any], rv: str, **status: Any) -> dict[str, Any]:
+    """The same object as the API server sends it later: a new resourceVersion,
+    and the status fields given changed."""
+    meta = {**body["metadata"], "resourceVersion": rv}
+    return {**body, "metadata": meta, "status": {**(body.get("status") or {}), **status}}
+
+
+def test_an_event_that_changes_nothing_held_wakes_nobody() -> None:
+    """The echo of our own apply, and a controller's write on parts not held."""
+    cache = Cache()
+    service = {
+        "kind": "Service",
+        "metadata": {
+            "name": "mnist-grpc",
+            "namespace": NAMESPACE,
+            "labels": {api.LABEL_SERVEDMODEL: OWNER},
+        },
+        "spec": {"ports": [{"port": 8500}]},
+    }
+    assert cache.observe("Service", service, deleted=False) == KEY
+    assert cache.observe("Service", with_rv(service, "13"), deleted=False) is None
+    assert (
+        cache.observe("Service", with_rv(service, "14", loadBalancer={"x": 1}), deleted=False)
+        is None
+    )
+    edited = {**service, "spec": {"ports": [{"port": 9000}]}}
+    assert cache.observe("Service", edited, deleted=False) == KEY  # someone edited it: drift
+
+    rs = deployment(kind="ReplicaSet", name="mnist-7d9c")
+    assert cache.observe("ReplicaSet", rs, deleted=False) == KEY
+    assert cache.observe("ReplicaSet", with_rv(rs, "5000", readyReplicas=2), deleted=False) is None
+
+    body = deployment(generation=5, observed=4)
+    assert cache.observe("Deployment", body, deleted=False) == KEY
+    stamped = with_rv(body, "4712", conditions=[condition("Progressing", "True")])
+    assert cache.observe("Deployment", stamped, deleted=False) is None  # not in the view
+    caught_up = with_rv(body, "4713", observedGeneration=5)
+    assert cache.observe("Deployment", caught_up, deleted=False) == KEY
+    assert cache.deployments[KEY].settled
+
+    name = "mnist-7d9c-abcde"
+    assert cache.observe("Pod", pod(name), deleted=False) == KEY
+    assert cache.observe("Pod", with_rv(pod(name), "99", hostIP="10.1.1.1"), deleted=False) is None
+    closed = condition(api.GATE_CONDITION, "False", "VersionLoading")
+    assert cache.observe("Pod", pod(name, conditions=[closed]), deleted=False) == KEY
+
+
+def test_a_canary_deployment_is_a_child_whose_changes_wake_the_owner() -> None:
+    cache = Cache()
+    canary = deployment(name="mnist-canary")
+    assert cache.observe("Deployment", canary, deleted=False) == KEY
+    assert KEY not in cache.deployments
+    assert (
+        cache.observe("Deployment", deployment(name="mnist-canary", replicas=3), deleted=False)
+        == KEY
+    )
+
+
 def test_deleting_what_was_never_seen_is_harmless() -> None:
     cache = Cache()
     for kind, body in (

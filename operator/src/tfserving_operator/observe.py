@@ -197,7 +197,15 @@ class ChildStore(MutableMapping[ChildId, dict[str, Any]]):
         return obj
 
     def __setitem__(self, ident: ChildId, obj: Mapping[str, Any]) -> None:
-        self._packed[ident] = json.dumps(obj, separators=(",", ":")).encode()
+        self.put(ident, obj)
+
+    def put(self, ident: ChildId, obj: Mapping[str, Any]) -> bool:
+        """Hold `obj`; True when it differs from what was held (or nothing was)."""
+        packed = json.dumps(obj, separators=(",", ":")).encode()
+        if self._packed.get(ident) == packed:
+            return False
+        self._packed[ident] = packed
+        return True
 
     def __delitem__(self, ident: ChildId) -> None:
         del self._packed[ident]
@@ -210,6 +218,14 @@ class ChildStore(MutableMapping[ChildId, dict[str, Any]]):
 
     def __contains__(self, ident: object) -> bool:
         return ident in self._packed
+
+
+def _put(store: dict[Any, Any], key: Any, value: Any) -> bool:
+    """store[key] = value; True when that changed it."""
+    if key in store and store[key] == value:
+        return False
+    store[key] = value
+    return True
 
 
 @dataclass
@@ -229,23 +245,33 @@ class Cache:
         return (meta.get("namespace", ""), owner) if owner else None
 
     def observe(self, kind: str, body: Mapping[str, Any], deleted: bool) -> Key | None:
-        """Record one watch event; return the ServedModel key it concerns."""
+        """Record one watch event (or an apply's answer).
+
+        Returns the key of the ServedModel it concerns when what the cache
+        holds changed: None for an object not ours, and for one whose held
+        part is as before. Most events change nothing a pass reads: the watch
+        echo of our own apply (its answer is held already), and the status
+        writes of the controllers on the parts we do not keep (a ReplicaSet's
+        or a PodDisruptionBudget's counts, an HPA's metrics every sync, a
+        Deployment condition's timestamps). A pass over unchanged inputs
+        decides what the last one did, so they wake nobody."""
         key = self.key_of(body)
         if key is None:
             return None
         name = (body.get("metadata") or {}).get("name", "")
         if deleted:
             self.drop(kind, key, name)
-        elif kind == "Pod":
-            self.pods.setdefault(key, {})[name] = pod_view(body)
-        elif kind == "ReplicaSet":
-            self.replicaset_hashes.setdefault(key, {})[name] = deployment_view(body).config_hash
-        else:
-            self.children.setdefault(key, ChildStore())[(kind, name)] = strip_object(body)
-            if kind == "Deployment" and name == key[1]:
-                # The stable Deployment; a canary's (<name>-canary) is only a child.
-                self.deployments[key] = deployment_view(body)
-        return key
+            return key
+        if kind == "Pod":
+            return key if _put(self.pods.setdefault(key, {}), name, pod_view(body)) else None
+        if kind == "ReplicaSet":
+            hashes = self.replicaset_hashes.setdefault(key, {})
+            return key if _put(hashes, name, deployment_view(body).config_hash) else None
+        changed = self.children.setdefault(key, ChildStore()).put((kind, name), strip_object(body))
+        if kind == "Deployment" and name == key[1]:
+            # The stable Deployment; a canary's (<name>-canary) is only a child.
+            changed = _put(self.deployments, key, deployment_view(body)) or changed
+        return key if changed else None
 
     def drop(self, kind: str, key: Key, name: str) -> None:
         """Forget one object (a DELETED event, or found gone without one)."""

@@ -335,7 +335,7 @@ def _short(err: BaseException) -> str:
 
 
 class CacheSink(Sink):
-    """Changes into the Cache; the ServedModels they concern are woken.
+    """Changes into the Cache; the ServedModels whose held objects changed are woken.
 
     Fed while a peering replica is paused too (its pokes wake nobody then):
     the cache stays current, so a replica that takes over starts warm.
