@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness import say
 from benchmarks.kubeapi import Api
 from tfserving_operator import api as names
 
@@ -70,14 +71,16 @@ def create_namespace(api: Api, prefix: str = "bench") -> str:
     raise TimeoutError(f"no default ServiceAccount in {name} after 60 s")
 
 
-def delete_namespace(api: Api, name: str, wait: float = 600) -> float:
+def delete_namespace(api: Api, name: str, wait: float = 3600) -> float:
     """Delete a namespace and wait until it is gone (its objects too); seconds taken."""
     started = time.monotonic()
     api.request("DELETE", f"/api/v1/namespaces/{name}", ok=(404,))
     while time.monotonic() - started < wait:
         ns = api.get(f"/api/v1/namespaces/{name}", ok=(404,))
         if ns.get("kind") != "Namespace":
-            return time.monotonic() - started
+            taken = time.monotonic() - started
+            say(f"namespace {name} deleted in {taken:.0f} s")
+            return taken
         time.sleep(1.0)
     raise TimeoutError(f"namespace {name} still there after {wait:.0f} s")
 

@@ -1224,6 +1224,70 @@ def test_gate_writes_name_the_pod_in_its_namespace_and_are_counted_and_timed() -
     run(scenario())
 
 
+class SlowGateApplier(FakeApplier):
+    """Each gate write waits until every gate write of the pass has started."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__()
+        self.started: list[str] = []
+        self._all_started = asyncio.Event()
+        self._expected = expected
+
+    async def set_gate(
+        self, namespace: str, pod: str, is_open: bool, reason: str, message: str
+    ) -> bool:
+        self.started.append(pod)
+        if len(self.started) == self._expected:
+            self._all_started.set()
+        async with asyncio.timeout(5):  # one at a time would never get here
+            await self._all_started.wait()
+        return await super().set_gate(namespace, pod, is_open, reason, message)
+
+
+def test_gates_of_pods_available_together_are_written_side_by_side() -> None:
+    """Replicas started together turn AVAILABLE together: the last pod's gate
+    must not wait for the others' patches."""
+
+    async def scenario() -> None:
+        h = Harness()
+        h.applier = h.ctx.applier = SlowGateApplier(expected=3)
+        worker = await h.start(body(version=3))
+        names = ["a", "b", "c"]
+        h.pods(*(pod(n, 3, gate=False, gate_reason=GateReason.LOADING) for n in names))
+        for n in names:
+            h.prober.answers[n] = answer(n, 3, ModelState.AVAILABLE)
+        await worker.reconcile()
+        assert sorted(h.applier.started) == names
+        assert sorted((p, o) for p, o, _ in h.applier.gates) == [(n, True) for n in names]
+        assert sorted(worker._opened) == names
+
+    run(scenario())
+
+
+def test_one_failed_gate_write_fails_the_pass_after_the_others_are_written() -> None:
+    class RefusingApplier(FakeApplier):
+        async def set_gate(
+            self, namespace: str, pod: str, is_open: bool, reason: str, message: str
+        ) -> bool:
+            if pod == "b":
+                raise ApiError(500, {"message": "etcdserver: request timed out"})
+            return await super().set_gate(namespace, pod, is_open, reason, message)
+
+    async def scenario() -> None:
+        h = Harness()
+        h.applier = h.ctx.applier = RefusingApplier()
+        worker = await h.start(body(version=3))
+        h.pods(*(pod(n, 3, gate=False, gate_reason=GateReason.LOADING) for n in "abc"))
+        for n in "abc":
+            h.prober.answers[n] = answer(n, 3, ModelState.AVAILABLE)
+        with pytest.raises(ApiError):
+            await worker.reconcile()
+        assert sorted(p for p, _, _ in h.applier.gates) == ["a", "c"]
+        assert sorted(worker._opened) == ["a", "c"]
+
+    run(scenario())
+
+
 def test_a_pod_gone_before_it_was_seen_ready_leaves_no_latency() -> None:
     async def scenario() -> None:
         h = Harness()

@@ -384,27 +384,37 @@ class Worker:
             pods, probes, self.probes.failures(), self.ctx.settings.probe_failure_threshold
         )
         by_name = {p.name: p for p in pods}
-        gone = set()
-        for decision in decisions:
-            if decide.gate_differs(by_name[decision.pod], decision):
-                if not await self.ctx.applier.set_gate(
-                    self.key[0], decision.pod, decision.open, decision.reason, decision.message
-                ):
-                    # Deleted while a watch was down (no DELETED event will
-                    # come): drop it here, or it stays in the status forever.
-                    log.info("%s/%s: pod %s is gone (404 on its gate)", *self.key, decision.pod)
-                    self.ctx.cache.drop("Pod", self.key, decision.pod)
-                    gone.add(decision.pod)
-                    continue
-                self.ctx.metrics.observe_gate(decision.open, decision.reason)
-                if decision.open:
-                    self._opened[decision.pod] = time.monotonic()
-                else:
-                    self._opened.pop(decision.pod, None)
+        changing = [d for d in decisions if decide.gate_differs(by_name[d.pod], d)]
+        # Side by side: pods whose versions turned AVAILABLE together (replicas
+        # started together) each wait for their own patch only, not for the
+        # patches of the pods before them (the kube client's pool bounds them).
+        # Every patch is tried; the first failure then fails the pass.
+        results = await asyncio.gather(*map(self._set_gate, changing), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        gone = {d.pod for d, written in zip(changing, results, strict=True) if written is False}
         if gone:
             pods = [p for p in pods if p.name not in gone]
             decisions = [d for d in decisions if d.pod not in gone]
         return decide.with_gates(pods, decisions)
+
+    async def _set_gate(self, decision: decide.GateDecision) -> bool:
+        """Write one pod's gate; False when the pod is gone."""
+        if not await self.ctx.applier.set_gate(
+            self.key[0], decision.pod, decision.open, decision.reason, decision.message
+        ):
+            # Deleted while a watch was down (no DELETED event will
+            # come): drop it here, or it stays in the status forever.
+            log.info("%s/%s: pod %s is gone (404 on its gate)", *self.key, decision.pod)
+            self.ctx.cache.drop("Pod", self.key, decision.pod)
+            return False
+        self.ctx.metrics.observe_gate(decision.open, decision.reason)
+        if decision.open:
+            self._opened[decision.pod] = time.monotonic()
+        else:
+            self._opened.pop(decision.pod, None)
+        return True
 
     def _observe_ready(self, pods: list[PodView]) -> None:
         """Gate latency: pods whose gate we opened, now seen Ready (the kubelet's
