@@ -101,8 +101,15 @@ def build() -> Path:
 
 
 def source_dir() -> Path:
-    """KServe's module in the module cache (its CRDs and configuration)."""
-    return Path(_go("list", "-m", "-f", "{{.Dir}}", KSERVE_MODULE))
+    """KServe's module in the module cache (its CRDs and configuration).
+
+    `go mod download` fetches it first when needed: `go list -m` names an
+    empty folder for a module not yet in the cache (a fresh machine's first
+    `make bench` failed on it, session 8)."""
+    info = json.loads(_go("mod", "download", "-json", KSERVE_MODULE))
+    if not info.get("Dir"):
+        raise RuntimeError(f"go mod download {KSERVE_MODULE}: no folder ({info.get('Error')})")
+    return Path(info["Dir"])
 
 
 def _kubectl(bench: Bench, *args: str, stdin: str | None = None) -> None:
