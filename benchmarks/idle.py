@@ -82,8 +82,8 @@ def operator_event_names(api: Api, namespace: str) -> set[str]:
 def controllers_caught_up(api: Api, namespace: str) -> bool:
     """Every Deployment's status is at its generation: the Deployment controller
     (200 requests/s in the local cluster, `localdev/sim/cluster.py`) has
-    finished with them. Until then its status
-    updates are events the operator rightly answers with passes."""
+    finished with them. Until then its status updates are events the
+    operator rightly answers with passes."""
     items, _ = api.list_rv(f"/apis/apps/v1/namespaces/{namespace}/deployments")
     return all(
         (d.get("status") or {}).get("observedGeneration") == d["metadata"].get("generation")
