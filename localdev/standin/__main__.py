@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from .aio import wait_event
 
 # TensorFlow's C++ start-up chatter drowns the stand-in's own log lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -89,8 +90,7 @@ async def run(args: argparse.Namespace) -> None:
         # Started alongside the control plane, the kubeconfig may come later.
         log.warning("kubeconfig %s does not exist yet; waiting for it", args.kubeconfig)
         while not os.path.exists(args.kubeconfig):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+            await wait_event(stop, 0.5)
             if stop.is_set():
                 return
     configure_tensorflow(args.tf_threads)

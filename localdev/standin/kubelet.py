@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from . import kubelet_decide as decide
+from .aio import wait_event
 from .kubelet_decide import Body, ContainerRecord, ProbeSpec
 
 log = logging.getLogger(__name__)
@@ -406,8 +407,7 @@ class PodKubelet:
                         f"{decide.pod_ref(self.pod)}",
                         container=name,
                     )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._deleting.wait(), backoff)
+                await wait_event(self._deleting, backoff)
         self._set(waiting_reason="ContainerCreating")
         return not self._deleting.is_set()
 
@@ -494,8 +494,7 @@ class PodKubelet:
                 f"Back-off restarting failed container {self.name} in pod "
                 f"{decide.pod_ref(self.pod)}",
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._deleting.wait(), backoff)
+            await wait_event(self._deleting, backoff)
 
     async def _run_container(self) -> float | None:
         """One run; returns how long it ran, or None when the pod is being

@@ -30,6 +30,7 @@ from aiohttp import web
 from google.protobuf import text_format
 from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
+from .aio import wait_event
 from .config import (
     LOAD_DELAY_ANNOTATION,
     LoadDelays,
@@ -432,8 +433,7 @@ class PodServer:
                 if str(e) != logged:
                     log.warning("%s: %s; retrying", self.spec.key, e)
                     logged = str(e)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._killed.wait(), 0.5)
+                await wait_event(self._killed, 0.5)
         self._serving = True
         self._schedule_listener_sync()  # a fault may have changed meanwhile
 

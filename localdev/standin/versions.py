@@ -61,6 +61,7 @@ from enum import IntEnum
 import grpc
 from tensorflow_serving.config.model_server_config_pb2 import ModelConfig, ModelServerConfig
 
+from .aio import wait_event
 from .config import (
     LoadDelays,
     ServerFlags,
@@ -475,8 +476,7 @@ class VersionManager:
             if interval <= 0:
                 await self._poll_now.wait()
             else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poll_now.wait(), timeout=interval)
+                await wait_event(self._poll_now, interval)
             self._poll_now.clear()
 
     def _scan(self, configs: list[ModelConfig]) -> tuple[dict[str, dict[int, str]], list[str]]:
@@ -640,10 +640,7 @@ class VersionManager:
                 tries += 1
                 give_up = tries > self.flags.max_num_load_retries
                 if not give_up:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            h.cancel_retries.wait(), self.flags.load_retry_interval_seconds
-                        )
+                    await wait_event(h.cancel_retries, self.flags.load_retry_interval_seconds)
                 if h.cancel_retries.is_set() and not give_up:
                     out.info(
                         "retrier.cc:47", f"Retrying of Loading servable: {servable} was cancelled."

@@ -792,9 +792,7 @@ def test_a_paused_replica_stops_every_worker_and_keeps_only_the_cache() -> None:
 
 # ----- when the next pass is due ---------------------------------------------------
 
-# The worker's waits are recorded by replacing asyncio.wait_for; the tests'
-# own waits keep the real one.
-REAL_WAIT_FOR = asyncio.wait_for
+# The worker's waits are recorded by replacing Worker._sleep.
 
 
 def test_a_steady_pass_waits_until_the_next_probe_is_due() -> None:
@@ -903,17 +901,15 @@ def run_worker(
     monkeypatch: pytest.MonkeyPatch, h: Harness, script: list[float | Exception]
 ) -> list[float]:
     """Run the worker's loop over scripted passes (a delay or an error each); the
-    waits it asked asyncio.wait_for for, the wait after the last pass included."""
+    waits it asked for, the wait after the last pass included."""
     waits: list[float] = []
     done = asyncio.Event()
 
-    async def no_wait(awaitable: Any, timeout: float) -> None:
-        awaitable.close()  # the wake-up wait is never needed: every wait times out
-        waits.append(timeout)
+    async def no_wait(_: Worker, seconds: float) -> None:
+        waits.append(seconds)  # no wake-up comes: every wait runs out at once
         if len(waits) > len(script):
             done.set()
             await asyncio.Event().wait()  # until the test stops the worker
-        raise TimeoutError
 
     async def scripted_pass() -> float:
         step = script[len(waits) - 1]
@@ -925,10 +921,11 @@ def run_worker(
         worker = Worker(KEY, h.ctx)
         worker.body = body(version=3)
         worker.reconcile = scripted_pass  # type: ignore[method-assign]
-        await REAL_WAIT_FOR(done.wait(), timeout=5)
+        async with asyncio.timeout(5):
+            await done.wait()
         await worker.stop()
 
-    monkeypatch.setattr(asyncio, "wait_for", no_wait)
+    monkeypatch.setattr(Worker, "_sleep", no_wait)
     run(scenario())
     return waits
 
@@ -944,26 +941,54 @@ def test_failed_passes_back_off_exponentially_up_to_30_s_and_reset_on_success(
     assert waits == [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 7.0, 1.0]
 
 
+@pytest.mark.parametrize("turns", range(6))
+def test_a_stop_that_meets_a_wake_up_ends_the_worker(turns: int) -> None:
+    """stop() lands `turns` loop turns after a wake-up, at each point of the
+    worker's wait. With asyncio.wait_for (Python 3.11) a cancellation that met
+    the wait's completion was swallowed: the loop went on and the operator's
+    cleanup waited for it for ever (CI: the operator did not stop on SIGTERM)."""
+
+    async def scenario(settled: int) -> None:
+        worker = Worker(KEY, Harness().ctx)  # no body: it waits the idle maximum
+        for _ in range(settled):
+            await asyncio.sleep(0)
+        worker.wake(None)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        where = f"{settled} turns in, {turns} after the wake-up"
+        try:
+            async with asyncio.timeout(2) as deadline:
+                await worker.stop()
+        except TimeoutError:
+            pytest.fail(f"the worker did not stop within 2 s ({where})")
+        # The deadline's cancellation also reaches the worker: a stop() that
+        # returned only then had lost its own.
+        assert not deadline.expired(), f"the worker stopped only at the test's deadline ({where})"
+        assert worker._task.done()
+
+    for settled in range(12):
+        run(scenario(settled))
+
+
 def test_a_worker_without_a_body_sleeps_the_idle_maximum(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     waits: list[float] = []
     done = asyncio.Event()
 
-    async def no_wait(awaitable: Any, timeout: float) -> None:
-        awaitable.close()
-        waits.append(timeout)
+    async def no_wait(_: Worker, seconds: float) -> None:
+        waits.append(seconds)
         if len(waits) == 2:
             done.set()
             await asyncio.Event().wait()
-        raise TimeoutError
 
     async def scenario() -> None:
         worker = Worker(KEY, Harness().ctx)
-        await REAL_WAIT_FOR(done.wait(), timeout=5)
+        async with asyncio.timeout(5):
+            await done.wait()
         await worker.stop()
 
-    monkeypatch.setattr(asyncio, "wait_for", no_wait)
+    monkeypatch.setattr(Worker, "_sleep", no_wait)
     with caplog.at_level(logging.DEBUG, logger="tfserving_operator.reconcile"):
         run(scenario())
     assert waits == [0.0, MAX_IDLE_SECONDS]

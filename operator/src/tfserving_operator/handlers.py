@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import kopf
@@ -95,17 +96,46 @@ def servedmodel_watch_selectors(settings: Settings) -> dict[tuple[str, str], str
     return {(api.GROUP, api.PLURAL): shard} if shard else {}
 
 
+# Each cleanup step's bound: the chart's grace period (30 s) covers the three
+# with room left for kopf's own stop.
+CLEANUP_STEP_SECONDS = 8.0
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop workers and close connections."""
+    await stop_everything(memo)
+
+
+async def stop_everything(memo: kopf.Memo) -> None:
+    """What startup() started, stopped in order, each step bounded.
+
+    kopf waits for this handler without a deadline (its last-resort exit
+    timer is armed by its own signal handlers, which __main__ replaces), so a
+    step that hung kept the process alive until the kubelet's SIGKILL, with
+    nothing in the log. A step that runs out of time is logged by name and
+    the stop goes on.
+    """
     ctx: Context = memo.ctx
     resync: asyncio.Task[None] | None = memo.get("resync")
     if resync is not None:
         resync.cancel()
-    await memo.watches.stop()
-    await ctx.stop()
-    await memo.prober.close()
+    await bounded("the child watches", memo.watches.stop())
+    await bounded("the ServedModel workers", ctx.stop())
+    await bounded("the model server channels", memo.prober.close())
     memo.kube.close()
+
+
+async def bounded(what: str, step: Awaitable[None]) -> None:
+    """Await one cleanup step for CLEANUP_STEP_SECONDS at most."""
+    seconds = CLEANUP_STEP_SECONDS
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        log.error(
+            "stopping: %s did not stop within %g s; the operator exits without them", what, seconds
+        )
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, labels=SETTINGS.label_selector or None)

@@ -14,7 +14,6 @@ errors), which the gate's hysteresis reads (decide.gate_for).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -167,9 +166,8 @@ class ProbeSchedule:
         self._port_waits.clear()
         for task in waits:
             task.cancel()
-        for task in waits:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if waits:  # asyncio.wait: a cancellation of the caller is not swallowed
+            await asyncio.wait(waits)
 
     def port_waits(self) -> frozenset[str]:
         """Pods whose port is being watched."""

@@ -169,16 +169,16 @@ class Worker:
     async def stop(self) -> None:
         """Cancel the task and the probes' port waits, and wait for them."""
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        # asyncio.wait, not `await task` under suppress(CancelledError): that also
+        # swallowed a cancellation of the caller (kopf's cleanup timing out).
+        await asyncio.wait([self._task])
         await self.probes.close()
 
     async def _run(self) -> None:
         delay = 0.0
         failures = 0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            await self._sleep(delay)
             self._wake.clear()
             if self.body is None or self.ctx.paused:
                 log.debug("%s/%s: no pass (%s)", *self.key, "paused" if self.body else "no body")
@@ -207,6 +207,18 @@ class Worker:
                     delay,
                     exc_info=not isinstance(err, ApiError),
                 )
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until woken (wake()) or `seconds` have passed.
+
+        asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for returns the
+        inner result when its task is cancelled just as the inner wait completes
+        (CPython gh-86296, fixed in 3.12), so a stop() that met a wake-up was lost,
+        this loop went on, and the operator's cleanup waited for it for ever.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     # ----- one pass ------------------------------------------------------------
 
