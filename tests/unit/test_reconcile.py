@@ -8,9 +8,12 @@ and how often each pod's server is asked.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
+import gc
 import logging
 import time
+import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -939,6 +942,29 @@ def test_failed_passes_back_off_exponentially_up_to_30_s_and_reset_on_success(
     script += [7.0, RuntimeError("again")]
     waits = run_worker(monkeypatch, Harness(), script)
     assert waits == [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 7.0, 1.0]
+
+
+def test_a_worker_keeps_nothing_of_the_context_it_was_created_in() -> None:
+    """kopf runs the event handler that creates a Worker with context variables
+    holding the event (its whole body); the worker's task must not keep them."""
+
+    class Cause:  # what kopf's cause_var holds
+        pass
+
+    cause_var: contextvars.ContextVar[Cause] = contextvars.ContextVar("cause")
+
+    async def scenario() -> None:
+        cause = Cause()
+        gone = weakref.ref(cause)
+        handler_context = contextvars.copy_context()
+        handler_context.run(cause_var.set, cause)
+        worker = handler_context.run(Worker, KEY, Harness().ctx)
+        del cause, handler_context
+        gc.collect()
+        assert gone() is None, "the worker's task holds the handler's context variables"
+        await worker.stop()
+
+    run(scenario())
 
 
 @pytest.mark.parametrize("turns", range(6))
