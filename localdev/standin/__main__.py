@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .aio import wait_event
+from tfserving_operator.aio import wait_event
 
 # TensorFlow's C++ start-up chatter drowns the stand-in's own log lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -90,8 +90,7 @@ async def run(args: argparse.Namespace) -> None:
         # Started alongside the control plane, the kubeconfig may come later.
         log.warning("kubeconfig %s does not exist yet; waiting for it", args.kubeconfig)
         while not os.path.exists(args.kubeconfig):
-            await wait_event(stop, 0.5)
-            if stop.is_set():
+            if await wait_event(stop, 0.5):
                 return
     configure_tensorflow(args.tf_threads)
     api = client.CoreV1Api(config.new_client_from_config(config_file=args.kubeconfig))

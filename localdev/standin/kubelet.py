@@ -28,8 +28,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
+from tfserving_operator.aio import wait_event
+
 from . import kubelet_decide as decide
-from .aio import wait_event
 from .kubelet_decide import Body, ContainerRecord, ProbeSpec
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,8 @@ from aiohttp import web
 from google.protobuf import text_format
 from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
-from .aio import wait_event
+from tfserving_operator.aio import wait_event
+
 from .config import (
     LOAD_DELAY_ANNOTATION,
     LoadDelays,

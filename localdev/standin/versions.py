@@ -61,7 +61,8 @@ from enum import IntEnum
 import grpc
 from tensorflow_serving.config.model_server_config_pb2 import ModelConfig, ModelServerConfig
 
-from .aio import wait_event
+from tfserving_operator.aio import wait_event
+
 from .config import (
     LoadDelays,
     ServerFlags,

@@ -13,7 +13,6 @@ every decision comes from decide.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import time
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tfserving_operator import autoscaling, canary, decide, render, scrape, spec
+from tfserving_operator.aio import wait_event
 from tfserving_operator.apply import ApiWriter, now_iso
 from tfserving_operator.children import ChildSync
 from tfserving_operator.kube import ApiError
@@ -217,16 +217,9 @@ class Worker:
                 )
 
     async def _sleep(self, seconds: float) -> None:
-        """Until woken (wake()) or `seconds` have passed.
-
-        asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for returns the
-        inner result when its task is cancelled just as the inner wait completes
-        (CPython gh-86296, fixed in 3.12), so a stop() that met a wake-up was lost,
-        this loop went on, and the operator's cleanup waited for it for ever.
-        """
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
+        """Until woken (wake()) or `seconds` have passed; a stop() always ends it
+        (aio.wait_event says why not asyncio.wait_for)."""
+        await wait_event(self._wake, seconds)
 
     # ----- one pass ------------------------------------------------------------
 
